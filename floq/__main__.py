@@ -1,0 +1,5 @@
+import sys
+
+from floq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The one critic interface the actor and the trainer rely on.
+
+A critic is a frozen (hashable) dataclass of static configuration plus pure functions
+over parameter pytrees:
+
+  init(rng, obs, act) -> params            {'online': ..., 'target': ...}
+  loss(params, batch, next_actions, rng)   -> (scalar, metrics); gradients flow into
+                                           params['online'] only
+  q(online_params, obs, act) -> (B,)       the Q the actor's loss maximises
+  target_update(params, tau) -> params     Polyak averaging of the target part
+  num_next_actions                         how many next actions per state loss() wants
+  configure(discount, r_min, r_max)        bind task facts known only after loading data
+  describe() -> dict                       knobs recorded as result columns
+
+`batch` holds observations (B, O), actions (B, A), rewards (B,), masks (B,),
+next_observations (B, O); `next_actions` is (B, N, A) with N = num_next_actions, sampled by
+the actor from the next observations.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Q_AGGREGATIONS = ("mean", "min")
+
+
+def polyak(online, target, tau: float):
+    """target <- tau * online + (1 - tau) * target, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda p, tp: tau * p + (1.0 - tau) * tp, online, target)
+
+
+def aggregate(x: jnp.ndarray, how: str, axis: int = 0) -> jnp.ndarray:
+    if how == "min":
+        return x.min(axis=axis)
+    return x.mean(axis=axis)
+
+
+def count_params(tree) -> int:
+    return int(sum(int(x.size) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def repeat_rows(x: jnp.ndarray, n: int) -> jnp.ndarray:
+    """(B, ...) -> (B*n, ...): row b is repeated n times consecutively."""
+    return jnp.repeat(x, n, axis=0)

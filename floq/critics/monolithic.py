@@ -1,0 +1,94 @@
+"""Scalar Q ensemble: FQL's critic (MLP) and the paper's FQL-ResNet baseline.
+
+Q_e(s, a) for e = 1..E; TD target r + gamma * mask * agg_e Q_target_e(s', a') with a'
+from the actor (Park et al. 2025, "Flow Q-Learning", github:seohongpark/fql agents/fql.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+import jax
+import jax.numpy as jnp
+
+from floq.critics.base import Q_AGGREGATIONS, aggregate, count_params, polyak
+from floq.nets.mlp import ensemble
+from floq.nets.specs import MLPNet
+
+
+def make_ensemble(net, num_ensembles: int, dtype=None):
+    """An ensemble of `net` mapping (B, D) -> (E, B)."""
+    proto = net.module(output_dim=1, dtype=dtype)
+    fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(proto) if f.name not in ("parent", "name")}
+    return ensemble(type(proto), num_ensembles, in_axes=None)(**fields)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MonolithicCritic:
+    """Ensemble of scalar Q networks trained by squared TD error.
+
+    Attributes:
+      net: network spec (`@MLPNet()` for FQL, `@ResNet()` for FQL-ResNet).
+      num_ensembles: ensemble size E.
+      q_agg: how target Qs are aggregated over E ('mean' or 'min').
+      discount: set from the task by configure().
+    """
+
+    net: object = MLPNet()
+    num_ensembles: int = 2
+    q_agg: str = "mean"
+    discount: float = 0.99
+    name: str = "monolithic"
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.num_ensembles < 1:
+            raise ValueError(f"num_ensembles must be >= 1, got {self.num_ensembles}")
+        if self.q_agg not in Q_AGGREGATIONS:
+            raise ValueError(f"q_agg must be one of {Q_AGGREGATIONS}, got {self.q_agg!r}")
+
+    num_next_actions = 1
+
+    @property
+    def _module(self):
+        dtype = jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
+        return make_ensemble(self.net, self.num_ensembles, dtype)
+
+    def configure(self, discount: float, r_min: float, r_max: float):
+        return dataclasses.replace(self, discount=float(discount))
+
+    def init(self, rng, obs, act):
+        online = {"q": self._module.init(rng, act_concat(obs, act))["params"]}
+        return {"online": online, "target": jax.tree_util.tree_map(jnp.copy, online)}
+
+    def qs(self, q_params, obs, act):
+        """(E, B) Q values."""
+        return self._module.apply({"params": q_params}, act_concat(obs, act))[..., 0]
+
+    def q(self, online, obs, act):
+        return self.qs(online["q"], obs, act).mean(axis=0)
+
+    def loss(self, params, batch, next_actions, rng):
+        next_q = aggregate(self.qs(params["target"]["q"], batch["next_observations"], next_actions[:, 0]), self.q_agg)
+        target = jax.lax.stop_gradient(batch["rewards"] + self.discount * batch["masks"] * next_q)  # (B,)
+        q = self.qs(params["online"]["q"], batch["observations"], batch["actions"])  # (E, B)
+        loss = jnp.mean((q - target[None]) ** 2)
+        return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(), "critic/q_min": q.min(),
+                      "critic/target_mean": target.mean()}
+
+    def target_update(self, params, tau: float):
+        return {"online": params["online"], "target": polyak(params["online"], params["target"], tau)}
+
+    def param_counts(self, params) -> dict:
+        return {"critic/q": count_params(params["online"]["q"])}
+
+    def describe(self) -> dict:
+        d = {"critic": self.name, "critic_ensembles": self.num_ensembles, "q_agg": self.q_agg}
+        d.update({f"critic_{k}": v for k, v in self.net.describe().items()})
+        return d
+
+
+def act_concat(obs, act):
+    return jnp.concatenate([obs, act], axis=-1)

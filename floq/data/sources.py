@@ -1,0 +1,206 @@
+"""Where a task's dataset comes from, and the task itself.
+
+Three sources (gin `Task.source`):
+  'ogbench'   the official download through ogbench (needs internet; cached in ~/.ogbench/data)
+  'path'      a local file in OGBench's format (`Task.dataset_path`; its `-val` twin beside it)
+  'generate'  made locally with OGBench's own scripted oracles and cached
+              (`floq.data.generate`), for the manipulation datasets
+
+Singletask rewards and masks always come from OGBench's own relabelling
+(`ogbench.make_env_and_datasets(name, dataset_path=...)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import gin
+import numpy as np
+
+SOURCES = ("ogbench", "path", "generate")
+SUCCESS_TIMINGS = ("pre", "post")
+
+# Datasets of the floq paper plus the other OGBench state-based manipulation/locomotion sets.
+MANIPULATION = (
+    "cube-single-play", "cube-double-play", "cube-triple-play", "cube-quadruple-play",
+    "cube-single-noisy", "cube-double-noisy", "cube-triple-noisy",
+    "scene-play", "scene-noisy", "puzzle-3x3-play", "puzzle-4x4-play", "puzzle-4x5-play", "puzzle-4x6-play",
+    "puzzle-3x3-noisy", "puzzle-4x4-noisy",
+)
+LOCOMOTION = (
+    "antmaze-medium-navigate", "antmaze-large-navigate", "antmaze-giant-navigate", "antmaze-teleport-navigate",
+    "antmaze-large-stitch", "antmaze-giant-stitch", "antmaze-large-explore",
+    "humanoidmaze-medium-navigate", "humanoidmaze-large-navigate", "humanoidmaze-giant-navigate",
+    "humanoidmaze-medium-stitch", "humanoidmaze-large-stitch",
+    "antsoccer-arena-navigate", "antsoccer-medium-navigate", "antsoccer-arena-stitch",
+    "pointmaze-medium-navigate", "pointmaze-large-navigate", "pointmaze-giant-navigate",
+)
+KNOWN_ENVS = MANIPULATION + LOCOMOTION
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found or read."""
+
+
+def default_data_dir() -> str:
+    return os.path.expanduser(os.environ.get("FLOQ_DATA_DIR", "~/.floq/data"))
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """An OGBench singletask problem and where its data comes from.
+
+    Attributes:
+      env: dataset family without version, e.g. 'cube-single-play'.
+      task_id: singletask id (1..5).
+      discount: gamma.
+      source: 'ogbench' | 'path' | 'generate' (see module docstring).
+      dataset_path: a local train file; when non-empty it is used whatever `source` says.
+      dataset_dir: OGBench download/cache dir for source='ogbench' ('' = ~/.ogbench/data).
+      generate_episodes: episodes to generate for source='generate'.
+      generate_seed: seed of the generated dataset.
+      standin: allow noisy random-walk stand-in data for locomotion (tests only).
+      episode_length: generated episode length override (0 = OGBench's).
+      success_timing: 'post' (ogbench < 1.2 rule, as in the FQL and floq papers) or 'pre'.
+      r_min, r_max: pin the reward range (None: read from the training data).
+      max_transitions: use only the first N transitions (0 = all).
+    """
+
+    env: str = "cube-single-play"
+    task_id: int = 1
+    discount: float = 0.99
+    source: str = "ogbench"
+    dataset_path: str = ""
+    dataset_dir: str = ""
+    generate_episodes: int = 100
+    generate_seed: int = 0
+    standin: bool = False
+    episode_length: int = 0
+    success_timing: str = "post"
+    max_transitions: int = 0
+
+    def __post_init__(self):
+        if self.env not in KNOWN_ENVS:
+            raise ValueError(f"unknown OGBench dataset {self.env!r}; known: {', '.join(KNOWN_ENVS)}")
+        if not 1 <= int(self.task_id) <= 5:
+            raise ValueError(f"task_id must be in 1..5, got {self.task_id}")
+        if self.source not in SOURCES:
+            raise ValueError(f"Task.source must be one of {SOURCES}, got {self.source!r}")
+        if self.success_timing not in SUCCESS_TIMINGS:
+            raise ValueError(f"success_timing must be one of {SUCCESS_TIMINGS}, got {self.success_timing!r}")
+        if not 0.0 < self.discount < 1.0:
+            raise ValueError(f"discount must be in (0, 1), got {self.discount}")
+        if self.source == "generate" and self.generate_episodes < 1:
+            raise ValueError(f"generate_episodes must be >= 1, got {self.generate_episodes}")
+
+    @property
+    def dataset_name(self) -> str:
+        return f"{self.env}-singletask-task{self.task_id}-v0"
+
+    @property
+    def task(self) -> str:
+        return f"task{self.task_id}"
+
+    def env_kwargs(self) -> dict:
+        return {"success_timing": self.success_timing}
+
+    def resolve_path(self, progress: bool = True) -> str | None:
+        """The local train file to load (None: let ogbench download)."""
+        if self.source == "path" or self.dataset_path:
+            if not self.dataset_path:
+                raise DataError("Task.source = 'path' needs Task.dataset_path (or the DATASET_PATH macro)")
+            path = os.path.expanduser(self.dataset_path)
+            _check_files(path)
+            return path
+        if self.source == "generate":
+            return ensure_generated(self, progress=progress)
+        return None
+
+    def load(self, progress: bool = True):
+        """Returns (train, val) dicts of numpy arrays with rewards and masks (OGBench relabelling)."""
+        import ogbench
+
+        path = self.resolve_path(progress=progress)
+        kwargs = dict(dataset_path=path) if path else dict(
+            dataset_dir=os.path.expanduser(self.dataset_dir or "~/.ogbench/data"))
+        try:
+            env, train, val = ogbench.make_env_and_datasets(self.dataset_name, **kwargs, **self.env_kwargs())
+        except (OSError, KeyError, ValueError, EOFError) as e:  # zipfile errors are OSError/ValueError subclasses
+            raise DataError(f"cannot load dataset for {self.dataset_name} from {path or 'ogbench download'}: "
+                            f"{type(e).__name__}: {e}") from None
+        env.close()
+        return _finish(train, self.max_transitions), _finish(val, self.max_transitions)
+
+
+def _check_files(path: str) -> None:
+    val = path.replace(".npz", "-val.npz")
+    if not path.endswith(".npz"):
+        raise DataError(f"dataset file must be an OGBench .npz file, got {path!r}")
+    for p in (path, val):
+        if not os.path.isfile(p):
+            raise DataError(f"dataset file not found: {p}")
+    try:
+        with np.load(path) as f:
+            missing = [k for k in ("observations", "actions", "terminals") if k not in f.files]
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
+    if missing:
+        raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
+
+
+def generated_path(task: Task) -> str:
+    tag = f"e{task.generate_episodes}-s{task.generate_seed}"
+    if task.episode_length:
+        tag += f"-l{task.episode_length}"
+    standin = "-standin" if task.env in LOCOMOTION else ""
+    return os.path.join(default_data_dir(), f"{task.env}{standin}-v0-{tag}.npz")
+
+
+def ensure_generated(task: Task, progress: bool = True) -> str:
+    """Generate (once) and cache the dataset of a 'generate' task; returns the train path."""
+    path = generated_path(task)
+    if os.path.isfile(path) and os.path.isfile(path.replace(".npz", "-val.npz")):
+        return path
+    if task.env in LOCOMOTION and not task.standin:
+        raise DataError(
+            f"{task.env} needs OGBench's expert policies, which are not shipped; use source='ogbench' "
+            f"(download) or, for tests only, Task.standin = True")
+    from floq.data import generate as gen
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    kwargs = {}
+    if task.episode_length:
+        kwargs["episode_length"] = task.episode_length
+    if task.env in LOCOMOTION:
+        kwargs["standin"] = True
+    train, val = gen.generate(f"{task.env}-v0", task.generate_episodes, os.path.dirname(path),
+                              seed=task.generate_seed, workers=min(2, os.cpu_count() or 1),
+                              progress=progress, **kwargs)
+    # Rename into the cache key (atomic renames; the val file first so a crash never
+    # leaves a train file without its val twin under the cache key).
+    os.replace(val, path.replace(".npz", "-val.npz"))
+    os.replace(train, path)
+    return path
+
+
+def _finish(ds: dict, max_transitions: int = 0) -> dict:
+    """Keep what training needs; clip actions like FQL (1e-5 inside the box)."""
+    out = {
+        "observations": np.asarray(ds["observations"], np.float32),
+        "actions": np.clip(np.asarray(ds["actions"], np.float32), -1 + 1e-5, 1 - 1e-5),
+        "rewards": np.asarray(ds["rewards"], np.float32),
+        "masks": np.asarray(ds["masks"], np.float32),
+        "next_observations": np.asarray(ds["next_observations"], np.float32),
+    }
+    if max_transitions:
+        out = {k: v[:max_transitions] for k, v in out.items()}
+    return out
+
+
+def env_family(name: str) -> str:
+    """'cube-single-play-singletask-task1-v0' -> 'cube-single-play'."""
+    name = re.sub(r"-v\d+$", "", name)
+    return re.sub(r"-singletask(-task\d)?$", "", name)

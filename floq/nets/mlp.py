@@ -1,0 +1,100 @@
+"""Multi-layer perceptrons, residual MLPs and explicit-axis ensembles.
+
+Initialisation and activation follow FQL (github:seohongpark/fql, utils/networks.py):
+GELU activations, variance-scaling(fan_avg, uniform) kernels, LayerNorm after the
+activation of every hidden layer when enabled.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def default_init(scale: float = 1.0):
+    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+class MLP(nn.Module):
+    """Dense stack: hidden layers with GELU (+ LayerNorm), then a linear output layer.
+
+    Attributes:
+      hidden_dims: widths of the hidden layers.
+      output_dim: width of the final linear layer (None: no output layer).
+      layer_norm: LayerNorm after each hidden activation.
+      activate_before_layernorm: order of activation and LayerNorm in a hidden layer.
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int | None = 1
+    layer_norm: bool = False
+    activate_before_layernorm: bool = True
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        for width in self.hidden_dims:
+            x = nn.Dense(width, kernel_init=default_init(), dtype=self.dtype)(x)
+            x = _act_norm(x, self.layer_norm, self.activate_before_layernorm)
+        if self.output_dim is not None:
+            x = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(x)
+        return x.astype(jnp.float32)
+
+
+def _act_norm(x, layer_norm: bool, activate_first: bool):
+    if activate_first:
+        x = nn.gelu(x)
+        if layer_norm:
+            x = nn.LayerNorm()(x)
+    else:
+        if layer_norm:
+            x = nn.LayerNorm()(x)
+        x = nn.gelu(x)
+    return x
+
+
+class ResMLP(nn.Module):
+    """Residual MLP as in the floq paper's ResNet critics.
+
+    input -> Dense(width) -> act/LN -> num_blocks x [x + Block(x)] -> Dense(output_dim),
+    where each Block is `block_depth` Dense(width) layers, each followed by act/LN.
+    """
+
+    width: int
+    block_depth: int = 2
+    num_blocks: int = 2
+    output_dim: int = 1
+    layer_norm: bool = True
+    activate_before_layernorm: bool = True
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(self.width, kernel_init=default_init(), dtype=self.dtype)(x)
+        x = _act_norm(x, self.layer_norm, self.activate_before_layernorm)
+        for _ in range(self.num_blocks):
+            h = x
+            for _ in range(self.block_depth):
+                h = nn.Dense(self.width, kernel_init=default_init(), dtype=self.dtype)(h)
+                h = _act_norm(h, self.layer_norm, self.activate_before_layernorm)
+            x = x + h
+        x = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(x)
+        return x.astype(jnp.float32)
+
+
+def ensemble(module_cls, num: int, in_axes=None):
+    """Vectorise a module over a leading ensemble axis of its parameters.
+
+    in_axes=None shares the input across members; in_axes=0 gives each member its own
+    slice of an input whose leading axis is the ensemble axis (E, ...).
+    """
+    return nn.vmap(
+        module_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=in_axes,
+        out_axes=0,
+        axis_size=num,
+    )

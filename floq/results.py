@@ -1,0 +1,154 @@
+"""Run directories: atomic files, CSV logs that never lose columns, manifests, status."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+
+PACKAGES = ("floq", "jax", "jaxlib", "flax", "optax", "ogbench", "mujoco", "gin-config", "orbax-checkpoint",
+            "numpy", "pandas")
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _json_default(x):
+    try:
+        return x.item()
+    except AttributeError:
+        return str(x)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return repr(v)
+    if hasattr(v, "item"):
+        return _fmt(v.item())
+    return str(v)
+
+
+class CsvLog:
+    """An append-only CSV whose header grows when new keys appear.
+
+    Rows are buffered in memory as dicts and the whole file is rewritten atomically on
+    flush(), so a new column is never dropped (the released floq/FQL CsvLogger freezes its
+    header at the first row) and a crash never leaves a torn row.
+    """
+
+    def __init__(self, path: str, first_columns: tuple[str, ...] = ()):
+        self.path = path
+        self.first = list(first_columns)
+        self.rows: list[dict] = []
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n rows (resume: roll back rows written after the checkpoint)."""
+        self.rows = self.rows[:n]
+
+    def columns(self) -> list[str]:
+        cols = list(self.first)
+        seen = set(cols)
+        for r in self.rows:
+            for k in r:
+                if k not in seen:
+                    seen.add(k)
+                    cols.append(k)
+        return cols
+
+    def flush(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns(), restval="", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: _fmt(v) for k, v in r.items()})
+        atomic_write(self.path, buf.getvalue())
+
+
+def run_status(run_dir: str) -> str:
+    """'absent' (nothing there), 'partial' (started, not finished) or 'done'."""
+    manifest = os.path.join(run_dir, "run.json")
+    if not os.path.exists(manifest):
+        return "partial" if os.path.isdir(os.path.join(run_dir, "checkpoints")) else "absent"
+    try:
+        status = read_json(manifest).get("status")
+    except (OSError, ValueError):
+        return "partial"
+    return "done" if status == "done" else "partial"
+
+
+def git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not sha:
+        return "unknown"
+    return sha + (" (dirty)" if dirty else "")
+
+
+def package_versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    return out
+
+
+def device_description() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        return f"cpu: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    return f"{d.platform}: {getattr(d, 'device_kind', str(d))} x{jax.device_count()}"
