@@ -34,6 +34,11 @@ from floq.config import ConfigError, binding_tag, parse
 EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step", "success",
                 "return", "episode_length", "wall_time", "eval_episodes", "train_steps", "ogbench_version",
                 "success_timing")
+# Bindings that describe the protocol or the plumbing rather than the thing studied: they are
+# recorded in run.json, not turned into result columns or run names.
+NOT_TAGS = {"seed", "num_seeds", "dataset_path", "data_source", "train_steps", "eval_interval", "eval_episodes",
+            "log_interval", "checkpoint_interval", "chunk_size", "experiment", "out_dir", "progress",
+            "eval_workers"}
 TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "wall_time", "updates_per_s")
 
 
@@ -296,7 +301,7 @@ def run(gin_files, bindings=(), out_dir: str | None = None, run_dir: str | None 
     tags = dict(tags or {})
     for b in bindings:
         kv = binding_tag(b)
-        if kv and kv[0] not in ("seed", "dataset_path", "train_steps"):
+        if kv and kv[0] not in NOT_TAGS:
             tags.setdefault(*kv)
     exp_name = tr.experiment
     if run_dir is None:
