@@ -179,7 +179,7 @@ class FQL:
                                              self.tau)
         new_params = {"actor_bc": trainable["actor_bc"], "actor_onestep": trainable["actor_onestep"],
                       "critic": critic_params}
-        info["grad/norm"] = optax.global_norm(grads)
+        info["grad/norm"] = optax.tree.norm(grads)
         return {"params": new_params, "opt": opt, "rng": rng, "step": state["step"] + 1}, info
 
     def describe(self) -> dict:
