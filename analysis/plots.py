@@ -1,0 +1,321 @@
+"""Layer 3a: figures from already-computed estimates (never from raw runs).
+
+Every function takes a tidy estimate frame from ``analysis.stats`` (columns ``point, lo,
+hi`` as fractions), returns the ``matplotlib.figure.Figure`` and, given ``out``, writes
+``out.png`` and ``out.pdf`` atomically. Figures are built on ``Figure`` objects with the Agg
+canvas (no pyplot, no global backend switch) inside a local rc context sized for a paper
+column (3.3 in; 6.9 in for multi-panel figures), colour-blind-safe palette from seaborn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from analysis.load import natural_key
+from analysis.stats import METRIC_LABELS
+
+__all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "save_figure",
+           "plot_learning_curves", "plot_scaling", "plot_performance_profile",
+           "plot_aggregates"]
+
+COLUMN_WIDTH = 3.3   # inches: one column of a two-column paper
+PAGE_WIDTH = 6.9     # inches: full text width
+
+_RC = {
+    "font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "xtick.labelsize": 6.5,
+    "ytick.labelsize": 6.5, "legend.fontsize": 6.5, "legend.title_fontsize": 6.5,
+    "lines.linewidth": 1.3, "lines.markersize": 3.5, "axes.linewidth": 0.6,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.linewidth": 0.4, "grid.alpha": 0.35, "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6, "xtick.major.size": 2.5, "ytick.major.size": 2.5,
+    "savefig.dpi": 300, "figure.dpi": 150, "pdf.fonttype": 42, "ps.fonttype": 42,
+    "legend.frameon": False, "axes.titlepad": 3.0, "font.family": "DejaVu Sans",
+}
+_BAND_ALPHA = 0.2
+
+
+@contextmanager
+def style():
+    """The rc settings of every figure here (local; global rcParams are untouched)."""
+    with matplotlib.rc_context(_RC):
+        yield
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
+    """A stable colour per method (seaborn ``colorblind``; ``husl`` beyond 10)."""
+    import seaborn as sns
+    methods = list(dict.fromkeys(methods))
+    pal = (sns.color_palette("colorblind", len(methods)) if len(methods) <= 10
+           else sns.color_palette("husl", len(methods)))
+    return {m: tuple(pal[i]) for i, m in enumerate(methods)}
+
+
+def save_figure(fig: Figure, out: str | os.PathLike,
+                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``out.<fmt>`` for each format, each via a temp file + ``os.replace``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with style():
+        for fmt in formats:
+            dst = out.with_name(f"{out.name}.{fmt}")
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=f".{fmt}")
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.02)
+                os.replace(tmp, dst)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            paths.append(dst)
+    return paths
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.04, hspace=0.06)
+    return fig
+
+
+def _grid(fig: Figure, n: int, ncols: int, sharey: bool = True, sharex: bool = False):
+    nrows = math.ceil(n / ncols)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=sharey, sharex=sharex,
+                                      squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.remove()
+    return list(axes[:n])
+
+
+def _steps_formatter(x, _pos=None) -> str:
+    if x == 0:
+        return "0"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            v = x / div
+            return f"{v:.{0 if float(v).is_integer() else 1}f}{suf}"
+    return f"{x:g}"
+
+
+def _legend(fig: Figure, axes, n_items: int, title: str | None = None):
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels and not label.startswith("_"):
+                handles.append(handle)
+                labels.append(label)
+    if not handles:
+        return
+    width = fig.get_figwidth()
+    longest = max(len(label) for label in labels)
+    ncol = max(1, min(len(labels), int(width / (0.3 + 0.055 * longest))))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, title=title,
+               handlelength=1.6, columnspacing=1.0, handletextpad=0.4)
+
+
+def _band(ax, x, lo, hi, color):
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.fill_between(np.asarray(x)[ok], np.asarray(lo)[ok], np.asarray(hi)[ok],
+                        color=color, alpha=_BAND_ALPHA, linewidth=0)
+
+
+def _panel_layout(n: int) -> tuple[float, int, float]:
+    """(width, ncols, panel height) for n panels."""
+    if n == 1:
+        return COLUMN_WIDTH, 1, 2.0
+    if n == 2:
+        return COLUMN_WIDTH, 2, 1.7
+    return PAGE_WIDTH, min(4, n), 1.6
+
+
+# --------------------------------------------------------------------------- curves
+def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = None,
+                         colors: Mapping[str, tuple] | None = None,
+                         ylabel: str = "Success (%)") -> Figure:
+    """Success vs gradient step, one panel per environment, one line (+CI band) per method.
+
+    Args:
+        curves: ``stats.curve_estimates`` output: ``env, method, step, point, lo, hi``.
+    """
+    envs = sorted(curves["env"].unique(), key=natural_key)
+    methods = sorted(curves["method"].unique(), key=natural_key)
+    colors = dict(colors or method_colors(methods))
+    width, ncols, ph = _panel_layout(len(envs))
+    with style():
+        fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
+        axes = _grid(fig, len(envs), ncols)
+        for ax, env in zip(axes, envs):
+            sub = curves[curves["env"] == env]
+            for m in methods:
+                g = sub[sub["method"] == m].sort_values("step")
+                if g.empty:
+                    continue
+                ax.plot(g["step"], 100 * g["point"], color=colors[m], label=m)
+                _band(ax, g["step"], 100 * g["lo"], 100 * g["hi"], colors[m])
+            ax.set_title(env)
+            ax.set_xlabel("Gradient steps")
+            ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
+            ax.set_ylim(-2, 102)
+            ax.margins(x=0.02)
+        for i, ax in enumerate(axes):
+            if i % ncols == 0:
+                ax.set_ylabel(ylabel)
+        _legend(fig, axes, len(methods))
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def _log_base(x: np.ndarray) -> int | None:
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or (x <= 0).any() or x.max() / x.min() < 4:
+        return None
+    if all(float(v).is_integer() and int(v) & (int(v) - 1) == 0 for v in x):
+        return 2
+    return 10
+
+
+def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | None = None,
+                 colors: Mapping[str, tuple] | None = None, logx: bool | str = "auto",
+                 ylabel: str = "Final success (%)") -> Figure:
+    """Final success vs a numeric axis, one panel per environment, one line per hue.
+
+    Args:
+        est: ``stats.scaling_estimates`` output: ``env, hue, x, point, lo, hi, reference``.
+            Reference rows (``x`` NaN: runs without the axis, e.g. a monolithic critic on a
+            flow-steps axis) are drawn as dashed horizontal lines with their CI band.
+        axis_label: x-axis label (units included).
+        logx: ``"auto"`` (log2 for powers of two spanning >= 4x, log10 otherwise when
+            spanning >= 4x), True or False.
+    """
+    envs = sorted(est["env"].unique(), key=natural_key)
+    hues = sorted(est["hue"].unique(), key=natural_key)
+    colors = dict(colors or method_colors(hues))
+    xs = est.loc[~est["reference"].astype(bool), "x"].to_numpy(float)
+    base = _log_base(xs) if logx == "auto" else (10 if logx else None)
+    width, ncols, ph = _panel_layout(len(envs))
+    with style():
+        fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
+        axes = _grid(fig, len(envs), ncols, sharex=True)
+        ticks = np.unique(xs[np.isfinite(xs)])
+        for ax, env in zip(axes, envs):
+            sub = est[est["env"] == env]
+            for h in hues:
+                g = sub[sub["hue"] == h].sort_values("x")
+                if g.empty:
+                    continue
+                ref = g["reference"].astype(bool)
+                line = g[~ref]
+                if len(line):
+                    ax.plot(line["x"], 100 * line["point"], marker="o", color=colors[h], label=h)
+                    _band(ax, line["x"], 100 * line["lo"], 100 * line["hi"], colors[h])
+                for _, r in g[ref].iterrows():
+                    ax.axhline(100 * r["point"], color=colors[h], linestyle="--",
+                               linewidth=1.0, label=f"{h} (reference)")
+                    if np.isfinite(r["lo"]):
+                        ax.axhspan(100 * r["lo"], 100 * r["hi"], color=colors[h],
+                                   alpha=_BAND_ALPHA / 2, linewidth=0)
+            if base is not None:
+                ax.set_xscale("log", base=base)
+            fmt = ((lambda v, _p: f"{v:g}") if base == 2 or ticks.max(initial=0) < 1000
+                   else _steps_formatter)
+            if 0 < len(ticks) <= 8:
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+            if len(ticks) == 1:
+                ax.set_xlim(ticks[0] * 0.5, ticks[0] * 1.5)
+            ax.set_title(env)
+            ax.set_xlabel(axis_label)
+            ax.set_ylim(-2, 102)
+        for i, ax in enumerate(axes):
+            if i % ncols == 0:
+                ax.set_ylabel(ylabel)
+        _legend(fig, axes, len(hues))
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def plot_performance_profile(profile: pd.DataFrame, out: str | os.PathLike | None = None,
+                             colors: Mapping[str, tuple] | None = None) -> Figure:
+    """Score-distribution performance profile: fraction of runs with success > tau.
+
+    Args:
+        profile: ``stats.performance_profile`` output: ``method, tau, point, lo, hi``.
+    """
+    methods = sorted(profile["method"].unique(), key=natural_key)
+    colors = dict(colors or method_colors(methods))
+    with style():
+        fig = _new_figure(COLUMN_WIDTH, 2.3)
+        ax = fig.subplots()
+        for m in methods:
+            g = profile[profile["method"] == m].sort_values("tau")
+            ax.plot(100 * g["tau"], g["point"], color=colors[m], label=m)
+            _band(ax, 100 * g["tau"], g["lo"], g["hi"], colors[m])
+        ax.set_xlabel(r"Success threshold $\tau$ (%)")
+        ax.set_ylabel(r"Fraction of runs $> \tau$")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(-0.02, 1.02)
+        _legend(fig, [ax], len(methods))
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,
+                    colors: Mapping[str, tuple] | None = None,
+                    metrics: Sequence[str] | None = None) -> Figure:
+    """Interval estimates of aggregate metrics (rliable's plot): one panel per metric,
+    one horizontal bar (the CI) with a tick (the point estimate) per method.
+
+    Args:
+        agg: ``stats.aggregate_estimates`` output: ``method, metric, point, lo, hi``.
+    """
+    metrics = list(metrics or dict.fromkeys(agg["metric"]))
+    methods = sorted(agg["method"].unique(), key=natural_key, reverse=True)
+    colors = dict(colors or method_colors(methods[::-1]))
+    ncols = 2 if len(metrics) > 1 else 1
+    nrows = math.ceil(len(metrics) / ncols)
+    height = nrows * (0.45 + 0.17 * len(methods)) + 0.25
+    with style():
+        fig = _new_figure(COLUMN_WIDTH, height)
+        axes = _grid(fig, len(metrics), ncols, sharey=True)
+        for ax, metric in zip(axes, metrics):
+            sub = agg[agg["metric"] == metric].set_index("method")
+            for i, m in enumerate(methods):
+                if m not in sub.index:
+                    continue
+                r = sub.loc[m]
+                if np.isfinite(r["lo"]):
+                    ax.barh(i, 100 * (r["hi"] - r["lo"]), left=100 * r["lo"], height=0.6,
+                            color=colors[m], alpha=0.75, linewidth=0)
+                ax.vlines(100 * r["point"], i - 0.34, i + 0.34, color="black", linewidth=1.0)
+            ax.set_yticks(range(len(methods)), methods)
+            ax.set_ylim(-0.6, len(methods) - 0.4)
+            ax.set_title(METRIC_LABELS.get(metric, metric))
+            ax.grid(axis="y", visible=False)
+            ax.margins(x=0.08)
+        for i, ax in enumerate(axes):
+            if i % ncols:
+                ax.tick_params(axis="y", left=False)
+        fig.supxlabel("Success (%)" if "optimality_gap" not in metrics else
+                      "Success (%); optimality gap in points (lower is better)",
+                      fontsize=_RC["axes.labelsize"])
+    if out is not None:
+        save_figure(fig, out)
+    return fig

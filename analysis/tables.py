@@ -1,0 +1,347 @@
+"""Layer 3b: leaderboards in Markdown, LaTeX (booktabs) and CSV.
+
+A leaderboard has one row per method and one column per environment (``by="env"``) or per
+task of one environment (``by="task"``). Our cells read ``mean ± h`` in percent, where h is
+half the width of the 95% stratified-bootstrap CI (exact bounds are in the CSV); published
+numbers sit in extra rows labelled ``(published, <ref>)`` with their own ± (usually a std
+over seeds — a different kind of uncertainty, stated in the notes), never bolded.
+
+Mixed protocols are refused: numbers from runs with different ``train_steps``,
+``eval_interval``, ``eval_episodes``, ``success_timing`` or ``ogbench_version`` cannot share
+a table, so ``leaderboard`` raises ``ValueError`` naming the differing field and values.
+Use ``split_by_protocol`` to make one table per protocol (what ``analysis.report`` does).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import PROTOCOL_FIELDS, natural_key
+from analysis.stats import Protocol, bootstrap_estimate, parse_protocol, score_matrix
+
+__all__ = ["DEFAULT_PUBLISHED_METHODS", "Leaderboard", "protocol_of", "split_by_protocol",
+           "leaderboard", "natural_key"]
+
+# Published methods shown beside ours by default (the FQL and floq papers' own methods).
+DEFAULT_PUBLISHED_METHODS = ("FQL", "FQL(1M)", "FQL(2M)", "floq-def", "floq-best")
+
+
+# --------------------------------------------------------------------------- protocols
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return "unknown"
+    if isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
+            and float(v).is_integer():
+        return f"{int(v):,}"
+    return str(v)
+
+
+def protocol_of(final: pd.DataFrame) -> dict:
+    """The protocol shared by all runs: ``{field: value}`` over ``PROTOCOL_FIELDS``
+    present in ``final``. Raises ValueError when runs disagree on any field."""
+    out = {}
+    for f in PROTOCOL_FIELDS:
+        if f not in final.columns or final[f].isna().all():
+            continue
+        vals = final[f].map(_fmt)
+        if vals.nunique() > 1:
+            per_run = final.assign(_v=vals).groupby("_v")["run_dir"].nunique()
+            desc = ", ".join(f"{v} ({n} run dir{'s' if n > 1 else ''})"
+                             for v, n in per_run.items())
+            raise ValueError(f"runs mix protocols: {f} is {desc}; numbers from different "
+                             "protocols cannot share a table — use "
+                             "analysis.tables.split_by_protocol and make one table each")
+        out[f] = final[f].dropna().iloc[0] if final[f].notna().any() else None
+    return out
+
+
+def split_by_protocol(final: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """Partition runs by protocol: ``[(protocol dict, frame), ...]``, largest first."""
+    fields = [f for f in PROTOCOL_FIELDS if f in final.columns and final[f].notna().any()]
+    if not fields:
+        return [({}, final)]
+    key = final[fields].apply(lambda r: tuple(_fmt(v) for v in r), axis=1)
+    groups = []
+    for _, idx in key.groupby(key, sort=True).groups.items():
+        sub = final.loc[idx]
+        groups.append((protocol_of(sub), sub))
+    groups.sort(key=lambda g: -len(g[1]))
+    return groups
+
+
+# --------------------------------------------------------------------------- the table
+@dataclass
+class Leaderboard:
+    """A rendered-agnostic leaderboard.
+
+    Attributes:
+        cells: long frame, one row per filled cell: ``row, column, kind`` (ours |
+            published), ``point, lo, hi`` (fractions), ``display`` (the cell text),
+            ``bold``, ``n_seeds``, ``n_tasks``, ``uncertainty, uncertainty_kind, ref``.
+        rows, columns: display order. ``title``, ``caption``, ``notes``: text.
+    """
+
+    cells: pd.DataFrame
+    rows: list[str]
+    columns: list[str]
+    title: str
+    caption: str
+    notes: list[str] = field(default_factory=list)
+    label: str = "tab:leaderboard"
+    first_header: str = "Method"
+
+    def _grid(self) -> list[list[tuple[str, bool]]]:
+        lookup = {(r.row, r.column): (r.display, bool(r.bold))
+                  for r in self.cells.itertuples()}
+        return [[lookup.get((row, col), ("—", False)) for col in self.columns]
+                for row in self.rows]
+
+    def _n_ours(self) -> int:
+        return sum(1 for r in self.rows
+                   if (self.cells[self.cells["row"] == r]["kind"] == "ours").any())
+
+    def to_markdown(self) -> str:
+        """GitHub-flavoured Markdown: title, caption, table, numbered notes."""
+        esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+        out = [f"**{self.title}.** {self.caption}", ""]
+        out.append("| " + " | ".join([self.first_header, *map(esc, self.columns)]) + " |")
+        out.append("|" + "---|" + "---:|" * len(self.columns))
+        for row, cells in zip(self.rows, self._grid()):
+            texts = [f"**{t}**" if b else t for t, b in cells]
+            out.append("| " + " | ".join([esc(row), *map(esc, texts)]) + " |")
+        if self.notes:
+            out.append("")
+            out.extend(f"{i}. {n}" for i, n in enumerate(self.notes, 1))
+        return "\n".join(out) + "\n"
+
+    def to_latex(self) -> str:
+        """A booktabs ``table`` float; published rows below a ``\\midrule``."""
+        n_ours = self._n_ours()
+        lines = [r"\begin{table}[t]", r"\centering", r"\small",
+                 rf"\caption{{{_tex(self.title)}. {_tex(self.caption)}}}",
+                 rf"\label{{{self.label}}}",
+                 r"\begin{tabular}{l" + "r" * len(self.columns) + "}", r"\toprule",
+                 " & ".join([_tex(self.first_header), *map(_tex, self.columns)]) + r" \\",
+                 r"\midrule"]
+        for i, (row, cells) in enumerate(zip(self.rows, self._grid())):
+            if i == n_ours and 0 < n_ours < len(self.rows):
+                lines.append(r"\midrule")
+            texts = [rf"\textbf{{{_tex(t)}}}" if b else _tex(t) for t, b in cells]
+            lines.append(" & ".join([_tex(row), *texts]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        if self.notes:
+            lines += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize"]
+            lines += [rf"({i}) {_tex(n)}\par" for i, n in enumerate(self.notes, 1)]
+            lines.append(r"\end{minipage}")
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """The cells (long form) with exact bounds, as CSV text."""
+        buf = io.StringIO()
+        self.cells.to_csv(buf, index=False, lineterminator="\n", float_format="%.6g")
+        return buf.getvalue()
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "–": "--", "×": r"$\times$",
+        "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\to$", "τ": r"$\tau$", "‡": r"$\ddagger$",
+        "†": r"$\dagger$"}
+
+
+def _tex(s) -> str:
+    return "".join(_TEX.get(c, c) for c in str(s))
+
+
+# --------------------------------------------------------------------------- build
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}"
+
+
+def _ours_cell(scores: np.ndarray, reps, confidence, seed, key, n_total) -> dict:
+    point, lo, hi = bootstrap_estimate(scores, "mean", reps, confidence, seed, key)
+    n_seeds, n_tasks = scores.shape
+    if np.isnan(lo):
+        text = f"{_pct(point)} (1 seed)"
+    else:
+        text = f"{_pct(point)} ± {_pct((hi - lo) / 2)}"
+    if n_tasks < n_total:
+        text += f" [{n_tasks}/{n_total} tasks]"
+    return dict(kind="ours", point=point, lo=lo, hi=hi, display=text, n_seeds=n_seeds,
+                n_tasks=n_tasks, uncertainty=np.nan,
+                uncertainty_kind=f"{int(confidence * 100)}% stratified bootstrap CI",
+                ref="ours")
+
+
+def _published_cell(p: pd.Series) -> dict:
+    unc = p["uncertainty"]
+    text = f"{_pct(p['value'], 0)}" + ("" if pd.isna(unc) else f" ± {_pct(unc, 0)}")
+    n = p.get("n_seeds")
+    return dict(kind="published", point=float(p["value"]), lo=np.nan, hi=np.nan,
+                display=text, n_seeds=n if pd.notna(n) else np.nan,
+                n_tasks=5 if p["task"] == "5-task avg" else 1, uncertainty=unc,
+                uncertainty_kind=p["uncertainty_kind"], ref=p["ref"])
+
+
+def _published_note(pub: pd.DataFrame, ref: str, ours: dict, n_seeds_ours: str,
+                    protocol: Protocol) -> str:
+    sub = pub[pub["ref"] == ref]
+    first = sub.iloc[0]
+    seeds = sorted({int(s) for s in sub["n_seeds"].dropna()})
+    steps = sorted({int(s) for s in sub["train_steps"].dropna()})
+    kinds = sorted(set(sub["uncertainty_kind"]))
+    rules = sorted(set(sub["eval_rule"]))
+    parts = [f"{ref} (published): {first['source']}, {first['table']}; trust: "
+             f"{', '.join(sorted(set(sub['trust'])))}",
+             f"seeds {'/'.join(map(str, seeds)) or 'not stated'}",
+             f"{'/'.join(f'{s:,}' for s in steps) or 'unstated'} gradient steps",
+             f"evaluation rule: {'; '.join(rules)}",
+             f"OGBench {first['ogbench_version']} (success read post-step)",
+             f"± = {'; '.join(kinds)}"]
+    diff = []
+    if seeds and n_seeds_ours and str(seeds[0]) != n_seeds_ours:
+        diff.append(f"seeds {'/'.join(map(str, seeds))} vs our {n_seeds_ours}")
+    ts = ours.get("train_steps")
+    if steps and ts is not None and not pd.isna(ts) and int(ts) not in steps:
+        diff.append(f"steps {'/'.join(f'{s:,}' for s in steps)} vs our {int(ts):,}")
+    ov = ours.get("ogbench_version")
+    if ov is not None and str(ov) != str(first["ogbench_version"]):
+        diff.append(f"OGBench {first['ogbench_version']} vs our {ov}")
+    st = ours.get("success_timing")
+    if st is not None and str(st) != "post":
+        diff.append(f"success timing post vs our {st}")
+    if protocol.name != "fql" or "800K" not in rules[0]:
+        diff.append(f"evaluation rule differs from ours ({protocol.spec})")
+    diff.append("their ± is not a CI" if "none" not in kinds[0] else "no ± to compare")
+    return "; ".join(parts) + ". Differences from our protocol: " + "; ".join(diff) + "."
+
+
+def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
+                published: pd.DataFrame | None = None,
+                published_methods: Sequence[str] = DEFAULT_PUBLISHED_METHODS,
+                protocol: str | Protocol = "fql", reps: int = 2000,
+                confidence: float = 0.95, seed: int = 0) -> Leaderboard:
+    """Build a leaderboard from per-run final scores.
+
+    Args:
+        final: ``stats.final_scores`` output (one row per run dir and seed).
+        by: ``"env"`` (columns = environments; a cell averages the method's tasks in that
+            environment) or ``"task"`` (columns = the tasks of ``env``).
+        env: the environment for ``by="task"``.
+        published: ``published.load_published()`` or None. Offline success rows of
+            ``published_methods`` for the same environments (5-task averages for
+            ``by="env"``, per-task rows for ``by="task"``) become extra rows.
+        protocol: the scoring rule ``final`` was computed with (for the caption).
+    Raises:
+        ValueError: runs mix protocols (see ``protocol_of``), bad ``by``/``env``, or no runs.
+    """
+    proto = parse_protocol(protocol)
+    if final.empty:
+        raise ValueError("no runs to tabulate")
+    if by not in ("env", "task"):
+        raise ValueError(f"by must be 'env' or 'task', not {by!r}")
+    ours_protocol = protocol_of(final)
+    if by == "task":
+        if env is None:
+            envs = final["env"].unique()
+            if len(envs) != 1:
+                raise ValueError("by='task' needs env= when the runs span several "
+                                 f"environments ({', '.join(sorted(envs))})")
+            env = envs[0]
+        final = final[final["env"] == env]
+        if final.empty:
+            raise ValueError(f"no runs on environment {env!r}")
+        col_of = final["task"]
+    else:
+        col_of = final["env"]
+    final = final.assign(_col=col_of.astype(str))
+    columns = sorted(final["_col"].unique(), key=natural_key)
+    methods = sorted(final["method"].unique(), key=natural_key)
+    n_total = {c: final[final["_col"] == c]["task_key"].nunique() for c in columns}
+
+    cells = []
+    for m in methods:
+        for c in columns:
+            sub = final[(final["method"] == m) & (final["_col"] == c)]
+            if sub.empty:
+                continue
+            cell = _ours_cell(score_matrix(sub), reps, confidence, seed, f"{m}\x00{c}",
+                              n_total[c])
+            cells.append(dict(row=m, column=c, **cell))
+    # bold: best of our full-coverage entries per column, when at least two compete
+    df = pd.DataFrame(cells)
+    df["bold"] = False
+    full = df[df["n_tasks"] == df["column"].map(n_total)]
+    for _, g in full.groupby("column"):
+        if len(g) >= 2:
+            best = g["point"].max()
+            df.loc[g.index[np.isclose(g["point"], best, rtol=0, atol=1e-12)], "bold"] = True
+
+    pub_rows, refs_used = [], []
+    if published is not None and len(published):
+        p = published[(published["metric"] == "success") & (published["setting"] == "offline")
+                      & (published["x_name"].fillna("") == "")
+                      & published["method"].isin(list(published_methods))]
+        if by == "env":
+            p = p[(p["task"] == "5-task avg") & p["env"].isin(columns)]
+        else:
+            p = p[(p["env"] == env) & p["task"].isin(columns)]
+        shown = p
+        for (method, ref), g in p.groupby(["method", "ref"], sort=False):
+            label = f"{method} (published, {ref})"
+            pub_rows.append((list(published_methods).index(method), ref, label))
+            refs_used.append(ref)
+            for _, r in g.iterrows():
+                cells_pub = dict(row=label, column=r["env"] if by == "env" else r["task"],
+                                 bold=False, **_published_cell(r))
+                df = pd.concat([df, pd.DataFrame([cells_pub])], ignore_index=True)
+        pub_rows.sort()
+        refs_used = sorted(set(refs_used))
+    rows = methods + [label for _, _, label in pub_rows]
+    df = df[["row", "column", "kind", "point", "lo", "hi", "display", "bold", "n_seeds",
+             "n_tasks", "uncertainty", "uncertainty_kind", "ref"]]
+
+    # ---- caption and notes
+    seeds = final.groupby(["method", "task_key"])["seed"].nunique()
+    n_seeds = (str(seeds.min()) if seeds.min() == seeds.max()
+               else f"{seeds.min()}–{seeds.max()}")
+    proto_txt = ", ".join(f"{k} {_fmt(v)}" for k, v in ours_protocol.items()) or \
+        "protocol fields not recorded"
+    title = ("Success rate (%) per environment" if by == "env"
+             else f"Success rate (%) per task of {env}")
+    what = ("mean over the environment's tasks of the per-task mean over seeds"
+            if by == "env" else "mean over seeds")
+    caption = (f"Ours: {what}, ± half the width of the {int(confidence * 100)}% "
+               f"stratified-bootstrap CI (seeds resampled within tasks; {reps} reps, "
+               f"seed {seed}); {n_seeds} seeds per task; score per run: {proto.description}; "
+               f"{proto_txt}.")
+    notes = []
+    if (df["bold"]).any():
+        notes.append("Bold: best of our entries in the column (point estimate) among those "
+                     "covering all its tasks; published numbers are not ranked because "
+                     "their protocol differs.")
+    if df["display"].str.contains("tasks]", regex=False).any():
+        notes.append("[k/n tasks]: this entry averages only k of the n tasks that other "
+                     "entries in the column cover; it is not directly comparable.")
+    if seeds.min() < 5:
+        notes.append("With fewer than 5 seeds per task, percentile-bootstrap intervals "
+                     "are rough and tend to be too narrow.")
+    if proto.optimistic:
+        notes.append("Scores use each run's best evaluation (max rule): optimistic, "
+                     "biased upward.")
+    if by == "env" and refs_used:
+        notes.append("Published numbers average all 5 tasks of an environment.")
+    for ref in refs_used:
+        notes.append(_published_note(shown[shown["ref"] == ref], ref,
+                                     ours_protocol, n_seeds, proto))
+    label = "tab:leaderboard-" + ("env" if by == "env" else re.sub(r"[^a-z0-9]+", "-",
+                                                                     env.lower()))
+    return Leaderboard(cells=df.reset_index(drop=True), rows=rows, columns=columns,
+                       title=title, caption=caption, notes=notes, label=label)
