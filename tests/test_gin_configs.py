@@ -8,7 +8,7 @@ import os
 import gin
 import pytest
 
-from conftest import REPO
+from floq_test_utils import REPO
 
 from floq.config import ConfigError, parse
 from floq.train import build

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, floq_cmd
+from floq_test_utils import REPO, floq_cmd
 
 from floq.agents.fql import FQL
 from floq.critics.flow import FloqCritic

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import floq_cmd
+from floq_test_utils import floq_cmd
 
 from floq.train import EVAL_COLUMNS
 
