@@ -169,12 +169,16 @@ def _write_json_atomic(path: str, obj) -> None:
 
 
 def signal_active(sig: int = signal.SIGTERM) -> None:
-    """Sends ``sig`` to every child this process started (no waiting: safe in a signal handler)."""
+    """Sends ``sig`` to every child this process started (no waiting: safe in a signal handler).
+
+    Only the trainer itself is signalled (it stops its own evaluation workers);
+    ``SIGKILL`` escalations go to its whole process group.
+    """
     with _ACTIVE_LOCK:
         pids = list(_ACTIVE)
     for pid in pids:
         try:
-            os.killpg(pid, sig)
+            os.kill(pid, sig)
         except OSError:
             pass
 
@@ -186,7 +190,7 @@ def terminate_active(grace_s: float = TERMINATE_GRACE_S) -> None:
     for proc in procs:
         if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
             except OSError:
                 pass
     deadline = time.monotonic() + grace_s
@@ -310,7 +314,7 @@ def _execute_child(
         finally:
             if proc.poll() is None:  # interrupted (e.g. SystemExit from a signal handler)
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.kill(proc.pid, signal.SIGTERM)
                     proc.wait(timeout=TERMINATE_GRACE_S)
                 except (OSError, subprocess.TimeoutExpired):
                     try:
