@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,16 +17,17 @@ PACKAGES = ("floq", "jax", "jaxlib", "flax", "optax", "ogbench", "mujoco", "gin-
             "numpy", "pandas")
 
 
-def atomic_write(path: str, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+    """Open a temp file beside `path`; on success it replaces `path` in one rename, so readers
+    see the old or the new content, never a mix; on error it is removed."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, mode) as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,6 +35,11 @@ def atomic_write(path: str, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
 
 
 def write_json(path: str, obj) -> None:

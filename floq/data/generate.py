@@ -67,7 +67,6 @@ import multiprocessing as mp
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -518,18 +517,10 @@ class _Buffer:
 
 def _write_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     """Write ``path`` so that it either appears complete or not at all."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from floq.results import atomic_open
+
+    with atomic_open(path, 'wb') as f:
+        np.savez_compressed(f, **arrays)
 
 
 # --------------------------------------------------------------------------------------------
