@@ -415,7 +415,6 @@ def run(gin_files, bindings=(), out_dir: str | None = None, run_dir: str | None 
             from floq.evaluate import Evaluator
 
             evaluator = Evaluator(exp.task.dataset_name, exp.task.env_kwargs(), n_workers)
-        w = evaluator.width
         for i, s in enumerate(seeds):
             params = jax.tree_util.tree_map(lambda x: x[i], states["params"])
             key = jax.random.fold_in(jax.random.PRNGKey(s), at_step)
@@ -430,7 +429,6 @@ def run(gin_files, bindings=(), out_dir: str | None = None, run_dir: str | None 
                              "wall_time": round(wall(), 3)})
             last_success[0] = res["success"]
         eval_log.flush()
-        del w
 
     def checkpoint(at_step):
         eval_log.flush()
