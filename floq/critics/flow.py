@@ -14,6 +14,7 @@ N = B * R rows (row b*R + r is sample r of state b).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import flax.linen as nn
 import gin
@@ -147,6 +148,12 @@ class FloqCritic:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.flow_steps == 1 and not self.train_at_zero_only and self.time_embed == "cos":
+            # With one Euler step the field is only read at t = 0, where cos(t) is flat; the
+            # known-answer tests show a ~9-15% bias in Q. The released code pairs K = 1 with
+            # train_at_zero_only, which makes it an exact regression.
+            warnings.warn("FloqCritic: flow_steps=1 with train_at_zero_only=False and time_embed='cos' is "
+                          "biased; set train_at_zero_only=True for a one-step critic", stacklevel=2)
 
     # --- task binding -------------------------------------------------------------
     def configure(self, discount: float, r_min: float, r_max: float):
