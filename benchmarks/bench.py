@@ -1,0 +1,843 @@
+"""`floq bench`: throughput and scaling of floq's trainer, measured side by side in one run.
+
+What is measured (each a group of rows of one table / CSV; see benchmarks/README.md):
+
+  matmul_peak   a jitted large f32 matmul (n x n @ n x n, 2 n^3 FLOPs), measured at the
+                start and at the end of the run: the "peak" that achieved GFLOP/s are
+                compared to
+  throughput    updates/s of the real trainer path (`floq.train.init_states` + `make_chunk`:
+                device-resident data, lax.scan chunks, vmapped seed axis), GFLOP per update
+                (`floq.train.update_flops`: XLA cost analysis with loops unrolled), achieved
+                GFLOP/s and their ratio to the matmul peak, for FQL's monolithic critic and
+                floq at the paper and the small configuration
+  throughput_squeezed  the trainer's chunk with one proposed change (no vmap for a lone
+                seed: `make_chunk_squeezed`), timed round-robin with the rows above
+  per_step      the same update driven by the published code's loop (host NumPy sampling,
+                one jitted update per step: benchmarks/per_step_baseline.py)
+  flow_steps    floq (small): time per update and compiled peak memory vs K, + a linear fit
+  seeds         floq (small): updates/s vs the number of vmapped seeds
+  eval          evaluation episodes/s with 1 vs N env worker processes (floq.evaluate)
+  bf16          critic compute in bfloat16 vs float32
+  cpu_scaling   the parallel speed-up the machine offers at that moment (busy processes)
+
+All training measurements run on synthetic device-resident data with OGBench cube shapes
+(obs 28, act 5). Compilation is excluded (AOT-compiled, then one warm-up call); programs
+compared with each other are timed round-robin, and each figure is the median of a few
+timed repeats. Process CPU time is recorded beside wall-clock time (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import os
+import platform
+import re
+import sys
+import time
+
+import numpy as np
+
+COLUMNS = (
+    "benchmark", "critic", "config", "K", "seeds", "workers", "precision", "updates_per_s", "gflop_per_update",
+    "gflop_per_s", "peak_ratio", "speedup_vs_per_step", "episodes_per_s", "peak_mem_mb", "device", "jax_version",
+    # extras
+    "ms_per_update", "cpu_ms_per_update", "best_updates_per_s", "cpu_util", "cpu_peak_ratio", "seed_updates_per_s",
+    "temp_mem_mb", "ratio", "r2", "chunk", "rows", "load1", "notes",
+)
+# What the printed table shows (device and jax_version go in its header).
+SHOW = ("benchmark", "critic", "config", "K", "seeds", "workers", "precision", "updates_per_s", "ms_per_update",
+        "cpu_ms_per_update", "gflop_per_update", "gflop_per_s", "peak_ratio", "cpu_peak_ratio", "speedup_vs_per_step",
+        "episodes_per_s", "ratio", "peak_mem_mb", "temp_mem_mb", "r2", "cpu_util", "load1", "notes")
+BENCHMARKS = ("throughput", "per_step", "flow_steps", "seeds", "eval", "bf16")
+CRITICS = ("monolithic", "floq")
+
+OBS_DIM, ACT_DIM = 28, 5  # OGBench cube-* observation / action sizes
+EVAL_DATASET = "cube-single-play-singletask-task1-v0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """A network / batch configuration (every network width x depth)."""
+
+    name: str
+    batch: int
+    width: int
+    depth: int
+    K: int  # floq flow steps
+    R: int  # floq noise samples
+    ensembles: int = 2
+    actor_flow_steps: int = 10
+
+
+SIZES = {
+    # The floq paper's configuration (batch 256, actor / field / distill 4x512, K 8, R 8, 2 ensembles).
+    "paper": Size("paper", batch=256, width=512, depth=4, K=8, R=8),
+    "small": Size("small", batch=64, width=128, depth=4, K=4, R=8),
+    # For the functional test only.
+    "tiny": Size("tiny", batch=8, width=16, depth=1, K=2, R=2, actor_flow_steps=2),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    name: str
+    rows: int  # synthetic dataset transitions
+    sizes: tuple  # configurations of throughput / per_step / bf16
+    k_values: tuple
+    seed_counts: tuple
+    eval_workers: tuple | None  # None: 1 and os.cpu_count()
+    eval_in_process: bool
+    eval_episodes: int  # per timed repeat (multiplied by the largest worker count)
+    repeats: int
+    target_s: float  # wall time of one timed call
+    matmul_n: int
+    bf16_sizes: tuple
+    max_chunk: int = 1000
+    bf16_critics: tuple = ("monolithic", "floq")
+
+
+MODES = {
+    "full": Mode("full", rows=1_000_000, sizes=("small", "paper"), k_values=(1, 2, 4, 8, 16, 32),
+                 seed_counts=(1, 2, 4, 8), eval_workers=None, eval_in_process=True, eval_episodes=2, repeats=5,
+                 target_s=1.0, matmul_n=2048, bf16_sizes=("small", "paper")),
+    "quick": Mode("quick", rows=100_000, sizes=("small",), k_values=(1, 4, 16), seed_counts=(1, 2),
+                  eval_workers=(1, 2), eval_in_process=False, eval_episodes=2, repeats=3, target_s=0.4,
+                  matmul_n=2048, bf16_sizes=("small",), bf16_critics=("floq",)),
+    "tiny": Mode("tiny", rows=1_000, sizes=("tiny",), k_values=(1, 2), seed_counts=(1, 2), eval_workers=(1, 2),
+                 eval_in_process=False, eval_episodes=1, repeats=2, target_s=0.02, matmul_n=256,
+                 bf16_sizes=("tiny",), max_chunk=20),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+def build(critic_name: str, size: Size, K: int | None = None, precision: str = "float32"):
+    """(FQL, critic) specs for a configuration; precision as Trainer.precision does it."""
+    from floq.agents.fql import FQL
+    from floq.critics.flow import FloqCritic
+    from floq.critics.monolithic import MonolithicCritic
+    from floq.nets.specs import MLPNet
+
+    algo = FQL(alpha=300.0, actor_net=MLPNet(size.width, size.depth, layer_norm=False),
+               flow_steps=size.actor_flow_steps)
+    net = MLPNet(size.width, size.depth, layer_norm=True)
+    if critic_name == "floq":
+        critic = FloqCritic(field_net=net, distill_net=net, flow_steps=K or size.K, noise_samples=size.R,
+                            num_ensembles=size.ensembles)
+    elif critic_name == "monolithic":
+        critic = MonolithicCritic(net=net, num_ensembles=size.ensembles)
+    else:
+        raise ValueError(f"unknown critic {critic_name!r}")
+    critic = critic.configure(0.99, -1.0, 0.0)  # cube rewards are -1 / 0
+    if precision == "bfloat16":
+        critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+    return algo, critic
+
+
+def synthetic_data(rows: int, seed: int = 0) -> dict:
+    """Host (NumPy) arrays with the trainer's keys and OGBench cube shapes."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((rows, OBS_DIM), dtype=np.float32)
+    return {
+        "observations": obs,
+        "actions": rng.uniform(-1, 1, (rows, ACT_DIM)).astype(np.float32),
+        "rewards": -(rng.random(rows) > 0.05).astype(np.float32),
+        "masks": (rng.random(rows) > 0.01).astype(np.float32),
+        "next_observations": obs + 0.01 * rng.standard_normal((rows, OBS_DIM), dtype=np.float32),
+    }
+
+
+def to_device(data: dict) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    return jax.device_put({k: jnp.asarray(v) for k, v in data.items()})
+
+
+def memory_mb(compiled) -> tuple[float | None, float | None]:
+    """(temp + argument, temp) MiB from XLA's memory analysis of a compiled program."""
+    try:
+        m = compiled.memory_analysis()
+        if isinstance(m, (list, tuple)):
+            m = m[0]
+        temp, arg = float(m.temp_size_in_bytes), float(m.argument_size_in_bytes)
+        return (temp + arg) / 2**20, temp / 2**20
+    except Exception:  # noqa: BLE001 - some backends do not report it
+        return None, None
+
+
+def matmul_peak(n: int, repeats: int, calls: int = 3) -> list[tuple[float, float]]:
+    """A jitted f32 n x n @ n x n matmul (2 n^3 FLOPs): per repeat, (wall, process CPU)
+    seconds per matmul, timed over `calls` back-to-back calls."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    f = jax.jit(jnp.matmul).lower(a, b).compile()
+    f(a, b).block_until_ready()
+    out = []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            f(a, b).block_until_ready()
+        out.append(((time.perf_counter() - t0) / calls, (time.process_time() - c0) / calls))
+    return out
+
+
+def _spin(seconds: float) -> int:
+    """Busy pure-Python work for `seconds` of wall time; returns the iterations done."""
+    t_end = time.perf_counter() + seconds
+    n, x = 0, 0
+    while time.perf_counter() < t_end:
+        for i in range(200):
+            x = (x * 31 + i) % 1000003
+        n += 1
+    return n
+
+
+def core_scaling(workers: int, seconds: float = 1.0) -> float:
+    """How much parallel CPU this machine offers right now: the work N busy processes get
+    done in `seconds`, over the work one process gets done (N on an idle N-core machine)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pool.map(_spin, [0.05] * workers, chunksize=1)  # start-up
+        one = pool.map(_spin, [seconds], chunksize=1)[0]
+        many = sum(pool.map(_spin, [seconds] * workers, chunksize=1))
+    return many / max(one, 1)
+
+
+def flops_per_update(algo, critic, size: Size, data) -> float | None:
+    from floq.train import init_states, update_flops
+
+    states = init_states(algo, critic, [0], data["observations"][:2], data["actions"][:2])
+    return update_flops(algo, critic, _first_seed(states), data, size.batch)
+
+
+def _first_seed(states):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[0], states)
+
+
+def chunk_length(gflop: float | None, peak: float, mode: Mode) -> int:
+    """Steps per compiled chunk so that one timed call takes about mode.target_s (estimated
+    at 30% of the matmul peak), rounded down to a power of two so that reruns usually find
+    the same programs in the compilation cache (compile time does not depend on it)."""
+    if not gflop or not np.isfinite(gflop) or not peak > 0:
+        return min(64, mode.max_chunk)
+    est = gflop / (0.3 * peak)
+    n = int(np.clip(mode.target_s / est, 1, mode.max_chunk))
+    return 2 ** int(np.log2(n))
+
+
+def make_chunk_squeezed(algorithm, critic, batch_size: int, length: int):
+    """`floq.train.make_chunk` with one change proposed for floq/train.py: with a single seed
+    the chunk runs on the squeezed state instead of through `jax.vmap` over a size-1 seed
+    axis (which costs XLA:CPU 15-40% per update here). Same inputs, outputs and donation."""
+    import jax
+
+    from floq.train import make_step
+
+    step = make_step(algorithm, critic, batch_size)
+
+    def chunk(state, data):
+        state, metrics = jax.lax.scan(lambda s, _: step(s, data), state, None, length=length)
+        return state, jax.tree_util.tree_map(lambda m: m.mean(axis=0), metrics)
+
+    vchunk = jax.vmap(chunk, in_axes=(0, None))
+
+    def run(states, data):
+        if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:
+            out = chunk(jax.tree_util.tree_map(lambda x: x[0], states), data)
+            return jax.tree_util.tree_map(lambda x: x[None], out)
+        return vchunk(states, data)
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+class ChunkTimer:
+    """The trainer's path: `init_states` + `make_chunk` (AOT-compiled; one warm-up call).
+    Each `once()` runs one chunk of `length` steps for every seed."""
+
+    def __init__(self, algo, critic, size: Size, data, seeds: int, length: int, maker=None):
+        from floq.train import init_states, make_chunk
+
+        maker = maker or make_chunk
+        self.data, self.length, self.seeds = data, length, seeds
+        self.states = init_states(algo, critic, list(range(seeds)), data["observations"][:2], data["actions"][:2])
+        t0 = time.perf_counter()
+        self.compiled = maker(algo, critic, size.batch, length).lower(self.states, data).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.peak_mb, self.temp_mb = memory_mb(self.compiled)
+        self.loss = None
+        self.once()  # warm-up
+
+    def once(self) -> None:
+        import jax
+
+        self.states, metrics = self.compiled(self.states, self.data)
+        jax.block_until_ready((self.states, metrics))
+        self.loss = metrics["critic/loss"]
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(np.asarray(self.loss))))
+
+
+class PerStepTimer:
+    """The published loop (benchmarks/per_step_baseline.py): `length` x (host NumPy sample ->
+    one jitted update), then wait for the device."""
+
+    def __init__(self, algo, critic, size: Size, data, host: dict, length: int):
+        import jax
+
+        from benchmarks import per_step_baseline
+        from floq.train import init_states
+
+        self.length, self.seeds, self.batch = length, 1, size.batch
+        self._train = per_step_baseline.train_steps
+        self.update = per_step_baseline.make_update(algo, critic)
+        self.sampler = per_step_baseline.HostSampler(host)
+        self.state = _first_seed(init_states(algo, critic, [0], data["observations"][:2], data["actions"][:2]))
+        t0 = time.perf_counter()
+        self.state, _ = self._train(self.update, self.state, self.sampler, self.batch, 2)  # compile + warm-up
+        jax.block_until_ready(self.state)
+        self.compile_s = time.perf_counter() - t0
+        self.peak_mb = self.temp_mb = None
+        self.finite = True
+
+    def once(self) -> None:
+        import jax
+
+        self.state, info = self._train(self.update, self.state, self.sampler, self.batch, self.length)
+        jax.block_until_ready(self.state)
+        self.finite = bool(np.isfinite(float(info["critic/loss"])))
+
+
+def interleave(timers: dict, repeats: int) -> dict:
+    """Time every timer `repeats` times, round-robin (so that a shared machine's load drift
+    hits all of them alike). Returns name -> {updates_per_s (median), best_updates_per_s,
+    ms_per_update, cpu_util (process CPU seconds / wall seconds, median)}."""
+    samples = {k: [] for k in timers}
+    for _ in range(repeats):
+        for k, t in timers.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            t.once()
+            samples[k].append((time.perf_counter() - w0, time.process_time() - c0))
+    out = {}
+    for k, t in timers.items():
+        wall = np.array([s[0] for s in samples[k]])
+        cpu = np.array([s[1] for s in samples[k]])
+        med = float(np.median(wall))
+        out[k] = {"updates_per_s": t.length / med, "best_updates_per_s": t.length / float(wall.min()),
+                  "ms_per_update": 1e3 * med / t.length, "cpu_util": float(np.median(cpu / wall)),
+                  "cpu_ms_per_update": 1e3 * float(np.median(cpu)) / t.length,
+                  "wall": wall.tolist()}
+    return out
+
+
+def fit_line(x, y) -> tuple[float, float, float]:
+    """Least-squares y = a + b x; returns (a, b, R^2)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    b, a = np.polyfit(x, y, 1)
+    ss_res = float(np.sum((y - (a + b * x)) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return float(a), float(b), (1.0 - ss_res / ss_tot) if ss_tot > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, mode: Mode, only: tuple, critics: tuple = CRITICS, log=print):
+        import jax
+
+        from floq.results import device_description
+
+        self.mode = mode
+        self.only = only
+        self.critics = critics
+        self.log = log
+        self.rows: list[dict] = []
+        self.device = device_description()
+        self.jax_version = jax.__version__
+        self.peak_samples: list[float] = []  # matmul GFLOP per wall second
+        self.peak_cpu_samples: list[float] = []  # matmul GFLOP per process-CPU second
+        self.gflop: dict = {}
+        self._chunks: dict = {}  # (critic, config, K, seeds, precision) -> ChunkTimer (reused across groups)
+
+    @property
+    def peak(self) -> float:
+        return float(np.median(self.peak_samples)) if self.peak_samples else float("nan")
+
+    def add(self, **row) -> dict:
+        row = {"device": self.device, "jax_version": self.jax_version, "load1": round(os.getloadavg()[0], 2), **row}
+        self.rows.append(row)
+        shown = {k: row[k] for k in ("benchmark", "critic", "config", "K", "seeds", "workers", "precision",
+                                     "updates_per_s", "episodes_per_s", "gflop_per_s", "ratio", "cpu_util")
+                 if row.get(k) not in (None, "")}
+        self.log("  " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        return row
+
+    def run(self) -> list[dict]:
+        m = self.mode
+        self.log(f"floq bench ({m.name}) on {self.device}, jax {self.jax_version}, load {os.getloadavg()}")
+        self.host = synthetic_data(m.rows)
+        self.data = to_device(self.host)
+        self._group("matmul peak", self.bench_peak, "start")
+        for size_name in m.sizes:
+            self._group(f"{size_name} config", self.bench_config, SIZES[size_name])
+        if "flow_steps" in self.only and "floq" in self.critics:
+            self._group("flow steps", self.bench_flow_steps)
+        if "seeds" in self.only and "floq" in self.critics:
+            self._group("seeds", self.bench_seeds)
+        self._chunks.clear()
+        if "eval" in self.only:
+            self._group("evaluation", self.bench_eval)
+        self._group("matmul peak", self.bench_peak, "end")
+        # Ratios against the peak use every matmul sample of the run. cpu_peak_ratio is the
+        # same ratio per process-CPU second (robust to other processes sharing the cores).
+        cpu_peak = float(np.median(self.peak_cpu_samples))
+        for row in self.rows:
+            if row["benchmark"] == "matmul_peak" or row.get("precision") != "float32":
+                continue
+            if row.get("gflop_per_s") not in (None, ""):
+                row["peak_ratio"] = row["gflop_per_s"] / self.peak
+            if row.get("gflop_per_update") and row.get("cpu_ms_per_update"):
+                row["cpu_peak_ratio"] = (row["gflop_per_update"] * row.get("seeds", 1)
+                                         / (row["cpu_ms_per_update"] / 1e3) / cpu_peak)
+        return self.rows
+
+    def _group(self, name, fn, *args):
+        t0 = time.perf_counter()
+        self.log(f"[{name}] load {os.getloadavg()[0]:.2f}")
+        fn(*args)
+        self.log(f"[{name}] {time.perf_counter() - t0:.0f} s")
+
+    # --- pieces ----------------------------------------------------------------------
+    def bench_peak(self, when: str):
+        n = self.mode.matmul_n
+        gflop = 2 * n**3 / 1e9
+        samples = matmul_peak(n, self.mode.repeats)
+        self.peak_samples += [gflop / w for w, _ in samples]
+        self.peak_cpu_samples += [gflop / c for _, c in samples]
+        wall = float(np.median([w for w, _ in samples]))
+        self.add(benchmark="matmul_peak", precision="float32", gflop_per_update=gflop, gflop_per_s=gflop / wall,
+                 ms_per_update=1e3 * wall, cpu_ms_per_update=1e3 * float(np.median([c for _, c in samples])),
+                 cpu_util=float(np.median([c / w for w, c in samples])),
+                 notes=f"{when}: {n}x{n} @ {n}x{n}, median of {len(samples)}; best "
+                       f"{max(gflop / w for w, _ in samples):.1f} GFLOP/s")
+
+    def _size(self):
+        return SIZES["tiny"] if self.mode.name == "tiny" else SIZES["small"]
+
+    def _gflop(self, critic_name, size, K=None):
+        key = (critic_name, size.name, K)
+        if key not in self.gflop:
+            algo, critic = build(critic_name, size, K)
+            f = flops_per_update(algo, critic, size, self.data)
+            self.gflop[key] = f / 1e9 if f else None
+        return self.gflop[key]
+
+    def chunk(self, critic_name: str, size: Size, K=None, seeds: int = 1, precision: str = "float32"):
+        """The compiled trainer chunk for a configuration (compiled once, reused by every group)."""
+        K = (K or size.K) if critic_name == "floq" else None
+        key = (critic_name, size.name, K, seeds, precision)
+        if key not in self._chunks:
+            gflop = self._gflop(critic_name, size, K)
+            length = chunk_length(_mul(gflop, seeds), self.peak, self.mode)
+            algo, critic = build(critic_name, size, K, precision)
+            self._chunks[key] = ChunkTimer(algo, critic, size, self.data, seeds, length)
+        return self._chunks[key]
+
+    def _train_row(self, benchmark, critic_name, size, timer, r, gflop, K=None, precision="float32", **extra):
+        ups = r["updates_per_s"]
+        total = ups * timer.seeds
+        note = extra.pop("notes", "")
+        if not timer.finite:
+            note += "; NON-FINITE LOSS"
+        return self.add(benchmark=benchmark, critic=critic_name, config=size.name,
+                        K=(K or size.K) if critic_name == "floq" else "", seeds=timer.seeds, precision=precision,
+                        updates_per_s=ups, best_updates_per_s=r["best_updates_per_s"],
+                        ms_per_update=r["ms_per_update"], cpu_ms_per_update=r["cpu_ms_per_update"],
+                        gflop_per_update=gflop, gflop_per_s=_mul(gflop, total),
+                        peak_mem_mb=timer.peak_mb, temp_mem_mb=timer.temp_mb, cpu_util=r["cpu_util"],
+                        rows=self.mode.rows, chunk=timer.length, notes=note, **extra)
+
+    def bench_config(self, size: Size):
+        """throughput, per_step and bf16 of one configuration, timed round-robin."""
+        m = self.mode
+        want_bf16 = "bf16" in self.only and size.name in m.bf16_sizes
+        timers = {}
+        for c in self.critics:
+            if "throughput" in self.only or "per_step" in self.only or want_bf16:
+                timers[("throughput", c)] = self.chunk(c, size)
+            if "throughput" in self.only:
+                algo, critic = build(c, size)
+                t = timers[("throughput", c)]
+                timers[("squeezed", c)] = ChunkTimer(algo, critic, size, self.data, 1, t.length,
+                                                     maker=make_chunk_squeezed)
+            if "per_step" in self.only:
+                algo, critic = build(c, size)
+                timers[("per_step", c)] = PerStepTimer(algo, critic, size, self.data, self.host,
+                                                       max(3, timers[("throughput", c)].length))
+            if want_bf16 and c in m.bf16_critics:
+                timers[("bf16", c)] = self.chunk(c, size, precision="bfloat16")
+        if not timers:
+            return
+        res = interleave(timers, m.repeats)
+        for c in self.critics:
+            gflop = self._gflop(c, size)
+            scan, ps = res.get(("throughput", c)), res.get(("per_step", c))
+            speedup = scan["updates_per_s"] / ps["updates_per_s"] if scan and ps else None
+            if "throughput" in self.only and scan:
+                t = timers[("throughput", c)]
+                self._train_row("throughput", c, size, t, scan, gflop, speedup_vs_per_step=speedup,
+                                notes=f"scan chunk {t.length}; compile {t.compile_s:.1f}s")
+            if ("squeezed", c) in res:
+                t, r = timers[("squeezed", c)], res[("squeezed", c)]
+                self._train_row("throughput_squeezed", c, size, t, r, gflop,
+                                speedup_vs_per_step=r["updates_per_s"] / ps["updates_per_s"] if ps else None,
+                                ratio=r["updates_per_s"] / scan["updates_per_s"],
+                                notes="proposed make_chunk: no vmap for 1 seed; ratio = vs throughput row")
+            if ps:
+                t = timers[("per_step", c)]
+                self._train_row("per_step", c, size, t, ps, gflop, speedup_vs_per_step=1.0 if scan else None,
+                                notes=f"host NumPy batch + 1 jitted update per step; {t.length} steps/sample")
+            if ("bf16", c) in res:
+                t, r = timers[("bf16", c)], res[("bf16", c)]
+                self._train_row("bf16", c, size, t, r, gflop, precision="bfloat16",
+                                ratio=r["updates_per_s"] / scan["updates_per_s"],
+                                notes="critic compute_dtype bfloat16; ratio = updates/s vs float32 (same "
+                                      "round-robin)")
+        if size.name == "paper":  # free the big programs
+            for key in [k for k in self._chunks if k[1] == "paper"]:
+                del self._chunks[key]
+
+    def bench_flow_steps(self):
+        m = self.mode
+        size = self._size()
+        timers = {K: self.chunk("floq", size, K) for K in m.k_values}
+        res = interleave(timers, m.repeats)
+        ks, ms, temps, peaks = [], [], [], []
+        for K, t in timers.items():
+            gflop = self._gflop("floq", size, K)
+            self._train_row("flow_steps", "floq", size, t, res[K], gflop, K=K, notes=f"scan chunk {t.length}")
+            ks.append(K)
+            ms.append(res[K]["ms_per_update"])
+            temps.append(t.temp_mb)
+            peaks.append(t.peak_mb)
+        if len(ks) >= 2:
+            a, b, r2 = fit_line(ks, ms)
+            ac, bc, r2c = fit_line(ks, [res[K]["cpu_ms_per_update"] for K in ks])
+            note = f"wall ms/update = {a:.3f} + {b:.3f}*K; CPU ms/update = {ac:.3f} + {bc:.3f}*K (R^2 {r2c:.4f})"
+            if all(v is not None for v in temps + peaks):
+                note += (f"; temp memory {min(temps):.1f}-{max(temps):.1f} MiB, temp+args "
+                         f"{min(peaks):.1f}-{max(peaks):.1f} MiB")
+            self.add(benchmark="flow_steps_fit", critic="floq", config=size.name, K=f"{ks[0]}-{ks[-1]}", seeds=1,
+                     precision="float32", ms_per_update=b, cpu_ms_per_update=bc, r2=r2,
+                     peak_mem_mb=max(peaks) if None not in peaks else None,
+                     temp_mem_mb=max(temps) if None not in temps else None, notes=note)
+
+    def bench_seeds(self):
+        m = self.mode
+        size = self._size()
+        gflop = self._gflop("floq", size)
+        timers = {n: self.chunk("floq", size, seeds=n) for n in m.seed_counts}
+        res = interleave(timers, m.repeats)
+        base = None
+        for n, t in timers.items():
+            total = res[n]["updates_per_s"] * n
+            base = base or total / n
+            self._train_row("seeds", "floq", size, t, res[n], gflop, seed_updates_per_s=total, ratio=total / base,
+                            notes="updates_per_s per seed; ratio = seed-updates/s vs 1 seed")
+
+    def bench_eval(self):
+        import jax
+        import jax.numpy as jnp
+
+        from floq.evaluate import Evaluator
+        from floq.train import init_states, make_policy
+
+        m = self.mode
+        n_cpu = os.cpu_count() or 1
+        workers = list(m.eval_workers or (1, n_cpu))
+        if m.eval_in_process:
+            workers = [0] + workers
+        workers = list(dict.fromkeys(workers))
+        size = self._size()
+        algo, critic = build("floq", size)
+        params = _first_seed(init_states(algo, critic, [0], self.data["observations"][:2],
+                                         self.data["actions"][:2]))["params"]
+        policy = make_policy(algo, ACT_DIM)
+        key = jax.random.PRNGKey(0)
+
+        def untrained(obs, ep_ids, ts):
+            return np.asarray(policy(params, jnp.asarray(obs), jnp.asarray(np.maximum(ep_ids, 0)), jnp.asarray(ts),
+                                     key))
+
+        rng = np.random.default_rng(0)
+
+        def random_policy(obs, ep_ids, ts):
+            return rng.uniform(-1, 1, (obs.shape[0], ACT_DIM)).astype(np.float32)
+
+        policies = {"untrained": untrained}
+        if m.name == "full":
+            policies["random"] = random_policy
+        n_max = max(max(workers), 1)
+        if n_max > 1:
+            scale = float(np.median([core_scaling(n_max, 1.0) for _ in range(m.repeats)]))
+            self.add(benchmark="cpu_scaling", workers=n_max, ratio=scale,
+                     notes=f"pure-Python busy loop in {n_max} processes vs 1: the parallel speed-up the machine "
+                           f"offered (ideal {n_max}; less when other processes share the cores)")
+        episodes = m.eval_episodes * n_max
+        evaluators = {}
+        try:
+            for w in workers:
+                evaluators[w] = Evaluator(EVAL_DATASET, {"success_timing": "post"}, w)
+                for pol in policies.values():
+                    evaluators[w].run(pol, max(w, 1), seed=0, obs_dim=OBS_DIM)  # warm-up: compile, first resets
+            samples = {(w, p): [] for w in workers for p in policies}
+            lengths = {k: [] for k in samples}
+            for rep in range(m.repeats):
+                for (w, p) in samples:
+                    t0 = time.perf_counter()
+                    res = evaluators[w].run(policies[p], episodes, seed=rep + 1, obs_dim=OBS_DIM)
+                    samples[(w, p)].append(time.perf_counter() - t0)
+                    lengths[(w, p)].append(res["episode_length"])
+        finally:
+            for ev in evaluators.values():
+                ev.close()
+        for p in policies:
+            base = episodes / float(np.median(samples[(1, p)])) if (1, p) in samples else None
+            for w in workers:
+                eps = episodes / float(np.median(samples[(w, p)]))
+                self.add(benchmark="eval", critic="floq" if p == "untrained" else "",
+                         config=size.name if p == "untrained" else "", workers=w, precision="float32",
+                         episodes_per_s=eps, ratio=eps / base if base else None,
+                         notes=f"{p} policy; {episodes} episodes x {m.repeats} (round-robin); mean length "
+                         f"{np.mean(lengths[(w, p)]):.0f}; ratio vs 1 worker" + ("; in-process env" if w == 0 else ""))
+
+
+def _mul(a, b):
+    return a * b if a is not None and b is not None else None
+
+
+def _fmt(v) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if not np.isfinite(v):
+            return str(v)
+        if v == 0:
+            return "0"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        if abs(v) >= 0.1:
+            return f"{v:.2f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------------------
+# Targets, table, files
+# --------------------------------------------------------------------------------------
+
+def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for the agreed targets. Each is judged on wall-clock figures
+    (what was asked) and, in brackets, on process-CPU-time figures (what the code does per
+    core-second, robust to other processes sharing the machine)."""
+    out = []
+
+    def find(**kw):
+        return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+
+    def verdict(*oks):
+        return " / ".join("met" if ok else "missed" for ok in oks)
+
+    for critic in ("floq", "monolithic"):
+        for bench_name in ("throughput", "throughput_squeezed"):
+            r = find(benchmark=bench_name, critic=critic, config="paper")
+            ps = find(benchmark="per_step", critic=critic, config="paper")
+            if r and r[0].get("peak_ratio") is not None:
+                got, cpu = r[0]["peak_ratio"], r[0].get("cpu_peak_ratio") or float("nan")
+                extra = ""
+                if ps and ps[0].get("peak_ratio"):
+                    ps_cpu = ps[0].get("cpu_peak_ratio") or float("nan")
+                    extra = f"; per-step loop {ps[0]['peak_ratio']:.0%} [{ps_cpu:.0%}]"
+                out.append((f"paper, {critic}, {bench_name}: >= 70% of matmul peak", f"{got:.0%} [{cpu:.0%}]{extra}",
+                            verdict(got >= 0.7, cpu >= 0.7)))
+    for critic in ("floq", "monolithic"):
+        ps = find(benchmark="per_step", critic=critic, config="small")
+        for bench_name in ("throughput", "throughput_squeezed"):
+            r = find(benchmark=bench_name, critic=critic, config="small")
+            if r and ps and r[0].get("speedup_vs_per_step"):
+                got = r[0]["speedup_vs_per_step"]
+                cpu = ps[0]["cpu_ms_per_update"] / r[0]["cpu_ms_per_update"]
+                out.append((f"small, {critic}, {bench_name}: >= 2x per-step updates/s", f"{got:.2f}x [{cpu:.2f}x]",
+                            verdict(got >= 2, cpu >= 2)))
+    ks = [r for r in rows if r["benchmark"] == "flow_steps"]
+    if len(ks) >= 2:
+        _, _, r2 = fit_line([r["K"] for r in ks], [r["ms_per_update"] for r in ks])
+        _, _, r2c = fit_line([r["K"] for r in ks], [r["cpu_ms_per_update"] for r in ks])
+        out.append(("time per update linear in K (R^2 >= 0.98)", f"R^2 = {r2:.3f} [{r2c:.3f}]",
+                    verdict(r2 >= 0.98, r2c >= 0.98)))
+        if all(r.get("temp_mem_mb") is not None for r in ks):
+            lo, hi = min(r["temp_mem_mb"] for r in ks), max(r["temp_mem_mb"] for r in ks)
+            tot_lo, tot_hi = min(r["peak_mem_mb"] for r in ks), max(r["peak_mem_mb"] for r in ks)
+            out.append(("peak memory flat in K (temp+args within 10%; temp within 25%)",
+                        f"temp {lo:.1f}-{hi:.1f} MiB, temp+args {tot_lo:.1f}-{tot_hi:.1f} MiB",
+                        verdict(tot_hi <= 1.1 * tot_lo and hi <= 1.25 * lo)))
+    ev = [r for r in rows if r["benchmark"] == "eval" and "untrained" in r.get("notes", "")]
+    one = [r for r in ev if r["workers"] == 1]
+    many = [r for r in ev if r["workers"] not in (0, 1)]
+    if one and many:
+        n = max(r["workers"] for r in many)
+        best = [r for r in many if r["workers"] == n][0]
+        got = best["episodes_per_s"] / one[0]["episodes_per_s"]
+        cs = find(benchmark="cpu_scaling")
+        extra = f" (machine offered {cs[0]['ratio']:.2f}x to {n} busy processes)" if cs else ""
+        out.append((f"eval with N={n} workers >= {0.7 * n:.1f}x one worker", f"{got:.2f}x{extra}",
+                    verdict(got >= 0.7 * n)))
+    return out
+
+
+def table(rows: list[dict], columns=SHOW) -> str:
+    cols = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+
+    def line(vals):
+        return "  ".join(v.rjust(w) if i not in (0, len(cols) - 1) else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def markdown(rows: list[dict], columns=SHOW) -> str:
+    cols = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "/") for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def host_kind() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        return f"cpu{os.cpu_count()}"
+    kind = getattr(d, "device_kind", d.platform)
+    return re.sub(r"[^a-z0-9]+", "-", f"{d.platform}-{kind}".lower()).strip("-")
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="floq bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="a subset that runs in a few minutes on a laptop CPU")
+    g.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny sizes, seconds
+    p.add_argument("--only", default=",".join(BENCHMARKS),
+                   help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                   help="directory for the CSV (and .md) (default: benchmarks/results)")
+    p.add_argument("--name", default=None, help="CSV file name (default: bench_<host-kind>_<date>[_mode].csv)")
+    p.add_argument("--critics", default=",".join(CRITICS), help="comma-separated subset of monolithic,floq")
+    p.add_argument("--configs", default=None,
+                   help="comma-separated configurations for throughput/per_step/bf16 (small,paper; default: by mode)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")
+    p.add_argument("--rows", type=int, default=None, help="synthetic dataset transitions (default: 1M, quick 100k)")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--cache", default=None,
+                   help="persistent JAX compilation cache (default: $JAX_COMPILATION_CACHE_DIR or .floq_cache/jax; "
+                        "'none' to disable). Compilation is never timed; the cache only shortens reruns.")
+    a = p.parse_args(argv)
+    only = tuple(s.strip() for s in a.only.split(",") if s.strip())
+    bad = [s for s in only if s not in BENCHMARKS]
+    if bad:
+        print(f"floq bench: unknown benchmark(s) {bad}; choose from {BENCHMARKS}", file=sys.stderr)
+        return 2
+    critics = tuple(s.strip() for s in a.critics.split(",") if s.strip())
+    if not critics or any(c not in CRITICS for c in critics):
+        print(f"floq bench: --critics must name some of {CRITICS}", file=sys.stderr)
+        return 2
+    mode = MODES["tiny" if a.tiny else "quick" if a.quick else "full"]
+    if a.rows:
+        mode = dataclasses.replace(mode, rows=a.rows)
+    if a.repeats:
+        mode = dataclasses.replace(mode, repeats=max(1, a.repeats))
+    if a.configs:
+        sizes = tuple(s.strip() for s in a.configs.split(",") if s.strip())
+        if not sizes or any(s not in SIZES for s in sizes):
+            print(f"floq bench: --configs must name some of {tuple(SIZES)}", file=sys.stderr)
+            return 2
+        mode = dataclasses.replace(mode, sizes=sizes, bf16_sizes=tuple(s for s in sizes if s in mode.bf16_sizes
+                                                                       or mode.name == "full"))
+
+    cache = a.cache or os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".floq_cache", "jax")
+    if cache != "none":
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+    t0 = time.time()
+    load_before = os.getloadavg()
+    bench = Bench(mode, only, critics, log=lambda s: print(s, file=sys.stderr, flush=True))
+    rows = bench.run()
+    load_after = os.getloadavg()
+    header = (f"floq bench ({mode.name}) | {bench.device} | jax {bench.jax_version} | "
+              f"{platform.python_version()} | {datetime.datetime.now().isoformat(timespec='seconds')} | "
+              f"load avg before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
+              f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} | {time.time() - t0:.0f} s")
+    tgt = targets(rows)
+    text = [header, "", table(rows)]
+    if tgt:
+        tw = max(len(t[0]) for t in tgt)
+        text += ["", "targets: measured wall-clock [process-CPU time] -> verdict wall / CPU"]
+        text += [f"  {t[0].ljust(tw)}  {t[1]}  -> {t[2]}" for t in tgt]
+    print("\n".join(text))
+    if not a.no_write:
+        name = a.name or f"bench_{host_kind()}_{datetime.date.today():%Y%m%d}" + ("" if mode.name == "full" else
+                                                                                   f"_{mode.name}") + ".csv"
+        path = os.path.join(a.out, name)
+        write_csv(rows, path)
+        md = [f"# {header}", "", markdown(rows)]
+        if tgt:
+            md += ["", "| target | measured: wall-clock [process-CPU time] | verdict (wall / CPU) |", "|---|---|---|"]
+            md += [f"| {t[0]} | {t[1]} | {t[2]} |" for t in tgt]
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write("\n".join(md) + "\n")
+        print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
