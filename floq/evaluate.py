@@ -97,10 +97,24 @@ class Evaluator:
             self.conns.append(parent)
             self.procs.append(p)
         for c in self.conns:
-            status, msg = c.recv()
+            status, msg = self._recv(c, timeout=300)
             if status != "ready":
                 self.close()
                 raise RuntimeError(f"evaluation worker failed to start:\n{msg}")
+
+    def _recv(self, conn, timeout: float = 600.0):
+        """Receive from a worker, failing loudly (never hanging) if it died."""
+        if isinstance(conn, _LocalEnv):
+            return conn.recv()
+        waited = 0.0
+        while not conn.poll(1.0):
+            waited += 1.0
+            i = self.conns.index(conn)
+            if not self.procs[i].is_alive() or waited >= timeout:
+                code = self.procs[i].exitcode
+                self.close()
+                raise RuntimeError(f"evaluation worker {i} died (exit code {code}) or stopped answering")
+        return conn.recv()
 
     @property
     def width(self) -> int:
@@ -137,14 +151,14 @@ class Evaluator:
                 start(i)
         for i in range(w):
             if slot_ep[i] >= 0:
-                obs[i] = self.conns[i].recv()
+                obs[i] = self._recv(self.conns[i])
         while any(e >= 0 for e in slot_ep):
             actions = np.asarray(policy(obs, np.asarray(slot_ep), t.copy()))
             active = [i for i in range(w) if slot_ep[i] >= 0]
             for i in active:
                 self.conns[i].send(("step", actions[i]))
             for i in active:
-                o, r, term, trunc, succ = self.conns[i].recv()
+                o, r, term, trunc, succ = self._recv(self.conns[i])
                 ret[i] += r
                 t[i] += 1
                 obs[i] = o
@@ -153,7 +167,7 @@ class Evaluator:
                     slot_ep[i] = -1
                     if pending:
                         start(i)
-                        obs[i] = self.conns[i].recv()
+                        obs[i] = self._recv(self.conns[i])
         eps = [results[i] for i in range(num_episodes)]
         succ = np.array([e[0] for e in eps], np.float64)
         rets = np.array([e[1] for e in eps], np.float64)

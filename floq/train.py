@@ -157,7 +157,17 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
         state, metrics = jax.lax.scan(body, state, None, length=length)
         return state, jax.tree_util.tree_map(lambda m: m.mean(axis=0), metrics)
 
-    return jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=(0,))
+    vchunk = jax.vmap(chunk, in_axes=(0, None))
+
+    def run_chunk(states, data):
+        # A seed axis of size 1 is squeezed out: vmapped size-1 batch dims make XLA's CPU
+        # matmuls ~1.8x slower (floq bench: +65% updates/s on the small config).
+        if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:
+            out = chunk(jax.tree_util.tree_map(lambda x: x[0], states), data)
+            return jax.tree_util.tree_map(lambda x: x[None], out)
+        return vchunk(states, data)
+
+    return jax.jit(run_chunk, donate_argnums=(0,))
 
 
 def init_states(algorithm, critic, seeds, ex_obs, ex_act):

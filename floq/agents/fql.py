@@ -175,8 +175,10 @@ class FQL:
         grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
         updates, opt = self.optimizer().update(grads, state["opt"], trainable)
         trainable = optax.apply_updates(trainable, updates)
-        critic_params = critic.target_update({"online": trainable["critic"], "target": params["critic"]["target"]},
-                                             self.tau)
+        # Polyak-average the target towards the online parameters from *before* this step, as
+        # FQL and the released floq code do.
+        critic_params = critic.target_update(params["critic"], self.tau)
+        critic_params = {"online": trainable["critic"], "target": critic_params["target"]}
         new_params = {"actor_bc": trainable["actor_bc"], "actor_onestep": trainable["actor_onestep"],
                       "critic": critic_params}
         info["grad/norm"] = optax.tree.norm(grads)
