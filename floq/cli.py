@@ -25,7 +25,8 @@ def _run(argv) -> int:
         k, v = t.split("=", 1)
         tags[k.strip()] = v.strip()
     from floq.config import ConfigError
-    from floq.train import run, summarize
+    from floq.results import summary_table
+    from floq.train import run
 
     try:
         run_dir = run(a.gin_files, a.bind, out_dir=a.out, run_dir=a.run_dir, tags=tags)
@@ -34,7 +35,7 @@ def _run(argv) -> int:
         return 2
     print(f"results: {run_dir}")
     try:
-        print(summarize(run_dir))
+        print(summary_table([run_dir]))
     except (OSError, KeyError, ValueError):
         pass
     return 0

@@ -159,3 +159,22 @@ def device_description() -> str:
     if d.platform == "cpu":
         return f"cpu: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
     return f"{d.platform}: {getattr(d, 'device_kind', str(d))} x{jax.device_count()}"
+
+
+def summary_table(run_dirs) -> str:
+    """One line per run: success over evaluations, speed, size."""
+    import pandas as pd
+
+    rows = []
+    for d in run_dirs:
+        ev = pd.read_csv(os.path.join(d, "eval.csv"))
+        man = read_json(os.path.join(d, "run.json"))
+        curve = " -> ".join(f"{s:.0%}@{int(st) // 1000}k" for st, s in ev.groupby("step").success.mean().items())
+        rows.append([man["critic"], curve, f"{man.get('updates_per_s', float('nan')):.1f}",
+                     f"{man['params']['total']:,}", f"{man['params']['critic_total']:,}",
+                     f"{(man.get('flops_per_update') or float('nan')) / 1e9:.2f}", f"{man.get('wall_time_s', 0):.0f}"])
+    head = ["critic", f"success ({ev.eval_episodes.iloc[0]} episodes per evaluation)", "updates/s", "params",
+            "critic params", "GFLOP/update", "wall s"]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])

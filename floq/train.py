@@ -14,7 +14,6 @@ same compiled programs on exactly the same state as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import math
 import os
@@ -512,20 +511,3 @@ def _mean_ups(log) -> float:
     vals = [float(r["updates_per_s"]) for r in log.rows if r.get("updates_per_s") not in (None, "")]
     vals = [v for v in vals if math.isfinite(v)]
     return float(np.median(vals)) if vals else float("nan")
-
-
-def summarize(run_dir: str) -> str:
-    """A short table of what a run measured (for the CLI and the demo)."""
-    import pandas as pd
-
-    ev = pd.read_csv(os.path.join(run_dir, "eval.csv"))
-    man = results.read_json(os.path.join(run_dir, "run.json"))
-    last = ev[ev.step == ev.step.max()]
-    first = ev[ev.step == ev.step.min()]
-    return (f"{man['run']}: critic={man['critic']} env={man['env']} {man['task']} seeds={man['seeds']} | "
-            f"success {first.success.mean():.2f} @ step {int(first.step.min())} -> {last.success.mean():.2f} "
-            f"@ step {int(last.step.max())} | {man.get('updates_per_s', float('nan'))} updates/s | "
-            f"{man.get('wall_time_s', float('nan'))} s | params {man['params']['total']:,} | "
-            f"{(man.get('flops_per_update') or float('nan')) / 1e9:.3f} GFLOP/update")
-
-

@@ -25,6 +25,18 @@ import jax.numpy as jnp
 Q_AGGREGATIONS = ("mean", "min")
 
 
+def compute_dtype_of(name: str):
+    """Matmul input dtype of a critic's `compute_dtype` ('float32' -> default, 'bfloat16')."""
+    return jnp.bfloat16 if name == "bfloat16" else None
+
+
+def validate(checks) -> None:
+    """Raise ValueError with the message of the first failed (ok, message) pair."""
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
 def polyak(online, target, tau: float):
     """target <- tau * online + (1 - tau) * target, leaf by leaf."""
     return jax.tree_util.tree_map(lambda p, tp: tau * p + (1.0 - tau) * tp, online, target)

@@ -21,10 +21,11 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import Q_AGGREGATIONS, aggregate, count_params, polyak, repeat_rows
-from floq.critics.monolithic import act_concat, make_ensemble
+from floq.critics.base import (Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak, repeat_rows,
+                               validate)
+from floq.critics.monolithic import act_concat
 from floq.nets.embeddings import TIME_EMBEDDINGS, hl_gauss_probs, time_embedding
-from floq.nets.mlp import ensemble
+from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
 
@@ -59,9 +60,7 @@ class VelocityField(nn.Module):
         t_feat = time_embedding(t, self.time_embed, self.time_embed_dim)  # (N, F)
         t_feat = jnp.broadcast_to(t_feat[None], (e, n, t_feat.shape[-1]))
         x = jnp.concatenate([sa, z_feat, t_feat], axis=-1)
-        proto = self.net.module(output_dim=1, dtype=self.dtype)
-        fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(proto) if f.name not in ("parent", "name")}
-        v = ensemble(type(proto), self.num_ensembles, in_axes=0)(**fields)(x)
+        v = ensemble_of(self.net, self.num_ensembles, in_axes=0, dtype=self.dtype)(x)
         return v[..., 0]
 
 
@@ -145,9 +144,7 @@ class FloqCritic:
         ]
         if self.r_min is not None and self.r_max is not None:
             checks.append((self.r_min <= self.r_max, f"r_min ({self.r_min}) must be <= r_max ({self.r_max})"))
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        validate(checks)
         if self.flow_steps == 1 and not self.train_at_zero_only and self.time_embed == "cos":
             # With one Euler step the field is only read at t = 0, where cos(t) is flat; the
             # known-answer tests show a ~9-15% bias in Q. The released code pairs K = 1 with
@@ -182,7 +179,7 @@ class FloqCritic:
     # --- networks -----------------------------------------------------------------
     @property
     def _dtype(self):
-        return jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
+        return compute_dtype_of(self.compute_dtype)
 
     @property
     def _field(self) -> VelocityField:
@@ -197,7 +194,7 @@ class FloqCritic:
 
     @property
     def _distill(self):
-        return make_ensemble(self.distill_net, self.distill_ensembles, self._dtype)
+        return ensemble_of(self.distill_net, self.distill_ensembles, dtype=self._dtype)
 
     def init(self, rng, obs, act):
         k_field, k_distill = jax.random.split(rng)

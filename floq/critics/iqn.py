@@ -45,8 +45,9 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import Q_AGGREGATIONS, aggregate, count_params, polyak, repeat_rows
-from floq.critics.monolithic import make_ensemble
+from floq.critics.base import (Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak, repeat_rows,
+                               validate)
+from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
 QUANTILE_LOSSES = ("huber", "released")
@@ -126,9 +127,7 @@ class IQNCritic:
             (self.loss_type != "released" or self.kappa > 0, f"loss_type='released' needs kappa > 0, got {self.kappa}"),
             (0.0 < self.discount < 1.0, f"discount must be in (0, 1), got {self.discount}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        validate(checks)
 
     @property
     def num_next_actions(self) -> int:
@@ -136,8 +135,7 @@ class IQNCritic:
 
     @property
     def _module(self):
-        dtype = jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
-        return make_ensemble(self.net, self.num_ensembles, dtype)
+        return ensemble_of(self.net, self.num_ensembles, dtype=compute_dtype_of(self.compute_dtype))
 
     def configure(self, discount: float, r_min: float, r_max: float):
         return dataclasses.replace(self, discount=float(discount))

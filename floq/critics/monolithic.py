@@ -12,16 +12,9 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import Q_AGGREGATIONS, aggregate, count_params, polyak
-from floq.nets.mlp import ensemble
+from floq.critics.base import Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak
+from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
-
-
-def make_ensemble(net, num_ensembles: int, dtype=None):
-    """An ensemble of `net` mapping (B, D) -> (E, B)."""
-    proto = net.module(output_dim=1, dtype=dtype)
-    fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(proto) if f.name not in ("parent", "name")}
-    return ensemble(type(proto), num_ensembles, in_axes=None)(**fields)
 
 
 @gin.configurable
@@ -53,8 +46,7 @@ class MonolithicCritic:
 
     @property
     def _module(self):
-        dtype = jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
-        return make_ensemble(self.net, self.num_ensembles, dtype)
+        return ensemble_of(self.net, self.num_ensembles, dtype=compute_dtype_of(self.compute_dtype))
 
     def configure(self, discount: float, r_min: float, r_max: float):
         return dataclasses.replace(self, discount=float(discount))

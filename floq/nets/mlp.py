@@ -7,6 +7,7 @@ activation of every hidden layer when enabled.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -82,6 +83,14 @@ class ResMLP(nn.Module):
             x = x + h
         x = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(x)
         return x.astype(jnp.float32)
+
+
+def ensemble_of(net, num: int, in_axes=None, dtype=None):
+    """An ensemble of `num` copies of a network spec (floq.nets.specs) with a scalar output:
+    (..., D) -> (num, ..., 1), or with in_axes=0 (num, N, D) -> (num, N, 1)."""
+    proto = net.module(output_dim=1, dtype=dtype)
+    fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(proto) if f.name not in ("parent", "name")}
+    return ensemble(type(proto), num, in_axes=in_axes)(**fields)
 
 
 def ensemble(module_cls, num: int, in_axes=None):
