@@ -44,6 +44,11 @@ __all__ = [
     "to_score_dict",
     "TAG_ABBREVIATIONS",
     "natural_key",
+    "load_train_health",
+    "OPTIONAL_EVAL_COLUMNS",
+    "PHASES",
+    "padded_matrix",
+    "warn_missing_seeds",
 ]
 
 
@@ -57,6 +62,10 @@ EVAL_COLUMNS = (
     "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
     "ogbench_version", "success_timing",
 )
+# Optional eval.csv columns (the trainer adds them; older CSVs lack them): the phase of the
+# evaluation and the environment steps taken online. Absent: every row is offline, 0 steps.
+OPTIONAL_EVAL_COLUMNS = ("phase", "env_steps")
+PHASES = ("offline", "online")
 # Without these a row cannot be placed in a score matrix.
 REQUIRED_EVAL_COLUMNS = ("env", "task", "algorithm", "critic", "seed", "step", "success")
 _NUMERIC_EVAL_COLUMNS = ("seed", "step", "success", "return", "episode_length", "wall_time",
@@ -66,20 +75,28 @@ _NUMERIC_EVAL_COLUMNS = ("seed", "step", "success", "return", "episode_length", 
 MANIFEST_COLUMNS = (
     "status", "git_commit", "device", "params_total", "params_critic", "flops_per_update",
     "wall_time_s", "updates_per_s", "manifest_step", "eval_interval", "r_min", "r_max",
-    "time_embedding", "discount", "budget_note",
+    "time_embedding", "discount", "budget_note", "status_reason", "status_step",
 )
+# run.json protocol fields that the analysis does not know keep a ``protocol_`` prefix, so
+# they are never mistaken for swept values (tags).
+MANIFEST_PREFIX = "protocol_"
 # Fields that must agree for numbers to be comparable in one table (see tables.py).
 PROTOCOL_FIELDS = ("train_steps", "eval_interval", "eval_episodes", "success_timing",
-                   "ogbench_version")
+                   "ogbench_version", "phase")
 # Tags that identify the task, not the method; never part of a method label.
 TASK_TAGS = ("task_id", "task", "env", "dataset", "seed")
 # Short names used in method labels (the CSV columns keep their full names).
 TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
                      "critic_depth": "depth"}
 # Columns added by this module.
-INTERNAL_COLUMNS = ("run_dir", "task_key", "method", "has_manifest")
+INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
+                    "nonfinite_loss")
+# Columns added by stats.final_scores (never tags).
+FINAL_COLUMNS = ("score", "n_evals", "last_step", "complete", "scored_steps", "compute_total",
+                 "exclude_kind", "exclude_reason", "spacing_ok", "scored_env_steps")
 
-_KNOWN = set(EVAL_COLUMNS) | set(MANIFEST_COLUMNS) | set(INTERNAL_COLUMNS)
+_KNOWN = (set(EVAL_COLUMNS) | set(OPTIONAL_EVAL_COLUMNS) | set(MANIFEST_COLUMNS)
+          | set(INTERNAL_COLUMNS) | set(FINAL_COLUMNS))
 
 
 def _warn(msg: str) -> None:
@@ -103,12 +120,19 @@ def find_run_dirs(results_dir: str | os.PathLike) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- manifest
+_STATUS_KEYS = ("state", "status", "value")
+
+
 def load_manifest(run_dir: str | os.PathLike) -> dict | None:
     """run.json flattened to the scalar columns the analysis uses; None if absent/corrupt.
 
     Returns keys: the ``MANIFEST_COLUMNS`` present, the identity fields (experiment, run,
     env, task, dataset, algorithm, critic), protocol fields (train_steps, eval_interval,
-    eval_episodes, success_timing, ogbench_version, ...) and ``tags`` (a dict).
+    eval_episodes, success_timing, ogbench_version, ...; unknown ones prefixed
+    ``protocol_``), ``tags`` (a dict) and ``seeds`` (a list, when recorded). ``status`` is
+    ``running | done | diverged | preempted | failed``; a status object
+    (``{"state": ..., "step": ..., "reason": ...}``) or top-level ``reason``/``status_reason``
+    fill ``status_step``/``status_reason``.
     """
     path = Path(run_dir) / "run.json"
     if not path.exists():
@@ -127,6 +151,22 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
                 "updates_per_s"):
         if key in raw and not isinstance(raw[key], (dict, list)):
             out[key] = raw[key]
+    status = raw.get("status")
+    if isinstance(status, Mapping):
+        state = next((status[k] for k in _STATUS_KEYS if k in status), None)
+        if state is not None:
+            out["status"] = str(state)
+        if status.get("reason") is not None:
+            out["status_reason"] = str(status["reason"])
+        if status.get("step") is not None:
+            out["status_step"] = status["step"]
+    for key in ("status_reason", "reason", "failure", "error"):
+        if "status_reason" not in out and isinstance(raw.get(key), (str, int, float)):
+            out["status_reason"] = str(raw[key])
+    if "status_step" not in out and isinstance(raw.get("status_step"), (int, float)):
+        out["status_step"] = raw["status_step"]
+    if isinstance(out.get("status"), str):
+        out["status"] = out["status"].strip().lower()
     if "step" in raw:
         out["manifest_step"] = raw["step"]
     params = raw.get("params")
@@ -134,10 +174,11 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
         out["params_total"] = params.get("total")
         out["params_critic"] = params.get("critic_total")
     protocol = raw.get("protocol")
+    known = set(EVAL_COLUMNS) | set(MANIFEST_COLUMNS)
     if isinstance(protocol, Mapping):
         for key, value in protocol.items():
             if not isinstance(value, (dict, list)):
-                out[key] = value
+                out[key if key in known else f"{MANIFEST_PREFIX}{key}"] = value
     tags = raw.get("tags")
     out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
     seeds = raw.get("seeds")
@@ -147,11 +188,20 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
 
 
 # --------------------------------------------------------------------------- eval.csv
+def _rows_text(rows: Sequence[int], limit: int = 5) -> str:
+    shown = ", ".join(str(r) for r in rows[:limit])
+    return shown + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
+
+
 def load_eval(run_dir: str | os.PathLike) -> pd.DataFrame | None:
     """eval.csv of one run as a frame with numeric columns coerced; None if unusable.
 
-    A last line without its newline (a writer caught mid-row) is dropped with a warning;
-    any other defect skips the whole file with a warning naming it.
+    A last line without its newline (a writer caught mid-row) is dropped with a warning; a
+    row whose ``success``, ``step`` or ``seed`` cell is empty or NaN is dropped (that row
+    only) with a warning naming it; any other defect (unparseable CSV, text where a number
+    belongs, success outside [0, 1]) skips the whole file with a warning naming it.
+    Adds ``file_row`` (the row's position in the file) and, for CSVs written before they
+    existed, ``phase='offline'`` and ``env_steps=0``.
     """
     path = Path(run_dir) / "eval.csv"
     if not path.exists():
@@ -189,20 +239,31 @@ def load_eval(run_dir: str | os.PathLike) -> pd.DataFrame | None:
     if df.empty:
         _warn(f"skipping {path}: no evaluations yet (header only)")
         return None
-    for col in _NUMERIC_EVAL_COLUMNS:
+    df.insert(0, "file_row", np.arange(len(df), dtype=np.int64))
+    drop = np.zeros(len(df), bool)
+    for col in _NUMERIC_EVAL_COLUMNS + ("env_steps",):
         if col not in df.columns:
             continue
         raw = df[col]
         num = pd.to_numeric(raw, errors="coerce")
         bad = num.isna() & raw.notna()
-        if col in ("success", "step", "seed"):
-            bad = bad | num.isna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             _warn(f"skipping {path}: non-numeric {col!r} value {raw.iloc[row]!r} "
                   f"(data row {row + 1})")
             return None
+        if col in ("success", "step", "seed"):
+            empty = num.isna().to_numpy()
+            if empty.any():
+                _warn(f"{path}: dropping {int(empty.sum())} row(s) with an empty or NaN "
+                      f"{col!r} (data row(s) {_rows_text(list(np.flatnonzero(empty) + 1))})")
+                drop |= empty
         df[col] = num
+    if drop.any():
+        df = df[~drop].reset_index(drop=True)
+        if df.empty:
+            _warn(f"skipping {path}: no row with a usable success, step and seed")
+            return None
     if ((df["success"] < 0) | (df["success"] > 1)).any():
         _warn(f"skipping {path}: 'success' outside [0, 1] (it must be a fraction)")
         return None
@@ -210,7 +271,101 @@ def load_eval(run_dir: str | os.PathLike) -> pd.DataFrame | None:
         df[col] = df[col].astype(str)
     df["seed"] = df["seed"].astype(np.int64)
     df["step"] = df["step"].astype(np.int64)
+    if "phase" in df.columns:
+        phase = df["phase"].fillna("offline").astype(str).str.strip().str.lower()
+        phase = phase.replace("", "offline")
+        unknown = sorted(set(phase) - set(PHASES))
+        if unknown:
+            _warn(f"{path}: dropping rows of unknown phase(s) {', '.join(map(repr, unknown))} "
+                  f"(known: {', '.join(PHASES)})")
+            keep = phase.isin(PHASES).to_numpy()
+            df, phase = df[keep].reset_index(drop=True), phase[keep].reset_index(drop=True)
+            if df.empty:
+                return None
+        df["phase"] = phase.to_numpy()
+    else:
+        df["phase"] = "offline"
+    if "env_steps" in df.columns:
+        df["env_steps"] = df["env_steps"].fillna(0)
+    else:
+        df["env_steps"] = 0
     return df
+
+
+# --------------------------------------------------------------------------- train.csv
+def load_train_health(run_dir: str | os.PathLike) -> dict:
+    """Non-finite losses in ``train.csv``: ``{(task or None, seed or None): reason}``.
+
+    A loss column is one whose name contains ``loss`` (``critic/loss``,
+    ``actor/bc_flow_loss``, ...). Empty cells (a metric not logged yet) are not failures;
+    ``nan``/``inf`` are. The key's task is None when train.csv has no ``task`` column, its
+    seed None when it has no ``seed`` column (the reason then applies to every seed).
+    Returns ``{}`` when the file is absent or unreadable.
+    """
+    path = Path(run_dir) / "train.csv"
+    if not path.exists():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                return {}
+            losses = [i for i, c in enumerate(header) if "loss" in c.lower()]
+            i_seed = header.index("seed") if "seed" in header else None
+            i_task = header.index("task") if "task" in header else None
+            i_step = header.index("step") if "step" in header else None
+            out: dict = {}
+            for row in reader:
+                for i in losses:
+                    if i >= len(row):
+                        continue
+                    cell = row[i].strip()
+                    if not cell:
+                        continue
+                    try:
+                        value = float(cell)
+                    except ValueError:
+                        continue
+                    if math.isfinite(value):
+                        continue
+                    task = row[i_task] if i_task is not None and i_task < len(row) else None
+                    seed = None
+                    if i_seed is not None and i_seed < len(row):
+                        try:
+                            seed = int(float(row[i_seed]))
+                        except ValueError:
+                            seed = None
+                    step = row[i_step] if i_step is not None and i_step < len(row) else "?"
+                    out.setdefault((task, seed),
+                                   f"non-finite {header[i]} ({cell}) at step {step} in train.csv")
+            return out
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        _warn(f"{path}: cannot check losses for divergence ({e})")
+        return {}
+
+
+def _resolve_duplicates(ev: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """One row per (task, seed, phase, step): the last written (stable by file order)."""
+    key = ["task", "seed", "phase", "step"]
+    ev = ev.sort_values("file_row", kind="stable")
+    dup = ev.duplicated(key, keep=False)
+    if not dup.any():
+        return ev
+    values = [c for c in ("success", "return", "episode_length") if c in ev.columns]
+    disagree = []
+    for k, g in ev[dup].groupby(key, sort=True):
+        vals = g[values].to_numpy(float)
+        if not np.all(np.isclose(vals, vals[-1], rtol=0, atol=1e-12, equal_nan=True)):
+            disagree.append((k, g["success"].tolist()))
+    n = int(ev[dup].groupby(key).ngroups)
+    if disagree:
+        (task, seed, phase, step), succ = disagree[0]
+        _warn(f"{run_dir / 'eval.csv'}: {n} (task, seed, step) evaluation(s) appear more than "
+              f"once (a resumed run?) and {len(disagree)} disagree, e.g. {task} seed {seed} "
+              f"step {step}: success {' then '.join(f'{v:g}' for v in succ)}; keeping the "
+              "last-written row of each")
+    return ev.drop_duplicates(key, keep="last")
 
 
 # --------------------------------------------------------------------------- all runs
@@ -218,12 +373,18 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
                  method_by: Sequence[str] | None = None) -> pd.DataFrame:
     """Load every run under ``results_dir`` into one tidy frame.
 
-    One row per (run dir, seed, evaluation): the eval.csv columns, one column per tag
-    (CSV tag columns, plus run.json ``tags`` the CSV lacks), the manifest columns
+    One row per (run dir, task, seed, phase, evaluation): the eval.csv columns, one column
+    per tag (CSV tag columns, plus run.json ``tags`` the CSV lacks), the manifest columns
     (``params_total``, ``params_critic``, ``flops_per_update``, ``device``,
     ``wall_time_s``, ``status``, ``git_commit``, protocol fields such as
-    ``eval_interval``), ``run_dir`` (path relative to ``results_dir``), ``task_key``
-    (``env/task``) and, unless ``add_method=False``, ``method`` (see ``method_labels``).
+    ``eval_interval``), ``run_dir`` (path relative to ``results_dir``), ``run_id`` (the
+    run dir, plus ``#<task>`` when one directory holds several tasks: every (run dir, task)
+    is a run of its own), ``task_key`` (``env/task``), ``nonfinite_loss`` (why train.csv
+    says the seed diverged, else empty) and, unless ``add_method=False``, ``method`` (see
+    ``method_labels``).
+
+    Warnings name: run dirs without run.json, seeds run.json lists that eval.csv lacks, and
+    duplicate (task, seed, step) rows that disagree (the last-written row is kept).
 
     Raises:
         AnalysisError: ``results_dir`` does not exist or is not a directory.
@@ -243,22 +404,49 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
                 _warn(f"skipping {run_dir}: run.json but no eval.csv (no evaluations yet)")
             continue
         rel = os.path.relpath(run_dir, root)
-        ev.insert(0, "run_dir", "." if rel == "." else Path(rel).as_posix())
+        rel = "." if rel == "." else Path(rel).as_posix()
+        ev.insert(0, "run_dir", rel)
+        ev = _resolve_duplicates(ev, run_dir)
+        multi = ev["task"].nunique() > 1
+        ev.insert(1, "run_id", (rel + "#" + ev["task"]) if multi else rel)
         ev["has_manifest"] = manifest is not None
-        if manifest is not None:
+        if manifest is None:
+            if not (run_dir / "run.json").exists():
+                _warn(f"{run_dir}: no run.json; its status, parameter counts, FLOPs and "
+                      "eval_interval are unknown, and completeness is judged from "
+                      "eval.csv's last step vs train_steps")
+        else:
             tags = manifest.pop("tags", {})
-            manifest.pop("seeds", None)
+            seeds = manifest.pop("seeds", None)
+            if seeds:
+                for task, g in ev.groupby("task", sort=True):
+                    lacking = sorted(set(int(s) for s in seeds if isinstance(s, (int, float)))
+                                     - set(g["seed"]))
+                    if lacking:
+                        where = f" ({task})" if multi else ""
+                        _warn(f"{run_dir}: run.json lists seed(s) "
+                              f"{', '.join(map(str, sorted(seeds)))} but eval.csv{where} has "
+                              f"no rows for seed(s) {', '.join(map(str, lacking))}")
             for key, value in {**manifest, **tags}.items():
+                if key in ("task", "env") and multi:
+                    continue
                 if key not in ev.columns:
                     ev[key] = value
                 elif ev[key].isna().all() and value is not None:
                     ev[key] = value
+        health = load_train_health(run_dir)
+        reasons = []
+        for task, seed in zip(ev["task"], ev["seed"]):
+            r = (health.get((task, seed)) or health.get((None, seed))
+                 or health.get((task, None)) or health.get((None, None)) or "")
+            reasons.append(r)
+        ev["nonfinite_loss"] = reasons
         frames.append(ev)
     if not frames:
-        return pd.DataFrame(columns=["run_dir", *REQUIRED_EVAL_COLUMNS, "task_key"])
+        return pd.DataFrame(columns=["run_dir", "run_id", *REQUIRED_EVAL_COLUMNS, "task_key"])
     df = pd.concat(frames, ignore_index=True, sort=False)
     for col in ("params_total", "params_critic", "flops_per_update", "wall_time_s",
-                "train_steps", "eval_interval", "eval_episodes"):
+                "train_steps", "eval_interval", "eval_episodes", "env_steps"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["task_key"] = df["env"].astype(str) + "/" + df["task"].astype(str)
@@ -270,8 +458,8 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
 def tag_columns(df: pd.DataFrame) -> list[str]:
     """Columns of a loaded frame that are tags (swept values), in frame order."""
     return [c for c in df.columns
-            if c not in _KNOWN and c not in ("score", "n_evals", "last_step", "complete",
-                                              "scored_steps")]
+            if c not in _KNOWN and not str(c).startswith(MANIFEST_PREFIX)
+            and not str(c).startswith("_")]
 
 
 def natural_key(s) -> list:
@@ -294,8 +482,10 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     Default (``by=None``): ``critic`` (``algorithm:critic`` when several algorithms are
     present) followed by ``(tag=value, ...)`` (tag names shortened by
     ``TAG_ABBREVIATIONS``: ``K`` = critic_flow_steps) for every tag that varies among the
-    runs of that algorithm and critic, except task-identifying tags (``TASK_TAGS``) and those
-    in ``exclude`` (e.g. the x axis of a scaling plot). With ``by``: the values of those
+    runs of that algorithm and critic (two or more distinct recorded values; a run that
+    lacks the tag, e.g. one whose run.json is unreadable, does not make it vary), except
+    task-identifying tags (``TASK_TAGS``) and those in ``exclude`` (e.g. the x axis of a
+    scaling plot). With ``by``: the values of those
     columns joined by ``/``.
     """
     if df.empty:
@@ -311,7 +501,7 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     labels = pd.Series("", index=df.index, dtype=object)
     for (algo, critic), group in df.groupby(["algorithm", "critic"], sort=False):
         base = f"{algo}:{critic}" if multi_algo else str(critic)
-        varying = [c for c in tags if group[c].astype(str).nunique(dropna=False) > 1]
+        varying = [c for c in tags if group[c].dropna().astype(str).nunique() > 1]
         if not varying:
             labels.loc[group.index] = base
             continue
@@ -348,9 +538,10 @@ def to_score_dict(final: pd.DataFrame, *, method_col: str = "method",
             an error (``"raise"``).
     Returns:
         ``({method: scores (num_runs, num_tasks)}, tasks)``. Runs are seeds, sorted by
-        seed within each task. When a method has different seed counts on different
-        tasks, every task is truncated to the smallest count (with a warning), since the
-        matrix must be rectangular.
+        seed within each task. Every seed is used: when a method has different seed counts
+        on different tasks, the shorter task columns are padded with NaN (the statistics
+        in ``analysis.stats`` skip NaN, so each per-task mean is over the seeds that exist)
+        and a warning names the missing seeds.
     """
     if final.empty:
         return {}, []
@@ -368,13 +559,34 @@ def to_score_dict(final: pd.DataFrame, *, method_col: str = "method",
                 raise AnalysisError(msg)
             _warn(msg)
             continue
-        cols = []
-        for t in tasks:
-            cols.append(sub[sub[task_col] == t].sort_values("seed")[score_col].to_numpy(float))
-        n = min(len(c) for c in cols)
-        if any(len(c) != n for c in cols):
-            _warn(f"method {m!r} has unequal seed counts across tasks "
-                  f"({', '.join(f'{t}: {len(c)}' for t, c in zip(tasks, cols))}); "
-                  f"using the first {n} seeds of each task")
-        out[m] = np.stack([c[:n] for c in cols], axis=1)
+        subs = [sub[sub[task_col] == t].sort_values("seed", kind="stable") for t in tasks]
+        warn_missing_seeds(m, dict(zip(tasks, subs)))
+        out[m] = padded_matrix([g[score_col].to_numpy(float) for g in subs])
     return out, tasks
+
+
+def padded_matrix(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack per-task score vectors into ``(max runs, tasks)``, padding with NaN."""
+    n = max(len(c) for c in cols)
+    mat = np.full((n, len(cols)), np.nan)
+    for j, c in enumerate(cols):
+        mat[:len(c), j] = c
+    return mat
+
+
+def warn_missing_seeds(method: str, per_task: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Warn, per task, about seeds that the method's other tasks have and this one lacks.
+
+    Returns the warning texts (one per task with missing seeds)."""
+    seeds = {t: set(int(s) for s in g["seed"]) for t, g in per_task.items()}
+    union = set().union(*seeds.values()) if seeds else set()
+    msgs = []
+    for t, have in seeds.items():
+        lacking = sorted(union - have)
+        if lacking:
+            msg = (f"method {method!r} on {t} lacks seed(s) {', '.join(map(str, lacking))} "
+                   f"that its other tasks have; its per-task mean uses the {len(have)} "
+                   f"seed(s) present ({', '.join(map(str, sorted(have)))})")
+            _warn(msg)
+            msgs.append(msg)
+    return msgs

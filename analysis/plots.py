@@ -5,6 +5,14 @@ hi`` as fractions), returns the ``matplotlib.figure.Figure`` and, given ``out``,
 ``out.png`` and ``out.pdf`` atomically. Figures are built on ``Figure`` objects with the Agg
 canvas (no pyplot, no global backend switch) inside a local rc context sized for a paper
 column (3.3 in; 6.9 in for multi-panel figures), colour-blind-safe palette from seaborn.
+
+Colours: ``config_colors`` maps every configuration label of a report to one colour, once,
+and every figure takes that mapping (``colors=``), so a method has the same colour in the
+learning curves, aggregates, profiles, probability of improvement and scaling figures.
+Each critic family (``algorithm:critic``) gets a qualitative base colour; the
+configurations of one family that differ along an ordered axis (K, width, depth) get a
+sequential light-to-dark ramp of that base colour, in natural order (K=1 lightest).
+Legends sit outside the axes (below), x tick labels that would overlap are thinned.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from analysis.load import natural_key
 from analysis.stats import METRIC_LABELS
 
-__all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "save_figure",
-           "plot_learning_curves", "plot_scaling", "plot_performance_profile",
-           "plot_aggregates"]
+__all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "config_colors",
+           "save_figure", "plot_learning_curves", "plot_scaling", "plot_performance_profile",
+           "plot_aggregates", "plot_probability_of_improvement", "thin_xticks",
+           "PUBLISHED_STYLE"]
 
 COLUMN_WIDTH = 3.3   # inches: one column of a two-column paper
 PAGE_WIDTH = 6.9     # inches: full text width
@@ -60,6 +69,86 @@ def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
     pal = (sns.color_palette("colorblind", len(methods)) if len(methods) <= 10
            else sns.color_palette("husl", len(methods)))
     return {m: tuple(pal[i]) for i, m in enumerate(methods)}
+
+
+def _shade(base, t: float) -> tuple:
+    """``t`` in [0, 1]: 0 a light tint of ``base``, 0.5 ``base``, 1 a dark shade."""
+    b = np.asarray(base[:3], float)
+    if t < 0.5:
+        a = (0.5 - t) * 2 * 0.62
+        c = b * (1 - a) + a
+    else:
+        a = (t - 0.5) * 2 * 0.55
+        c = b * (1 - a)
+    return tuple(float(v) for v in np.clip(c, 0, 1))
+
+
+def config_colors(configs: Sequence[tuple[str, str]]) -> dict[str, tuple]:
+    """One colour per configuration label, fixed for a whole report.
+
+    Args:
+        configs: ``(label, family)`` pairs (duplicates allowed), e.g. ``("floq (K=4)",
+            "fql:floq")``; family-level labels (no ``(...)``, e.g. ``"floq"`` as a line on a
+            K axis) get the family's base colour, the others of a family a sequential ramp
+            of it ordered by ``natural_key`` (a single one gets the base colour).
+    Returns:
+        ``{label: rgb}``; labels in several families keep their first family's colour.
+    """
+    import seaborn as sns
+    fam_of: dict[str, str] = {}
+    for label, fam in configs:
+        fam_of.setdefault(str(label), str(fam))
+    families = sorted(dict.fromkeys(fam_of.values()), key=natural_key)
+    pal = (sns.color_palette("colorblind", len(families)) if len(families) <= 10
+           else sns.color_palette("husl", len(families)))
+    out: dict[str, tuple] = {}
+    for i, fam in enumerate(families):
+        base = tuple(float(v) for v in pal[i])
+        labels = sorted((lab for lab, f in fam_of.items() if f == fam), key=natural_key)
+        plain = [lab for lab in labels if "(" not in lab]
+        ordered = [lab for lab in labels if "(" in lab]
+        for lab in plain:
+            out[lab] = base
+        if len(ordered) == 1:
+            out[ordered[0]] = base if not plain else _shade(base, 0.85)
+        elif ordered:
+            for t, lab in zip(np.linspace(0.2, 0.92, len(ordered)), ordered):
+                out[lab] = _shade(base, float(t))
+    return out
+
+
+def _colors_for(colors, labels) -> dict[str, tuple]:
+    out = dict(colors or {})
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        extra = method_colors(missing)
+        out.update({k: v for k, v in extra.items() if k not in out})
+    return out
+
+
+def thin_xticks(fig: Figure, axes) -> None:
+    """Drop x tick labels that would overlap their left neighbour (kept as minor ticks)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        lo, hi = sorted(ax.get_xlim())
+        pairs = [(t, lab) for t, lab in zip(ax.get_xticks(), ax.get_xticklabels())
+                 if lo <= t <= hi and lab.get_text()]
+        pairs.sort(key=lambda p: p[0])
+        kept, dropped, last = [], [], None
+        pad = 0.35 * _RC["xtick.labelsize"] * fig.dpi / 72
+        for t, lab in pairs:
+            bb = lab.get_window_extent(renderer)
+            if last is not None and bb.x0 < last.x1 + pad:
+                dropped.append(t)
+                continue
+            kept.append(t)
+            last = bb
+        if dropped:
+            fmt = ax.xaxis.get_major_formatter()
+            ax.xaxis.set_major_locator(FixedLocator(kept))
+            ax.xaxis.set_major_formatter(fmt)
+            ax.xaxis.set_minor_locator(FixedLocator(dropped))
 
 
 def save_figure(fig: Figure, out: str | os.PathLike,
@@ -103,6 +192,10 @@ def _grid(fig: Figure, n: int, ncols: int, sharey: bool = True, sharex: bool = F
 def _steps_formatter(x, _pos=None) -> str:
     if x == 0:
         return "0"
+    if abs(x) >= 1e12:
+        mant, exp = f"{x:.1e}".split("e")
+        mant = mant.rstrip("0").rstrip(".")
+        return f"{mant}e{int(exp)}"
     for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             v = x / div
@@ -110,13 +203,17 @@ def _steps_formatter(x, _pos=None) -> str:
     return f"{x:g}"
 
 
-def _legend(fig: Figure, axes, n_items: int, title: str | None = None):
+def _legend(fig: Figure, axes, n_items: int, title: str | None = None, extra=()):
+    """One legend for the figure, outside the axes (below them)."""
     handles, labels = [], []
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             if label not in labels and not label.startswith("_"):
                 handles.append(handle)
                 labels.append(label)
+    for handle in extra:
+        handles.append(handle)
+        labels.append(handle.get_label())
     if not handles:
         return
     width = fig.get_figwidth()
@@ -143,29 +240,48 @@ def _panel_layout(n: int) -> tuple[float, int, float]:
 
 
 # --------------------------------------------------------------------------- curves
+PHASE_LINE = dict(color="0.35", linestyle=":", linewidth=0.9)
+
+
 def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = None,
                          colors: Mapping[str, tuple] | None = None,
-                         ylabel: str = "Success (%)") -> Figure:
+                         ylabel: str = "Success (%)",
+                         boundaries: pd.DataFrame | None = None) -> Figure:
     """Success vs gradient step, one panel per environment, one line (+CI band) per method.
 
     Args:
         curves: ``stats.curve_estimates`` output: ``env, method, step, point, lo, hi``.
+        boundaries: ``stats.phase_boundaries`` output (``env, step``): a dotted vertical
+            line marks the end of the offline phase in that environment's panel.
     """
     envs = sorted(curves["env"].unique(), key=natural_key)
     methods = sorted(curves["method"].unique(), key=natural_key)
-    colors = dict(colors or method_colors(methods))
+    colors = _colors_for(colors, methods)
     width, ncols, ph = _panel_layout(len(envs))
     with style():
         fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
         axes = _grid(fig, len(envs), ncols)
+        any_partial = False
         for ax, env in zip(axes, envs):
             sub = curves[curves["env"] == env]
             for m in methods:
                 g = sub[sub["method"] == m].sort_values("step")
                 if g.empty:
                     continue
-                ax.plot(g["step"], 100 * g["point"], color=colors[m], label=m)
+                part = (g["partial_tasks"].astype(bool).to_numpy() if "partial_tasks" in g
+                        else np.zeros(len(g), bool))
+                y = 100 * g["point"].to_numpy(float)
+                full_y = np.where(part, np.nan, y)
+                ax.plot(g["step"], full_y, color=colors[m], label=m)
+                if part.any():  # steps some of the method's tasks lack: dotted
+                    any_partial = True
+                    near = part | np.convolve(part, [1, 1, 1], "same").astype(bool)
+                    ax.plot(g["step"], np.where(near, y, np.nan), color=colors[m],
+                            linestyle=":", label="_partial")
                 _band(ax, g["step"], 100 * g["lo"], 100 * g["hi"], colors[m])
+            if boundaries is not None and len(boundaries):
+                for step in sorted(boundaries.loc[boundaries["env"] == env, "step"]):
+                    ax.axvline(step, label="offline → online", **PHASE_LINE)
             ax.set_title(env)
             ax.set_xlabel("Gradient steps")
             ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
@@ -174,7 +290,13 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
         for i, ax in enumerate(axes):
             if i % ncols == 0:
                 ax.set_ylabel(ylabel)
-        _legend(fig, axes, len(methods))
+        extra = []
+        if any_partial:
+            from matplotlib.lines import Line2D
+            extra.append(Line2D([], [], color="0.3", linestyle=":",
+                                label="dotted: fewer of the method's tasks at that step"))
+        _legend(fig, axes, len(methods), extra=extra)
+        thin_xticks(fig, axes)
     if out is not None:
         save_figure(fig, out)
     return fig
@@ -189,29 +311,46 @@ def _log_base(x: np.ndarray) -> int | None:
     return 10
 
 
+PUBLISHED_STYLE = dict(color="0.15", linestyle=":", linewidth=1.0, markersize=4.0,
+                       markerfacecolor="none")
+_PUBLISHED_MARKERS = ("X", "D", "^", "s", "v")
+
+
 def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | None = None,
                  colors: Mapping[str, tuple] | None = None, logx: bool | str = "auto",
-                 ylabel: str = "Final success (%)") -> Figure:
+                 ylabel: str = "Final success (%)",
+                 published: pd.DataFrame | None = None) -> Figure:
     """Final success vs a numeric axis, one panel per environment, one line per hue.
 
     Args:
-        est: ``stats.scaling_estimates`` output: ``env, hue, x, point, lo, hi, reference``.
-            Reference rows (``x`` NaN: runs without the axis, e.g. a monolithic critic on a
-            flow-steps axis) are drawn as dashed horizontal lines with their CI band.
+        est: ``stats.scaling_estimates`` output: ``env, hue, x, point, lo, hi, reference``
+            (+ ``partial_tasks, tasks``). Reference rows (``x`` NaN: runs without the axis,
+            e.g. a monolithic critic on a flow-steps axis) are drawn as dashed horizontal
+            lines with their CI band. Points with ``partial_tasks`` (fewer of the panel's
+            tasks than other points) are hollow and annotated ``k/n``.
         axis_label: x-axis label (units included).
         logx: ``"auto"`` (log2 for powers of two spanning >= 4x, log10 otherwise when
             spanning >= 4x), True or False.
+        published: rows ``env, x, point, label`` (``published.scaling_rows``) drawn in
+            black, dotted, with hollow markers and their label (which says 'published')
+            in the panels of matching environments.
     """
     envs = sorted(est["env"].unique(), key=natural_key)
     hues = sorted(est["hue"].unique(), key=natural_key)
-    colors = dict(colors or method_colors(hues))
+    colors = _colors_for(colors, hues)
+    if "partial_tasks" not in est:
+        est = est.assign(partial_tasks=False, tasks="")
     xs = est.loc[~est["reference"].astype(bool), "x"].to_numpy(float)
-    base = _log_base(xs) if logx == "auto" else (10 if logx else None)
+    pub = published if published is not None and len(published) else None
+    pub = pub[pub["env"].isin(envs)] if pub is not None else None
+    all_x = np.concatenate([xs, pub["x"].to_numpy(float) if pub is not None else []])
+    base = _log_base(all_x) if logx == "auto" else (10 if logx else None)
     width, ncols, ph = _panel_layout(len(envs))
     with style():
         fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
         axes = _grid(fig, len(envs), ncols, sharex=True)
-        ticks = np.unique(xs[np.isfinite(xs)])
+        ticks = np.unique(all_x[np.isfinite(all_x)])
+        any_partial = False
         for ax, env in zip(axes, envs):
             sub = est[est["env"] == env]
             for h in hues:
@@ -223,12 +362,31 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                 if len(line):
                     ax.plot(line["x"], 100 * line["point"], marker="o", color=colors[h], label=h)
                     _band(ax, line["x"], 100 * line["lo"], 100 * line["hi"], colors[h])
+                    part = line[line["partial_tasks"].astype(bool)]
+                    if len(part):
+                        any_partial = True
+                        ax.scatter(part["x"], 100 * part["point"], marker="o", s=14,
+                                   facecolors="white", edgecolors=[colors[h]], zorder=3,
+                                   linewidths=1.0)
+                        for _, r in part.iterrows():
+                            ax.annotate(str(r["tasks"]), (r["x"], 100 * r["point"]),
+                                        textcoords="offset points", xytext=(0, 4),
+                                        ha="center", fontsize=5.5, color=colors[h])
                 for _, r in g[ref].iterrows():
+                    lab = f"{h} (reference)" + (f" [{r['tasks']} tasks]"
+                                                if bool(r["partial_tasks"]) else "")
                     ax.axhline(100 * r["point"], color=colors[h], linestyle="--",
-                               linewidth=1.0, label=f"{h} (reference)")
+                               linewidth=1.0, label=lab)
                     if np.isfinite(r["lo"]):
                         ax.axhspan(100 * r["lo"], 100 * r["hi"], color=colors[h],
                                    alpha=_BAND_ALPHA / 2, linewidth=0)
+            if pub is not None:
+                for j, (lab, g) in enumerate(pub[pub["env"] == env].groupby("label",
+                                                                             sort=True)):
+                    g = g.sort_values("x")
+                    ax.plot(g["x"], 100 * g["point"], label=lab,
+                            marker=_PUBLISHED_MARKERS[j % len(_PUBLISHED_MARKERS)],
+                            **PUBLISHED_STYLE)
             if base is not None:
                 ax.set_xscale("log", base=base)
             fmt = ((lambda v, _p: f"{v:g}") if base == 2 or ticks.max(initial=0) < 1000
@@ -245,7 +403,14 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
         for i, ax in enumerate(axes):
             if i % ncols == 0:
                 ax.set_ylabel(ylabel)
-        _legend(fig, axes, len(hues))
+        extra = []
+        if any_partial:
+            from matplotlib.lines import Line2D
+            extra.append(Line2D([], [], marker="o", linestyle="none", color="0.3",
+                                markerfacecolor="white",
+                                label="hollow: fewer of the panel's tasks (k/n)"))
+        _legend(fig, axes, len(hues), extra=extra)
+        thin_xticks(fig, axes)
     if out is not None:
         save_figure(fig, out)
     return fig
@@ -259,7 +424,7 @@ def plot_performance_profile(profile: pd.DataFrame, out: str | os.PathLike | Non
         profile: ``stats.performance_profile`` output: ``method, tau, point, lo, hi``.
     """
     methods = sorted(profile["method"].unique(), key=natural_key)
-    colors = dict(colors or method_colors(methods))
+    colors = _colors_for(colors, methods)
     with style():
         fig = _new_figure(COLUMN_WIDTH, 2.3)
         ax = fig.subplots()
@@ -277,23 +442,40 @@ def plot_performance_profile(profile: pd.DataFrame, out: str | os.PathLike | Non
     return fig
 
 
+def _interval_xlim(ax, values: np.ndarray, floor: float | None = None,
+                   ceil: float | None = None) -> None:
+    """Set x limits that contain every finite value (CI bounds and points) with a margin."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return
+    lo, hi = float(v.min()), float(v.max())
+    pad = 0.08 * (hi - lo) if hi > lo else max(1.0, 0.1 * abs(hi))
+    lo, hi = lo - pad, hi + pad
+    if floor is not None:
+        lo = max(lo, floor)
+    if ceil is not None:
+        hi = min(hi, ceil)
+    ax.set_xlim(lo, hi)
+
+
 def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,
                     colors: Mapping[str, tuple] | None = None,
                     metrics: Sequence[str] | None = None) -> Figure:
     """Interval estimates of aggregate metrics (rliable's plot): one panel per metric,
-    one horizontal bar (the CI) with a tick (the point estimate) per method.
+    one horizontal bar (the CI) with a tick (the point estimate) per method. Each panel's
+    x range contains every interval, lower bounds included.
 
     Args:
         agg: ``stats.aggregate_estimates`` output: ``method, metric, point, lo, hi``.
     """
     metrics = list(metrics or dict.fromkeys(agg["metric"]))
     methods = sorted(agg["method"].unique(), key=natural_key, reverse=True)
-    colors = dict(colors or method_colors(methods[::-1]))
+    colors = _colors_for(colors, methods[::-1])
     ncols = 2 if len(metrics) > 1 else 1
     nrows = math.ceil(len(metrics) / ncols)
     height = nrows * (0.45 + 0.17 * len(methods)) + 0.25
     with style():
-        fig = _new_figure(COLUMN_WIDTH, height)
+        fig = _new_figure(COLUMN_WIDTH if max(map(len, methods)) < 28 else PAGE_WIDTH, height)
         axes = _grid(fig, len(metrics), ncols, sharey=True)
         for ax, metric in zip(axes, metrics):
             sub = agg[agg["metric"] == metric].set_index("method")
@@ -309,13 +491,48 @@ def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,
             ax.set_ylim(-0.6, len(methods) - 0.4)
             ax.set_title(METRIC_LABELS.get(metric, metric))
             ax.grid(axis="y", visible=False)
-            ax.margins(x=0.08)
+            _interval_xlim(ax, 100 * sub[["lo", "hi", "point"]].to_numpy(float).ravel())
         for i, ax in enumerate(axes):
             if i % ncols:
                 ax.tick_params(axis="y", left=False)
         fig.supxlabel("Success (%)" if "optimality_gap" not in metrics else
                       "Success (%); optimality gap in points (lower is better)",
                       fontsize=_RC["axes.labelsize"])
+        thin_xticks(fig, axes)
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def plot_probability_of_improvement(poi: pd.DataFrame, out: str | os.PathLike | None = None,
+                                    colors: Mapping[str, tuple] | None = None) -> Figure:
+    """Probability of improvement (rliable's plot): one row per pair, the CI of
+    P(X > Y) as a bar in X's colour and the point estimate as a tick; 0.5 (no difference)
+    dashed. Rows read ``X > Y`` top to bottom in the order of ``poi``.
+
+    Args:
+        poi: ``stats.poi_estimates`` output: ``x, y, point, lo, hi``.
+    """
+    poi = poi.reset_index(drop=True)
+    colors = _colors_for(colors, list(dict.fromkeys(poi["x"])) + list(poi["y"]))
+    labels = [f"{x}  >  {y}" for x, y in zip(poi["x"], poi["y"])]
+    n = len(poi)
+    width = COLUMN_WIDTH if max(map(len, labels), default=0) < 36 else PAGE_WIDTH
+    with style():
+        fig = _new_figure(width, 0.55 + 0.2 * n)
+        ax = fig.subplots()
+        for i, r in poi.iterrows():
+            y = n - 1 - i
+            if np.isfinite(r["lo"]):
+                ax.barh(y, r["hi"] - r["lo"], left=r["lo"], height=0.6, color=colors[r["x"]],
+                        alpha=0.75, linewidth=0)
+            ax.vlines(r["point"], y - 0.34, y + 0.34, color="black", linewidth=1.0)
+        ax.axvline(0.5, color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_yticks(range(n), labels[::-1])
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_xlim(0, 1)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("Probability of improvement P(X > Y)")
     if out is not None:
         save_figure(fig, out)
     return fig

@@ -40,12 +40,13 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["DEFAULT_TASKS", "COLUMNS", "convert", "convert_frame", "load_published",
-           "default_path", "main"]
+           "default_path", "main", "scaling_rows", "env_name"]
 
 # Default task per environment (floq's published command lines; paper_settings.md).
 DEFAULT_TASKS = {
@@ -203,6 +204,42 @@ def load_published(path: str | os.PathLike | None = None) -> pd.DataFrame:
     df["x_name"] = df["x_name"].fillna("")
     df["notes"] = df["notes"].fillna("")
     return df
+
+
+def env_name(env: str) -> str:
+    """OGBench environment name without version/task suffixes, as ``published.csv`` names
+    it: ``antmaze-giant-navigate-v0`` and ``cube-double-play-singletask-task2-v0`` ->
+    ``antmaze-giant-navigate``, ``cube-double-play``."""
+    env = re.sub(r"-v\d+$", "", str(env))
+    return re.sub(r"-singletask(-task\d+)?$", "", env)
+
+
+def scaling_rows(published: pd.DataFrame | None, x_name: str,
+                 envs: Sequence[str]) -> pd.DataFrame:
+    """Published ablation points over ``x_name`` (e.g. ``critic_flow_steps``) for the
+    environments in ``envs`` (matched by ``env_name``), ready for ``plots.plot_scaling``.
+
+    Returns:
+        Columns ``env`` (our name), ``x``, ``point`` (fraction), ``label`` (``published:
+        <ref> (<trust>; task <task>)``), ``ref``, ``trust``, ``task``, ``notes``; empty
+        when nothing matches.
+    """
+    cols = ["env", "x", "point", "label", "ref", "trust", "task", "notes"]
+    if published is None or not len(published):
+        return pd.DataFrame(columns=cols)
+    p = published[(published["metric"] == "success") & (published["setting"] == "offline")
+                  & (published["x_name"].fillna("") == x_name)]
+    ours = {}
+    for e in envs:
+        ours.setdefault(env_name(e), []).append(e)
+    rows = []
+    for _, r in p.iterrows():
+        for e in ours.get(env_name(r["env"]), []):
+            rows.append(dict(env=e, x=float(r["x_value"]), point=float(r["value"]),
+                             label=f"published: {r['ref']} ({r['trust']}; task {r['task']})",
+                             ref=r["ref"], trust=r["trust"], task=r["task"],
+                             notes=r["notes"]))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def main(argv=None) -> int:

@@ -4,18 +4,59 @@
 run seed by the chosen protocol, and writes into ``out_dir``:
 
 - ``index.md`` — what was found, how it was scored, every table inline, links to all files
-- ``leaderboard_env.{md,tex,csv}`` — success per environment (with published numbers)
+- ``index.html`` — the same page, self-contained: every figure embedded as a base64 data
+  URI, no external references, so it opens offline and can be mailed as one file
+- ``leaderboard_env.{md,tex,csv}`` — success per environment (with published numbers),
+  a ``Mean`` column (environments weigh equally) and an ``Avg. rank`` column
 - ``leaderboard_tasks_<env>.{md,tex,csv}`` — success per task, one set per environment
 - ``aggregates.{csv,png,pdf}`` — median / IQM / mean / optimality gap with 95% CIs
-- ``probability_of_improvement.csv`` — P(X > Y) for every pair of methods (>= 2 methods)
+- ``probability_of_improvement.{csv,png,pdf}`` — P(X > Y) for every pair (>= 2 methods)
 - ``performance_profile.{csv,png,pdf}`` — score distributions with CI bands
 - ``learning_curves.{csv,png,pdf}`` — success vs step per environment
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
-- ``runs.csv`` — the final score of every run seed with its manifest fields
+  (K, width, depth, parameters, FLOPs per update, ``compute_total`` = train steps x FLOPs
+  per update)
+- ``runs.csv`` — every run seed with its score, manifest fields and why it was excluded
+- ``excluded_runs.csv`` — the run seeds left out, with the reason (when there are any)
 
 When runs follow different protocols (train_steps, evaluation schedule, success timing,
-OGBench version) every file above except ``runs.csv`` is written once per protocol group,
-prefixed ``p1_``, ``p2_``, ... and described in the index.
+OGBench version, scored phase) every file above except ``runs.csv`` is written once per
+protocol group, prefixed ``p1_``, ``p2_``, ... and described in the index.
+
+What counts, and what is said (never a silent wrong number):
+
+- A run is a (run directory, task): a directory whose eval.csv holds several tasks (one
+  program training several tasks) gives one run per task, exactly as if each task had its
+  own directory.
+- Only run seeds whose run.json ``status`` is ``done`` are results. ``diverged`` runs —
+  and run seeds whose train.csv has a non-finite loss — are never scored (not even as 0%);
+  ``running``, ``preempted`` and ``failed`` runs, and runs without run.json whose last
+  evaluation is before ``train_steps``, are partial and scored only with
+  ``include_partial`` (``--include-partial``). The index lists every excluded run seed
+  with its reason.
+- Every seed is used: per-task means are over the seeds that exist, each table cell states
+  ``n`` (seeds per task), and a warning names seeds that a task lacks.
+- Duplicate (task, seed, step) rows (a resumed run) resolve to the last-written row, with a
+  warning when they disagree; a row with an empty/NaN success is dropped (that row only)
+  with a warning; a missing run.json is a named warning; an unreadable run.json never
+  turns manifest-only fields into swept values.
+- The final-score rule is stated in steps (e.g. 'mean of the evaluations at steps 800k,
+  900k, 1M'); a run whose evaluation spacing differs from run.json's ``eval_interval`` is
+  flagged.
+- Leaderboard cells and scaling points that cover fewer tasks than others are marked
+  (``[k/n tasks]``; hollow points annotated ``k/n``); aggregates use one shared task set and
+  name the methods left out.
+- Phases: eval.csv rows carry ``phase`` (``offline`` | ``online``; CSVs without the column
+  are offline) and ``env_steps``. ``phase=None`` (default) scores each run at the end of its
+  last phase (runs scored on different phases land in different protocol groups);
+  ``--phase offline|online`` scores that phase for every run. Learning curves mark the
+  offline/online boundary with a dotted vertical line.
+
+Figures share one colour per configuration (``plots.config_colors``, computed once per
+report; K or width within a critic family on a sequential ramp); the flow-steps scaling
+figure overlays the published K ablations of matching environments (labelled
+'published'); lines on parameter/FLOPs/compute axes join only one family (floq at one
+width over K; the monolithic critic over width).
 
 Nothing is half-written: everything is produced in a staging folder next to ``out_dir``
 and moved in file by file (``os.replace``), the index last; files that an earlier report
@@ -26,6 +67,8 @@ wrote and this one does not are removed. Bad input raises ``AnalysisError`` befo
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import os
 import re
 import shutil
@@ -38,10 +81,10 @@ from typing import Sequence
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.load import (TAG_ABBREVIATIONS, AnalysisError, find_run_dirs, load_results,
-                           to_score_dict)
+from analysis.load import (PHASES, TAG_ABBREVIATIONS, AnalysisError, find_run_dirs,
+                           load_results, to_score_dict, warn_missing_seeds)
 
-__all__ = ["build_report", "main", "AXIS_LABELS"]
+__all__ = ["build_report", "main", "AXIS_LABELS", "markdown_to_html"]
 
 AXIS_LABELS = {
     "critic_flow_steps": "Critic flow steps K",
@@ -50,6 +93,7 @@ AXIS_LABELS = {
     "params_critic": "Critic parameters",
     "params_total": "Parameters (actor + critic)",
     "flops_per_update": "FLOPs per update",
+    "compute_total": "Training compute (train steps × FLOPs per update)",
 }
 _MANIFEST = ".floq_report_files"
 
@@ -124,6 +168,14 @@ def _common_tasks(final: pd.DataFrame) -> tuple[list[str], list[str], list[str]]
     return sorted(best, key=tables.natural_key), kept, dropped
 
 
+def _ci_text(point, lo, hi) -> str:
+    if pd.isna(point):
+        return "—"
+    if pd.isna(lo):
+        return f"{100 * point:.1f} (no CI: 1 seed)"
+    return f"{100 * point:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list[str],
                        prefix: str, colors: dict, seed: int, reps: int) -> list[str]:
     """Aggregates, probability of improvement and performance profile; index lines."""
@@ -138,16 +190,29 @@ def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list
     md += [f"Over {scope}. Point estimates with {int(100 * 0.95)}% stratified-bootstrap "
            f"CIs (runs = seeds, tasks = tasks; {reps} reps, seed {seed}).", "",
            _fig_block(figs, f"{stem}.csv", "Aggregate metrics (success %)")]
-    wide = agg.pivot(index="method", columns="metric", values="point").reset_index()
-    md += [_md_frame(wide, ["method", *[m for m in stats.AGGREGATES if m in wide]],
-                     pct=list(stats.AGGREGATES)), ""]
+    metrics = [m for m in stats.AGGREGATES if m in set(agg["metric"])]
+    rows = []
+    for method, g in agg.groupby("method", sort=False):
+        g = g.set_index("metric")
+        row = {"method": method,
+               "n (seeds per task)": tables._fmt(g["n_runs"].iloc[0])}
+        for m in metrics:
+            row[stats.METRIC_LABELS[m] + (" ↓" if m == "optimality_gap" else "")] = \
+                _ci_text(g.loc[m, "point"], g.loc[m, "lo"], g.loc[m, "hi"])
+        rows.append(row)
+    wide = pd.DataFrame(rows)
+    md += ["Point estimate [95% CI], success in %; ↓: lower is better.", "",
+           _md_frame(wide, list(wide.columns)), ""]
 
     if len(scores) >= 2:
         poi = stats.poi_estimates(scores, reps=reps, seed=seed)
-        name = w.frame(f"{prefix}probability_of_improvement.csv", poi)
+        stem = f"{prefix}probability_of_improvement"
+        w.frame(f"{stem}.csv", poi)
+        figs = w.figure(stem, plots.plot_probability_of_improvement(poi, colors=colors))
         md += ["## Probability of improvement", "",
-               f"P(X > Y) over the same tasks; CI from independent stratified bootstraps "
-               f"of X and Y. [CSV]({name})", "",
+               _fig_block(figs, f"{stem}.csv",
+                          "P(X > Y) over the same tasks (0.5: no difference); CI from "
+                          "independent stratified bootstraps of X and Y"), "",
                _md_frame(poi, ["x", "y", "point", "lo", "hi"]), ""]
 
     prof = stats.performance_profile(scores, reps=reps, seed=seed)
@@ -161,11 +226,20 @@ def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list
     return md
 
 
+def _run_keys(frame: pd.DataFrame) -> set:
+    return set(map(tuple, frame[["run_id", "seed"]].to_numpy()))
+
+
+def _rows_of(evals: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    keys = _run_keys(final)
+    mask = [k in keys for k in map(tuple, evals[["run_id", "seed"]].to_numpy())]
+    return evals[pd.Series(mask, index=evals.index, dtype=bool)]
+
+
 def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
-             proto: stats.Protocol, seed: int, reps: int, published) -> list[str]:
+             proto: stats.Protocol, seed: int, reps: int, published, colors: dict) -> list[str]:
     """Tables and figures for runs under one protocol; returns index lines."""
     md: list[str] = []
-    colors = plots.method_colors(sorted(final["method"].unique(), key=tables.natural_key))
     envs = sorted(final["env"].unique(), key=tables.natural_key)
 
     # ---- leaderboards
@@ -191,7 +265,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     # ---- aggregates over a shared task axis
     tasks, kept, dropped = _common_tasks(final)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # missing seeds are reported once, by build_report
         scores, tasks = to_score_dict(final, tasks=tasks, methods=kept)
     md += ["## Aggregate metrics", ""]
     if scores:
@@ -201,13 +275,20 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
 
     # ---- learning curves
     curves = stats.curve_estimates(evals, reps=max(200, reps // 2), seed=seed)
+    bounds = stats.phase_boundaries(evals)
     stem = f"{prefix}learning_curves"
     w.frame(f"{stem}.csv", curves)
-    figs = w.figure(stem, plots.plot_learning_curves(curves, colors=colors))
+    figs = w.figure(stem, plots.plot_learning_curves(curves, colors=colors,
+                                                     boundaries=bounds))
     md += ["## Learning curves", "",
            _fig_block(figs, f"{stem}.csv",
                       "Success vs gradient steps: mean over the environment's seeds x "
-                      "tasks, 95% stratified-bootstrap CI bands"), ""]
+                      "tasks, 95% stratified-bootstrap CI bands"
+                      + ("; dotted vertical line: end of the offline phase"
+                         if len(bounds) else "")
+                      + ("; dotted curve: steps that only some of the method's tasks "
+                         "reached (fewer tasks averaged)" if curves["partial_tasks"].any()
+                         else "")), ""]
 
     # ---- scaling
     md += ["## Scaling", ""]
@@ -216,24 +297,43 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         md += ["No numeric axis (critic_flow_steps, critic_width, critic_depth, parameters, "
                "FLOPs per update) varies within a critic family in these runs, so no scaling "
                "plot was made.", ""]
+    from analysis.published import scaling_rows
     for axis in axes:
         est = stats.scaling_estimates(final, axis, reps=reps, seed=seed)
         stem = f"{prefix}scaling_{_slug(axis)}"
         w.frame(f"{stem}.csv", est)
         label = AXIS_LABELS.get(axis, axis)
-        figs = w.figure(stem, plots.plot_scaling(est, label))
-        md += [_fig_block(figs, f"{stem}.csv",
-                          f"Final success vs {label}: mean over seeds x tasks per point, "
-                          "95% CI bands; dashed: runs without this axis"), ""]
+        pub = scaling_rows(published, axis, envs) if axis == "critic_flow_steps" else None
+        figs = w.figure(stem, plots.plot_scaling(est, label, colors=colors, published=pub))
+        caption = (f"Final success vs {label}: mean over seeds x tasks per point, 95% CI "
+                   "bands; dashed: runs without this axis")
+        if est["partial_tasks"].any():
+            caption += "; hollow points (k/n) average only k of the panel's n tasks"
+        if pub is not None and len(pub):
+            refs = "; ".join(sorted(set(pub["label"])))
+            caption += (f"; black dotted: published numbers ({refs}) — a different protocol "
+                        "and task subset, shown for orientation only")
+        if axis == "compute_total":
+            caption += "; compute = train_steps x flops_per_update of each run"
+        md += [_fig_block(figs, f"{stem}.csv", caption), ""]
     return md
 
+
+def _report_colors(final: pd.DataFrame) -> dict:
+    """One colour per configuration for the whole report (every figure shares it)."""
+    fam = final["algorithm"].astype(str) + ":" + final["critic"].astype(str)
+    configs = list(zip(final["method"], fam))
+    for axis in stats.scaling_axes(final):
+        configs += list(zip(stats.line_families(final, axis), fam))
+    return plots.config_colors(configs)
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  protocol: str = "fql", seed: int = 0, *, reps: int = 2000,
                  include_partial: bool = False, method_by: Sequence[str] | None = None,
                  published: str | os.PathLike | pd.DataFrame | None = "default",
-                 formats: Sequence[str] = ("png", "pdf")) -> str:
-    """Write every figure and table the data supports, plus ``index.md``; return its path.
+                 formats: Sequence[str] = ("png", "pdf"), phase: str | None = None) -> str:
+    """Write every figure and table the data supports, plus ``index.md`` and
+    ``index.html``; return the path of ``index.md``.
 
     Args:
         results_dir: searched recursively for run directories.
@@ -241,11 +341,14 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         protocol: ``fql`` | ``last`` | ``max`` | ``last_k:N`` (see ``stats.parse_protocol``).
         seed: seed of every bootstrap.
         reps: bootstrap replications (learning curves use half, at least 200).
-        include_partial: also score runs that stopped before ``train_steps``.
+        include_partial: also score partial runs (status running/preempted/failed, or
+            stopped before ``train_steps``); diverged runs are never scored.
         method_by: columns that name a method (default: critic + varying tags).
         published: ``"default"`` (results/published/published.csv if present), a path, a
             frame, or None for no published numbers.
-        formats: figure formats (PNG is what the index shows).
+        formats: figure formats (PNG is what the index shows and index.html embeds).
+        phase: ``offline`` | ``online`` scores that phase of every run; None: each run's
+            last phase.
     Raises:
         AnalysisError: nothing usable (missing/empty dir, no evaluations, bad values).
     """
@@ -253,6 +356,8 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     proto = stats.parse_protocol(protocol)
     if reps < 1:
         raise AnalysisError("reps must be >= 1")
+    if phase is not None and phase not in PHASES:
+        raise AnalysisError(f"unknown phase {phase!r}; use {' or '.join(PHASES)}")
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad or not formats:
         raise AnalysisError(f"figure formats must be among png, pdf, svg (got {list(formats)})")
@@ -269,16 +374,30 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                                 f"director{'y' if n_dirs == 1 else 'ies'} under "
                                 f"{str(results_dir)!r}{first}")
         df = stats.dedupe_runs(df)
-        final_all = stats.final_scores(df, proto)
-        final = final_all if include_partial else final_all[final_all["complete"]]
+        final_all = stats.final_scores(df, proto, phase=phase)
+        kind = final_all["exclude_kind"]
+        scored = (kind == "") | ((kind == "partial") & include_partial)
+        final = final_all[scored].reset_index(drop=True)
         if final.empty:
+            n_part = int((kind == "partial").sum())
+            hint = ("; pass --include-partial to score them anyway" if n_part else "")
+            counts = ", ".join(f"{v} {k}" for k, v in kind[kind != ""].value_counts().items())
             raise AnalysisError(f"none of the {len(final_all)} run seeds under "
-                                f"{str(results_dir)!r} reached train_steps; pass "
-                                "--include-partial to score them anyway")
-        if not include_partial and len(final) < len(final_all):
-            warnings.warn(f"left out {len(final_all) - len(final)} incomplete run seed(s) "
-                          "(see runs.csv, column complete); --include-partial scores them",
-                          UserWarning, stacklevel=2)
+                                f"{str(results_dir)!r} is a finished result (status done, "
+                                f"reached train_steps): {counts}{hint}")
+        if not include_partial and (kind == "partial").any():
+            warnings.warn(f"left out {int((kind == 'partial').sum())} incomplete run seed(s) "
+                          "(see 'Excluded run seeds' and runs.csv); --include-partial scores "
+                          "them", UserWarning, stacklevel=2)
+        for k in ("diverged", "no_phase"):
+            if (kind == k).any():
+                ex = final_all[kind == k].iloc[0]
+                warnings.warn(f"left out {int((kind == k).sum())} {k.replace('_', ' ')} "
+                              f"run seed(s), never scored, e.g. {ex['run_id']} seed "
+                              f"{ex['seed']}: {ex['exclude_reason']}", UserWarning,
+                              stacklevel=2)
+        for m, g in final.groupby("method", sort=True):
+            warn_missing_seeds(m, {t: gt for t, gt in g.groupby("task_key", sort=True)})
         pub = _published(published)
 
     notes = list(dict.fromkeys(str(c.message) for c in caught))
@@ -290,7 +409,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         with warnings.catch_warnings(record=True) as caught2:
             warnings.simplefilter("always")
             index = _index(w, results_dir, df, final_all, final, proto, seed, reps, pub,
-                           notes, n_dirs, include_partial)
+                           notes, n_dirs, include_partial, phase)
         extra = [m for m in dict.fromkeys(str(c.message) for c in caught2)
                  if m not in notes]
         if extra:
@@ -300,7 +419,9 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         else:
             fill = ""
         index = index.replace("<!--notes-->\n", fill + "\n" if fill else "", 1)
-        w.text("index.md", re.sub(r"\n{3,}", "\n\n", index))
+        index = re.sub(r"\n{3,}", "\n\n", index)
+        w.text("index.html", markdown_to_html(index, stage, title="floq analysis report"))
+        w.text("index.md", index)
         _commit(w, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -325,11 +446,37 @@ def _sorted(col: pd.Series) -> list[str]:
     return sorted(col.astype(str).unique(), key=tables.natural_key)
 
 
+def _excluded_section(w: _Writer, final_all: pd.DataFrame, final: pd.DataFrame) -> list[str]:
+    keys = _run_keys(final)
+    ex = final_all[[k not in keys for k in map(tuple, final_all[["run_id", "seed"]].to_numpy())]]
+    partial_in = final[final["exclude_kind"] == "partial"]
+    md = ["## Excluded run seeds", ""]
+    if ex.empty and partial_in.empty:
+        return md + ["None: every run seed with evaluations is a finished result "
+                     "(status done, evaluated up to train_steps).", ""]
+    if len(ex):
+        table = (ex.assign(seeds=ex["seed"].astype(str))
+                 .groupby(["run_id", "exclude_kind", "exclude_reason"], sort=True)["seeds"]
+                 .agg(", ".join).reset_index()
+                 .rename(columns={"run_id": "run", "exclude_kind": "kind",
+                                  "exclude_reason": "reason"}))
+        w.frame("excluded_runs.csv", table)
+        md += [f"{len(ex)} run seed(s) are not scored (diverged runs are never scored as 0%; "
+               "partial ones only with --include-partial). [CSV](excluded_runs.csv)", "",
+               _md_frame(table, ["run", "seeds", "kind", "reason"]), ""]
+    if len(partial_in):
+        md += [f"Scored although partial (--include-partial): {len(partial_in)} run seed(s), "
+               "e.g. " + "; ".join(f"{r.run_id} seed {r.seed}: {r.exclude_reason}"
+                                   for r in partial_in.head(3).itertuples()) + ".", ""]
+    return md
+
+
 def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, n_dirs,
-           include_partial) -> str:
+           include_partial, phase=None) -> str:
     runs = final_all.copy()
     w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest",) if c in runs]))
     n_methods = final["method"].nunique()
+    rule = stats.scored_steps_rule(final, proto)
     md = ["# floq analysis report", "",
           f"- Results: `{results_dir}` — {n_dirs} run director{'y' if n_dirs == 1 else 'ies'}, "
           f"{len(final_all)} run seeds with evaluations, {len(final)} scored"
@@ -340,9 +487,13 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
           *(["- Method labels abbreviate tags: "
              + ", ".join(f"{v} = {k}" for k, v in TAG_ABBREVIATIONS.items()) + "."]
             if final["method"].str.contains("(", regex=False).any() else []),
-          f"- Final score per run seed: {proto.description}.",
+          f"- Final score per run seed: {proto.description}; here: {rule}.",
+          f"- Phase scored: {', '.join(_sorted(final['phase']))}"
+          + (" (each run's last phase; --phase offline|online picks one)" if phase is None
+             else f" (--phase {phase})") + ".",
           f"- Uncertainty: 95% percentile intervals from a stratified bootstrap (seeds "
-          f"resampled within each task; rliable's method), {reps} reps, seed {seed}.",
+          f"resampled within each task; rliable's method), {reps} reps, seed {seed}; "
+          "n in a cell = seeds per task.",
           "- Published numbers: " + ("results/published/published.csv (FQL and floq papers)"
                                      if pub is not None else "none") + ".",
           "- Per-run scores: [runs.csv](runs.csv).", ""]
@@ -351,21 +502,137 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
                "numbers are biased upward and not comparable to published results.", ""]
     md += ["## Input notes", ""]
     md += [f"- {m}" for m in notes] + ["<!--notes-->", ""]
+    md += _excluded_section(w, final_all, final)
 
+    colors = _report_colors(final)
     groups = tables.split_by_protocol(final)
     if len(groups) == 1:
-        md += _section(w, final, df[df["run_dir"].isin(final["run_dir"])], "", proto, seed,
-                       reps, pub)
+        md += _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub, colors)
     else:
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
                "tables and figures (numbers from different protocols are never mixed).", ""]
         for i, (p, sub) in enumerate(groups, 1):
             desc = ", ".join(f"{k} {tables._fmt(v)}" for k, v in p.items())
             md += [f"## Protocol group {i}: {desc}", ""]
-            sect = _section(w, sub, df[df["run_dir"].isin(sub["run_dir"])], f"p{i}_", proto,
-                            seed, reps, pub)
+            sect = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps, pub,
+                            colors)
             md += [("#" + line) if line.startswith("#") else line for line in sect]
     return "\n".join(md).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+_HTML_STYLE = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .55em}th{background:#f3f3f3}
+td.r{text-align:right}img{max-width:100%;height:auto;display:block;margin:.5em 0}
+code{background:#f3f3f3;padding:0 .2em}blockquote{border-left:4px solid #c60;margin:0;
+padding:.2em 1em;background:#fff6ee}h1,h2,h3,h4{margin-top:1.4em}
+"""
+_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def _inline(text: str, stage: Path) -> str:
+    """Inline Markdown of the index (images, links, bold, code) -> HTML."""
+    out, pos = [], 0
+    pattern = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)|\[([^\]]+)\]\(([^)]+)\)|\*\*(.+?)\*\*"
+                         r"|`([^`]+)`")
+    for m in pattern.finditer(text):
+        out.append(html.escape(text[pos:m.start()].replace("\\|", "|")))
+        if m.group(2) is not None:
+            src = m.group(2)
+            path = stage / src
+            mime = _MIME.get(Path(src).suffix.lower())
+            if mime and path.is_file() and "/" not in src:
+                raw = path.read_bytes()
+                data = base64.b64encode(raw).decode("ascii")
+                size = ""
+                if raw[:8] == b"\x89PNG\r\n\x1a\n":  # 300 dpi figures shown at ~165 dpi
+                    size = f' width="{int(int.from_bytes(raw[16:20], "big") * 0.55)}"'
+                out.append(f'<img alt="{html.escape(m.group(1))}" data-file="'
+                           f'{html.escape(src)}"{size} src="data:{mime};base64,{data}">')
+            else:
+                out.append(html.escape(m.group(1)))
+        elif m.group(4) is not None:
+            out.append(f'<a href="{html.escape(m.group(4))}">{_inline(m.group(3), stage)}</a>')
+        elif m.group(5) is not None:
+            out.append(f"<strong>{_inline(m.group(5), stage)}</strong>")
+        else:
+            out.append(f"<code>{html.escape(m.group(6))}</code>")
+        pos = m.end()
+    out.append(html.escape(text[pos:].replace("\\|", "|")))
+    return "".join(out)
+
+
+def _cells(line: str) -> list[str]:
+    parts = re.split(r"(?<!\\)\|", line.strip())
+    return [p.strip() for p in parts[1:-1]]
+
+
+def markdown_to_html(md: str, stage: str | os.PathLike, title: str = "report") -> str:
+    """The index's Markdown (headings, lists, tables, quotes, images, links) as one
+    self-contained HTML page: images under ``stage`` are embedded as base64 data URIs."""
+    stage = Path(stage)
+    lines = md.splitlines()
+    body: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip() or line.strip().startswith("<!--"):
+            i += 1
+            continue
+        h = re.match(r"(#{1,6})\s+(.*)", line)
+        if h:
+            n = len(h.group(1))
+            body.append(f"<h{n}>{_inline(h.group(2), stage)}</h{n}>")
+            i += 1
+            continue
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            header = _cells(block[0])
+            aligns = _cells(block[1]) if len(block) > 1 else []
+            right = [a.endswith(":") for a in aligns]
+            rows = block[2:] if len(block) > 1 and set(block[1]) <= set("|-: ") else block[1:]
+            body.append("<table><thead><tr>" + "".join(
+                f"<th>{_inline(c, stage)}</th>" for c in header) + "</tr></thead><tbody>")
+            for r in rows:
+                body.append("<tr>" + "".join(
+                    f'<td{" class=r" if j < len(right) and right[j] else ""}>'
+                    f"{_inline(c, stage)}</td>" for j, c in enumerate(_cells(r))) + "</tr>")
+            body.append("</tbody></table>")
+            continue
+        lm = re.match(r"(\s*)(-|\d+\.)\s+(.*)", line)
+        if lm:
+            tag = "ol" if lm.group(2)[0].isdigit() else "ul"
+            body.append(f"<{tag}>")
+            while i < len(lines):
+                lm = re.match(r"(\s*)(-|\d+\.)\s+(.*)", lines[i])
+                if not lm or (lm.group(2)[0].isdigit()) != (tag == "ol"):
+                    break
+                body.append(f"<li>{_inline(lm.group(3), stage)}</li>")
+                i += 1
+            body.append(f"</{tag}>")
+            continue
+        if line.startswith(">"):
+            quote = []
+            while i < len(lines) and lines[i].startswith(">"):
+                quote.append(lines[i].lstrip("> "))
+                i += 1
+            body.append(f"<blockquote><p>{_inline(' '.join(quote), stage)}</p></blockquote>")
+            continue
+        para = []
+        while i < len(lines) and lines[i].strip() and not re.match(
+                r"(#{1,6}\s|\||>|\s*(-|\d+\.)\s)", lines[i]):
+            para.append(lines[i])
+            i += 1
+        body.append(f"<p>{_inline(' '.join(para), stage)}</p>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_HTML_STYLE}</style></head>"
+            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def _commit(w: _Writer, out_dir: Path) -> None:
@@ -393,7 +660,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``floq analyze RESULTS_DIR --out REPORT_DIR [--protocol P] [--seed N] ...``
+    """``floq analyze RESULTS_DIR --out REPORT_DIR [--protocol P] [--phase P] ...``
 
     ``argv`` excludes the ``analyze`` word. Returns the exit code: 0, or 2 on bad input
     (one line on stderr, nothing written).
@@ -405,10 +672,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--protocol", default="fql",
                    help="final score per run: fql (mean of last 3 evaluations; default), "
                         "last, max (optimistic), last_k:N")
+    p.add_argument("--phase", default=None, choices=list(PHASES),
+                   help="score the end of this phase (default: each run's last phase)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap reps (default 2000)")
     p.add_argument("--include-partial", action="store_true",
-                   help="also score runs that stopped before train_steps")
+                   help="also score partial runs (running, preempted, failed, or stopped "
+                        "before train_steps); diverged runs are never scored")
     p.add_argument("--method-by", default=None,
                    help="comma-separated columns naming a method (default: critic + tags)")
     p.add_argument("--formats", default="png,pdf",
@@ -426,7 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = build_report(a.results_dir, a.out, protocol=a.protocol, seed=a.seed,
                                 reps=a.reps, include_partial=a.include_partial,
                                 method_by=a.method_by.split(",") if a.method_by else None,
-                                published=published, formats=a.formats.split(","))
+                                published=published, formats=a.formats.split(","),
+                                phase=a.phase)
         except (AnalysisError, OSError) as e:
             print(f"floq analyze: error: {e}", file=sys.stderr)
             return 2

@@ -1,10 +1,18 @@
 """Layer 3b: leaderboards in Markdown, LaTeX (booktabs) and CSV.
 
 A leaderboard has one row per method and one column per environment (``by="env"``) or per
-task of one environment (``by="task"``). Our cells read ``mean ± h`` in percent, where h is
-half the width of the 95% stratified-bootstrap CI (exact bounds are in the CSV); published
-numbers sit in extra rows labelled ``(published, <ref>)`` with their own ± (usually a std
-over seeds — a different kind of uncertainty, stated in the notes), never bolded.
+task of one environment (``by="task"``), then ``Mean`` (the mean over the columns — each
+environment weighs equally — for methods covering every task, with its own bootstrap CI)
+and ``Avg. rank`` (mean rank over the columns among our methods covering every column).
+Our cells read ``mean ± h (n=s)`` in percent, where h is half the width of the 95%
+stratified-bootstrap CI (exact bounds are in the CSV) and s the seeds per task (every seed
+that exists is used; ``n=2–3`` when tasks differ). Bold marks the best of our full-coverage
+entries in a column and every entry whose CI overlaps the best's CI (``significance_bold``).
+Published numbers sit in extra rows labelled ``(published, <ref>)`` with their own ±
+(usually a std over seeds — a different kind of uncertainty, stated in the notes), never
+bolded or ranked. LaTeX tables are scaled down to the column width when wider
+(``\resizebox``), and use ``table*`` (text width) when they have more than
+``WIDE_COLUMNS`` data columns.
 
 Mixed protocols are refused: numbers from runs with different ``train_steps``,
 ``eval_interval``, ``eval_episodes``, ``success_timing`` or ``ogbench_version`` cannot share
@@ -23,10 +31,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import PROTOCOL_FIELDS, natural_key
-from analysis.stats import Protocol, bootstrap_estimate, parse_protocol, score_matrix
+from analysis.stats import (Protocol, bootstrap_estimate, parse_protocol, score_matrix,
+                            scored_steps_rule, weighted_mean_estimate)
 
 __all__ = ["DEFAULT_PUBLISHED_METHODS", "Leaderboard", "protocol_of", "split_by_protocol",
-           "leaderboard", "natural_key"]
+           "leaderboard", "natural_key", "significance_bold", "average_ranks",
+           "MEAN_COLUMN", "RANK_COLUMN", "WIDE_COLUMNS"]
+
+MEAN_COLUMN = "Mean"
+RANK_COLUMN = "Avg. rank"
+WIDE_COLUMNS = 6  # more data columns than this: table* across the text width
 
 # Published methods shown beside ours by default (the FQL and floq papers' own methods).
 DEFAULT_PUBLISHED_METHODS = ("FQL", "FQL(1M)", "FQL(2M)", "floq-def", "floq-best")
@@ -123,9 +137,15 @@ class Leaderboard:
     def to_latex(self) -> str:
         """A booktabs ``table`` float; published rows below a ``\\midrule``."""
         n_ours = self._n_ours()
-        lines = [r"\begin{table}[t]", r"\centering", r"\small",
+        data_cols = [c for c in self.columns if c not in (MEAN_COLUMN, RANK_COLUMN)]
+        env = "table*" if len(data_cols) > WIDE_COLUMNS else "table"
+        width = r"\textwidth" if env == "table*" else r"\columnwidth"
+        lines = ["% needs \\usepackage{booktabs,graphicx}",
+                 rf"\begin{{{env}}}[t]", r"\centering", r"\small",
                  rf"\caption{{{_tex(self.title)}. {_tex(self.caption)}}}",
                  rf"\label{{{self.label}}}",
+                 # shrink to the column (text) width when wider; never enlarge
+                 rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
                  r"\begin{tabular}{l" + "r" * len(self.columns) + "}", r"\toprule",
                  " & ".join([_tex(self.first_header), *map(_tex, self.columns)]) + r" \\",
                  r"\midrule"]
@@ -134,12 +154,12 @@ class Leaderboard:
                 lines.append(r"\midrule")
             texts = [rf"\textbf{{{_tex(t)}}}" if b else _tex(t) for t, b in cells]
             lines.append(" & ".join([_tex(row), *texts]) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [r"\bottomrule", r"\end{tabular}}"]
         if self.notes:
             lines += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize"]
             lines += [rf"({i}) {_tex(n)}\par" for i, n in enumerate(self.notes, 1)]
             lines.append(r"\end{minipage}")
-        lines.append(r"\end{table}")
+        lines.append(rf"\end{{{env}}}")
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -165,19 +185,66 @@ def _pct(x: float, digits: int = 1) -> str:
     return f"{100 * x:.{digits}f}"
 
 
-def _ours_cell(scores: np.ndarray, reps, confidence, seed, key, n_total) -> dict:
-    point, lo, hi = bootstrap_estimate(scores, "mean", reps, confidence, seed, key)
-    n_seeds, n_tasks = scores.shape
-    if np.isnan(lo):
-        text = f"{_pct(point)} (1 seed)"
+def _n_text(counts: np.ndarray) -> str:
+    lo, hi = int(np.min(counts)), int(np.max(counts))
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
+
+
+def _ours_cell(scores: np.ndarray, reps, confidence, seed, key, n_total,
+               weights: np.ndarray | None = None) -> dict:
+    if weights is None:
+        point, lo, hi = bootstrap_estimate(scores, "mean", reps, confidence, seed, key)
     else:
-        text = f"{_pct(point)} ± {_pct((hi - lo) / 2)}"
+        point, lo, hi = weighted_mean_estimate(scores, weights, reps, confidence, seed, key)
+    counts = np.sum(~np.isnan(scores), axis=0)
+    n_tasks = scores.shape[1]
+    if np.isnan(lo):
+        text = f"{_pct(point)} (1 seed)" if counts.max() == 1 else \
+            f"{_pct(point)} ({_n_text(counts)})"
+    else:
+        text = f"{_pct(point)} ± {_pct((hi - lo) / 2)} ({_n_text(counts)})"
     if n_tasks < n_total:
         text += f" [{n_tasks}/{n_total} tasks]"
-    return dict(kind="ours", point=point, lo=lo, hi=hi, display=text, n_seeds=n_seeds,
+    return dict(kind="ours", point=point, lo=lo, hi=hi, display=text,
+                n_seeds=int(counts.min()), n_seeds_max=int(counts.max()),
                 n_tasks=n_tasks, uncertainty=np.nan,
                 uncertainty_kind=f"{int(confidence * 100)}% stratified bootstrap CI",
                 ref="ours")
+
+
+def significance_bold(cells: pd.DataFrame, eligible: pd.Series | None = None) -> pd.Series:
+    """Bold per column: the best entry (highest ``point``) and every entry whose interval
+    ``[lo, hi]`` overlaps the best's interval. An entry without an interval (one seed)
+    counts as the single point ``[point, point]``. Only ``eligible`` rows compete (default:
+    all), and a column bolds nothing unless at least two compete.
+
+    Args:
+        cells: rows with ``column, point, lo, hi``.
+    Returns:
+        A boolean Series aligned with ``cells``.
+    """
+    bold = pd.Series(False, index=cells.index)
+    ok = pd.Series(True, index=cells.index) if eligible is None else eligible.astype(bool)
+    for _, g in cells[ok].groupby("column", sort=False):
+        g = g[np.isfinite(g["point"].to_numpy(float))]
+        if len(g) < 2:
+            continue
+        lo = g["lo"].where(np.isfinite(g["lo"].astype(float)), g["point"]).astype(float)
+        hi = g["hi"].where(np.isfinite(g["hi"].astype(float)), g["point"]).astype(float)
+        best = g["point"].astype(float).idxmax()
+        overlap = (hi >= lo[best] - 1e-12) & (lo <= hi[best] + 1e-12)
+        bold.loc[g.index[overlap.to_numpy()]] = True
+    return bold
+
+
+def average_ranks(cells: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Mean over ``columns`` of each row's rank by ``point`` (1 = best; ties share the
+    average rank) among the rows that have all ``columns``. Returns ``{row: rank}``."""
+    wide = cells.pivot(index="row", columns="column", values="point")
+    wide = wide.reindex(columns=list(columns)).dropna()
+    if wide.empty:
+        return pd.Series(dtype=float)
+    return wide.rank(axis=0, ascending=False, method="average").mean(axis=1)
 
 
 def _published_cell(p: pd.Series) -> dict:
@@ -275,14 +342,41 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
             cell = _ours_cell(score_matrix(sub), reps, confidence, seed, f"{m}\x00{c}",
                               n_total[c])
             cells.append(dict(row=m, column=c, **cell))
-    # bold: best of our full-coverage entries per column, when at least two compete
     df = pd.DataFrame(cells)
-    df["bold"] = False
-    full = df[df["n_tasks"] == df["column"].map(n_total)]
-    for _, g in full.groupby("column"):
-        if len(g) >= 2:
-            best = g["point"].max()
-            df.loc[g.index[np.isclose(g["point"], best, rtol=0, atol=1e-12)], "bold"] = True
+    full_col = df["n_tasks"] == df["column"].map(n_total)
+    # Mean over the columns (each column weighs equally) for methods covering every task
+    all_tasks = set(final["task_key"])
+    mean_cells = []
+    for m in methods:
+        sub = final[final["method"] == m]
+        if set(sub["task_key"]) != all_tasks:
+            continue
+        keys = sorted(sub["task_key"].unique())
+        col_of_task = sub.drop_duplicates("task_key").set_index("task_key")["_col"]
+        w = np.array([1.0 / (len(columns) * n_total[col_of_task[k]]) for k in keys])
+        cell = _ours_cell(score_matrix(sub), reps, confidence, seed,
+                          f"{m}\x00{MEAN_COLUMN}", len(keys), weights=w)
+        mean_cells.append(dict(row=m, column=MEAN_COLUMN, **cell))
+    # bold: best full-coverage entry per column and every entry whose CI overlaps it
+    df["bold"] = significance_bold(df, full_col)
+    if mean_cells:
+        mc = pd.DataFrame(mean_cells)
+        mc["bold"] = significance_bold(mc)
+        df = pd.concat([df, mc], ignore_index=True)
+    ranks = average_ranks(df[df["column"].isin(columns) & full_col.reindex(df.index,
+                                                                          fill_value=False)],
+                          columns) if len(columns) > 1 else pd.Series(dtype=float)
+    if len(ranks) >= 2:
+        rank_cells = [dict(row=m, column=RANK_COLUMN, kind="rank", point=float(r), lo=np.nan,
+                           hi=np.nan, display=f"{r:.1f}", bold=False, n_seeds=np.nan,
+                           n_seeds_max=np.nan, n_tasks=len(all_tasks), uncertainty=np.nan,
+                           uncertainty_kind="mean rank over the columns", ref="ours")
+                      for m, r in ranks.items()]
+        df = pd.concat([df, pd.DataFrame(rank_cells)], ignore_index=True)
+    extra_cols = ([MEAN_COLUMN] if mean_cells and len(columns) > 1 else []) + \
+        ([RANK_COLUMN] if len(ranks) >= 2 else [])
+    if MEAN_COLUMN not in extra_cols:
+        df = df[df["column"] != MEAN_COLUMN]
 
     pub_rows, refs_used = [], []
     if published is not None and len(published):
@@ -300,16 +394,18 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
             refs_used.append(ref)
             for _, r in g.iterrows():
                 cells_pub = dict(row=label, column=r["env"] if by == "env" else r["task"],
-                                 bold=False, **_published_cell(r))
+                                 bold=False, n_seeds_max=np.nan, **_published_cell(r))
                 df = pd.concat([df, pd.DataFrame([cells_pub])], ignore_index=True)
         pub_rows.sort()
         refs_used = sorted(set(refs_used))
     rows = methods + [label for _, _, label in pub_rows]
     df = df[["row", "column", "kind", "point", "lo", "hi", "display", "bold", "n_seeds",
-             "n_tasks", "uncertainty", "uncertainty_kind", "ref"]]
+             "n_seeds_max", "n_tasks", "uncertainty", "uncertainty_kind", "ref"]]
+    columns = columns + extra_cols
 
     # ---- caption and notes
     seeds = final.groupby(["method", "task_key"])["seed"].nunique()
+    rule = scored_steps_rule(final, proto)
     n_seeds = (str(seeds.min()) if seeds.min() == seeds.max()
                else f"{seeds.min()}–{seeds.max()}")
     proto_txt = ", ".join(f"{k} {_fmt(v)}" for k, v in ours_protocol.items()) or \
@@ -320,13 +416,25 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
             if by == "env" else "mean over seeds")
     caption = (f"Ours: {what}, ± half the width of the {int(confidence * 100)}% "
                f"stratified-bootstrap CI (seeds resampled within tasks; {reps} reps, "
-               f"seed {seed}); {n_seeds} seeds per task; score per run: {proto.description}; "
-               f"{proto_txt}.")
+               f"seed {seed}); n = seeds per task ({n_seeds}); score per run: "
+               f"{proto.description}, here {rule}; {proto_txt}.")
     notes = []
     if (df["bold"]).any():
-        notes.append("Bold: best of our entries in the column (point estimate) among those "
-                     "covering all its tasks; published numbers are not ranked because "
-                     "their protocol differs.")
+        notes.append(f"Bold: the best of our entries in the column (point estimate) among "
+                     f"those covering all its tasks, and every such entry whose "
+                     f"{int(confidence * 100)}% CI overlaps the best one's (not a "
+                     "significance test: overlapping intervals mean the data do not "
+                     "separate them); published numbers are not ranked because their "
+                     "protocol differs.")
+    if MEAN_COLUMN in extra_cols:
+        notes.append(f"{MEAN_COLUMN}: " + ("mean over environments of the per-environment "
+                     "means (each environment weighs equally)" if by == "env" else
+                     "mean over the tasks") + ", only for methods that cover every task; "
+                     "CI from the same stratified bootstrap.")
+    if RANK_COLUMN in extra_cols:
+        notes.append(f"{RANK_COLUMN}: mean over the columns of the method's rank among our "
+                     "entries that cover every column (1 = best; ties share the average "
+                     "rank); methods missing a column or task are not ranked.")
     if df["display"].str.contains("tasks]", regex=False).any():
         notes.append("[k/n tasks]: this entry averages only k of the n tasks that other "
                      "entries in the column cover; it is not directly comparable.")

@@ -1,10 +1,59 @@
-"""The `floq` command: parses arguments and dispatches; the logic lives in modules."""
+"""The `floq` command: parses arguments and dispatches; the logic lives in modules.
+
+Exit codes of ``floq run``: 0 done, 1 the run failed (``floq.results.RunError`` or an
+unexpected exception), 2 bad input (``floq.config.ConfigError``, bad arguments), 3 the run
+diverged (``floq.results.RunDiverged``), 130 interrupted, and whatever status the trainer
+exits with itself (143: preempted, checkpoint saved). Errors are one line on stderr;
+``--debug`` adds the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
+
+USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --version
+
+  run FILE.gin [...] [--bind 'X = v'] [--out DIR]    train and evaluate one run
+      [--logger wandb|tensorboard] [--debug]          (trackers beside the CSV files)
+  status DIR [DIR ...]                               runs under DIR: status, progress, ETA
+  sweep FILE.gin [--launcher local|slurm|ray]        run a declared sweep
+  data generate DATASET --episodes N [--out DIR]     make an OGBench dataset locally
+  analyze RESULTS_DIR --out REPORT_DIR               figures and tables
+  bench [--quick]                                    throughput measurements
+
+'floq COMMAND --help' describes a command's options."""
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else ""
+    return msg[:limit]
+
+
+def _run_errors():
+    """(RunError, RunDiverged) from floq.results, each None where it does not exist."""
+    try:
+        from floq import results
+    except ImportError:
+        return None, None
+    return getattr(results, "RunError", None), getattr(results, "RunDiverged", None)
+
+
+def _is_diverged(e: BaseException, run_diverged) -> bool:
+    """floq.results.RunDiverged, or (where floq.results has none) a class of that name."""
+    if run_diverged is not None:
+        return isinstance(e, run_diverged)
+    return any(c.__name__ == "RunDiverged" for c in type(e).__mro__)
+
+
+def _logger_binding(names) -> str:
+    names = list(dict.fromkeys(names))
+    return "Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip(" ") + ")"
 
 
 def _run(argv) -> int:
@@ -16,28 +65,67 @@ def _run(argv) -> int:
     p.add_argument("--run-dir", default=None, help="exact run directory (resumes if it holds a checkpoint)")
     p.add_argument("--tag", action="append", default=[], metavar="key=value",
                    help="extra result column (repeatable); sweeps pass their swept values here")
+    p.add_argument("--logger", action="append", default=[], choices=("wandb", "tensorboard"),
+                   help="also send the logged rows to Weights & Biases or TensorBoard (repeatable; "
+                        "the binding Trainer.loggers = (...), applied after --bind); the CSV files are "
+                        "always written")
+    p.add_argument("--debug", action="store_true", help="print tracebacks of errors")
+    p.add_argument("--force", action="store_true",
+                   help="start over in a run directory that holds a run with a different config")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train a run that diverged again, from its last good checkpoint")
     a = p.parse_args(argv)
     tags = {}
     for t in a.tag:
         if "=" not in t:
-            print(f"floq run: --tag needs key=value, got {t!r}", file=sys.stderr)
-            return 2
+            p.error(f"--tag needs key=value, got {t!r}")
         k, v = t.split("=", 1)
         tags[k.strip()] = v.strip()
+    bindings = list(a.bind)
+
     from floq.config import ConfigError
-    from floq.results import summary_table
-    from floq.train import run
 
     try:
-        run_dir = run(a.gin_files, a.bind, out_dir=a.out, run_dir=a.run_dir, tags=tags)
+        if a.logger:
+            from floq.loggers import check_loggers
+
+            check_loggers(a.logger)  # a missing package is one line, before anything loads
+            bindings.append(_logger_binding(a.logger))
+        from floq.train import run
+
+        run_dir = run(a.gin_files, bindings, out_dir=a.out, run_dir=a.run_dir, tags=tags, force=a.force,
+                      retry_failed=a.retry_failed)
     except ConfigError as e:
-        print(f"floq run: {e}", file=sys.stderr)
-        return 2
+        if a.debug:
+            traceback.print_exc()
+        print(f"floq run: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("floq run: interrupted (run it again to resume from the last checkpoint)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the user gets one line; --debug gives the traceback
+        if a.debug:
+            traceback.print_exc()
+        run_error, run_diverged = _run_errors()
+        msg = _one_line(e)
+        if _is_diverged(e, run_diverged):
+            print(f"floq run: {msg if 'diverged' in msg.lower() else 'diverged: ' + msg}", file=sys.stderr)
+            return EXIT_DIVERGED
+        if run_error is not None and isinstance(e, run_error):
+            print(f"floq run: error: {msg}", file=sys.stderr)
+            return EXIT_FAILED
+        hint = "" if a.debug else " (re-run with --debug for the traceback)"
+        what = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+        print(f"floq run: error: {what}{hint}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"results: {run_dir}")
     try:
+        from floq.status import summary_table
+
         print(summary_table([run_dir]))
-    except (OSError, KeyError, ValueError):
-        pass
+    except Exception:  # noqa: BLE001 - the run is done; the table is a convenience
+        if a.debug:
+            traceback.print_exc()
     return 0
 
 
@@ -50,8 +138,17 @@ def _data(argv) -> int:
     try:
         generate.main(argv[1:])
     except SystemExit as e:
-        return int(e.code or 0)
+        return _exit_code(e)
     return 0
+
+
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    print(e.code, file=sys.stderr)
+    return 1
 
 
 def _delegate(module: str, argv) -> int:
@@ -60,22 +157,38 @@ def _delegate(module: str, argv) -> int:
     try:
         ret = importlib.import_module(module).main(argv)
     except SystemExit as e:
-        return int(e.code or 0) if not isinstance(e.code, str) else 1
+        return _exit_code(e)
     return int(ret or 0)
 
 
-def quiet_warnings() -> None:
-    """Silence third-party warnings that say nothing about a run (no display for GLFW,
-    gymnasium's float32 box casts)."""
-    import warnings
+def version_string() -> str:
+    """'floq 0.1.0 (git 43d4eec... (dirty))': the installed package version and the commit."""
+    from importlib import metadata
 
-    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable.*")
-    warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
-    warnings.filterwarnings("ignore", module="glfw")
+    try:
+        version = metadata.version("floq")
+    except metadata.PackageNotFoundError:
+        from floq import __version__ as version
+    from floq.results import git_commit
+
+    return f"floq {version} (git {git_commit()})"
+
+
+try:
+    from floq.quiet import quiet_warnings  # noqa: F401  (also imported from here by older callers)
+except ImportError:  # pragma: no cover - a tree without floq.quiet
+    def quiet_warnings() -> None:
+        """Silence third-party warnings that say nothing about a run."""
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*DISPLAY environment variable.*")
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
+        warnings.filterwarnings("ignore", module="glfw")
 
 
 COMMANDS = {
     "run": _run,
+    "status": lambda argv: _delegate("floq.status", argv),
     "data": _data,
     "sweep": lambda argv: _delegate("floq.launch.sweep", argv),
     "analyze": lambda argv: _delegate("analysis.report", argv),
@@ -85,18 +198,23 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: floq {run,sweep,data,analyze,bench} ...\n"
-              "  run FILE.gin [...] [--bind 'X = v'] [--out DIR]   train and evaluate one run\n"
-              "  sweep FILE.gin [--launcher local|slurm|ray]      run a declared sweep\n"
-              "  data generate DATASET --episodes N [--out DIR]   make an OGBench dataset locally\n"
-              "  analyze RESULTS_DIR --out REPORT_DIR             figures and tables\n"
-              "  bench [--quick]                                  throughput measurements",
-              file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        print(version_string())
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        if argv:
+            print(f"floq: error: unknown command {argv[0]!r}", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_warnings()
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except SystemExit as e:
+        return _exit_code(e)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,28 @@
 
 Later files and bindings override earlier ones (gin's own parsing order). Include paths
 resolve against the current directory and the repository root.
+
+Validation before anything is built (each problem is one `ConfigError` line):
+  - gin syntax errors name the file (or the --bind) and the line;
+  - a macro that no configurable reads, and that no layer file under gin/ declares, is a
+    typo: "unknown macro TRAIN_STPES (did you mean TRAIN_STEPS?)";
+  - a value bound to a field of a frozen-dataclass configurable must match the field's
+    annotation: "Trainer.train_steps must be an int, got 'abc'" (`check_bindings`;
+    `check_fields` checks a constructed instance the same way).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import importlib
+import io
 import os
 import re
+import tokenize
+import types
+import typing
 
 import gin
 
@@ -58,19 +73,338 @@ def resolve_file(path: str) -> str:
     raise ConfigError(f"gin file not found: {path}")
 
 
-def parse(gin_files, bindings=(), finalize: bool = False) -> None:
-    """Clear gin and parse files then bindings; raise ConfigError on any problem."""
+def parse(gin_files, bindings=(), finalize: bool = False, check: bool = True) -> None:
+    """Clear gin and parse files then bindings; raise ConfigError on any problem.
+
+    With `check` (the default) the parsed config is also validated: unknown macros
+    (`check_macros`) and values that do not match a dataclass field's type (`check_bindings`).
+    """
     gin.clear_config()
     register()
     for p in (os.getcwd(), REPO_ROOT):
-        gin.add_config_file_search_path(p)
+        if p not in gin.config._LOCATION_PREFIXES:  # (gin appends duplicates otherwise)
+            gin.add_config_file_search_path(p)
     files = [resolve_file(f) for f in gin_files]
+    bindings = list(bindings)
     try:
-        gin.parse_config_files_and_bindings(files, list(bindings), skip_unknown=False, finalize_config=finalize)
+        gin.parse_config_files_and_bindings(files, bindings, skip_unknown=False, finalize_config=finalize)
     except ConfigError:
         raise
+    except SyntaxError as e:
+        raise ConfigError(syntax_error_line(e, bindings)) from None
+    except tokenize.TokenError:
+        raise ConfigError(locate_token_error(files, bindings)) from None
     except Exception as e:  # noqa: BLE001 - gin raises many types; the user needs one line
         raise ConfigError(f"bad gin config: {one_line(e)}") from None
+    if check:
+        check_macros(bindings)
+        check_bindings()
+
+
+# --------------------------------------------------------------------------------------
+# Syntax errors: name the file (or binding) and the line
+# --------------------------------------------------------------------------------------
+
+def syntax_error_line(e: SyntaxError, bindings=()) -> str:
+    """'gin syntax error in FILE line N: MESSAGE: <the line>' (or 'in --bind '...'')."""
+    loc = e.args[1] if len(e.args) > 1 else None
+    filename = getattr(loc, "filename", None) or e.filename
+    line = getattr(loc, "line_num", None) or e.lineno
+    text = (getattr(loc, "line_content", None) or e.text or "").strip()
+    msg = (e.args[0] if e.args and isinstance(e.args[0], str) else e.msg) or "invalid syntax"
+    if filename:
+        where = f"{filename} line {line}"
+    else:
+        where = f"--bind {text!r}" if text else "a --bind"
+        binding = next((b for b in bindings if b.strip() and b.strip() in text or text in b), None)
+        if binding is not None:
+            where = f"--bind {binding.strip()!r}"
+    out = f"gin syntax error in {where}: {msg.rstrip('.')}"
+    if filename and text:
+        out += f": {text}"
+    return re.sub(r"\s+", " ", out)
+
+
+_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.M)
+
+
+def _include_path(name: str, including: str) -> str | None:
+    for cand in (name, os.path.join(os.getcwd(), name), os.path.join(REPO_ROOT, name),
+                 os.path.join(os.path.dirname(including), name)):
+        if os.path.isfile(cand):
+            return cand
+    return None
+
+
+def _unclosed(text: str) -> int | None:
+    """The line of the bracket left open when `text` fails to tokenize (None: it tokenizes)."""
+    stack = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                stack.append(tok.start[0])
+            elif tok.type == tokenize.OP and tok.string in ")]}" and stack:
+                stack.pop()
+    except tokenize.TokenError as e:
+        return stack[0] if stack else e.args[1][0]
+    return None
+
+
+def locate_token_error(files, bindings) -> str:
+    """Which file (through includes) or binding does not tokenize, and where."""
+    seen = set()
+
+    def walk(path):
+        if path in seen:
+            return None
+        seen.add(path)
+        try:
+            text = open(path).read()
+        except OSError:
+            return None
+        for m in _INCLUDE.finditer(text):
+            inc = _include_path(m.group(1), path)
+            found = walk(inc) if inc else None
+            if found:
+                return found
+        line = _unclosed(text)
+        return (path, line) if line is not None else None
+
+    for f in files:
+        found = walk(f)
+        if found:
+            path, line = found
+            content = text_line(path, line)
+            return f"gin syntax error in {path} line {line}: a bracket or quote is never closed: {content}"
+    for b in bindings:
+        if _unclosed(b) is not None:
+            return f"gin syntax error in --bind {b.strip()!r}: a bracket or quote is never closed"
+    return "gin syntax error: a bracket or quote is never closed"
+
+
+def text_line(path: str, line: int) -> str:
+    try:
+        with open(path) as f:
+            return f.read().splitlines()[line - 1].strip()
+    except (OSError, IndexError):
+        return ""
+
+
+# --------------------------------------------------------------------------------------
+# Macros that nothing reads
+# --------------------------------------------------------------------------------------
+
+_MACRO_DEF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M)
+#: Layer directories whose macros form floq's vocabulary (experiments only override them).
+LAYER_DIRS = ("gin/defaults.gin", "gin/algorithms", "gin/critics", "gin/tasks")
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_macros_cached(stamp) -> frozenset:
+    names = set()
+    for rel in LAYER_DIRS:
+        root = os.path.join(REPO_ROOT, rel)
+        paths = [root] if os.path.isfile(root) else [os.path.join(d, f) for d, _, fs in os.walk(root)
+                                                     for f in fs if f.endswith(".gin")]
+        for path in paths:
+            try:
+                names.update(_MACRO_DEF.findall(open(path).read()))
+            except OSError:
+                pass
+    return frozenset(names)
+
+
+def layer_macros() -> frozenset:
+    """Macros declared by the layer files (gin/defaults.gin, algorithms, critics, tasks)."""
+    stamp = []
+    for rel in LAYER_DIRS:
+        root = os.path.join(REPO_ROOT, rel)
+        for d, _, fs in (os.walk(root) if os.path.isdir(root) else [(os.path.dirname(root), [], [os.path.basename(root)])]):
+            for f in fs:
+                try:
+                    stamp.append((f, os.stat(os.path.join(d, f)).st_mtime_ns))
+                except OSError:
+                    pass
+    return _layer_macros_cached(tuple(sorted(stamp)))
+
+
+def _macro_refs(value, out: set) -> set:
+    """Names of the macros referenced anywhere inside a bound value."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        if value.config_key[1] == "gin.macro":
+            out.add(value.config_key[0])
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _macro_refs(v, out)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _macro_refs(k, out)
+            _macro_refs(v, out)
+    return out
+
+
+def macros_read(config=None) -> tuple[set, set]:
+    """(defined macros, macros some configurable reads, directly or through other macros)."""
+    config = gin.config._CONFIG if config is None else config
+    defined, feeds, read = set(), {}, set()
+    for (scope, selector), params in config.items():
+        if selector == "gin.macro":
+            defined.add(scope)
+            feeds[scope] = _macro_refs(params.get("value"), set())
+        else:
+            for v in params.values():
+                _macro_refs(v, read)
+    frontier = list(read)
+    while frontier:
+        for m in feeds.get(frontier.pop(), ()):
+            if m not in read:
+                read.add(m)
+                frontier.append(m)
+    return defined, read
+
+
+def closest(name: str, known) -> str | None:
+    """The known name closest to `name` (difflib; case-insensitive), or None."""
+    known = sorted(set(known))
+    by_upper = {k.upper(): k for k in known}
+    match = difflib.get_close_matches(name.upper(), list(by_upper), n=1, cutoff=0.6)
+    return by_upper[match[0]] if match else None
+
+
+def unknown_macro_error(name: str, known) -> "ConfigError":
+    guess = closest(name, [k for k in known if k != name])
+    return ConfigError(f"unknown macro {name}" + (f" (did you mean {guess}?)" if guess else
+                                                   " (no configurable reads it)"))
+
+
+def check_macros(bindings=(), config=None) -> None:
+    """ConfigError for the first macro that no configurable reads and no layer file declares
+    (a --bind's macro first): 'unknown macro TRAIN_STPES (did you mean TRAIN_STEPS?)'."""
+    defined, read = macros_read(config)
+    known = read | (layer_macros() & defined)
+    unknown = defined - known
+    if not unknown:
+        return
+    ordered = []
+    for b in bindings:
+        key = b.split("=", 1)[0].strip().lstrip("%") if "=" in b else ""
+        if key in unknown and key not in ordered:
+            ordered.append(key)
+    ordered += sorted(unknown - set(ordered))
+    raise unknown_macro_error(ordered[0], read | layer_macros())
+
+
+# --------------------------------------------------------------------------------------
+# Field types of frozen-dataclass configurables
+# --------------------------------------------------------------------------------------
+
+_ARTICLE = {"int": "an int", "float": "a float", "bool": "a bool", "str": "a string", "tuple": "a tuple",
+            "list": "a list", "dict": "a dict"}
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        text = " or ".join(_describe(a) for a in args)
+        return text + (" or None" if len(args) < len(typing.get_args(tp)) else "")
+    base = origin or tp
+    name = getattr(base, "__name__", str(base))
+    return _ARTICLE.get(name, f"a {name}")
+
+
+def _type_ok(value, tp) -> bool | None:
+    """Whether `value` fits annotation `tp` (None: cannot tell, e.g. a spec object)."""
+    import numbers
+
+    if tp is typing.Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_type_ok(value, a) for a in typing.get_args(tp)]
+        if any(a is True for a in answers):
+            return True
+        return None if any(a is None for a in answers) else False
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool) or (hasattr(value, "dtype") and getattr(value, "dtype", None) == bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    base = origin or tp
+    if base in (tuple, list, typing.Sequence) or base is getattr(__import__("collections.abc").abc, "Sequence"):
+        if not isinstance(value, (tuple, list)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if len(args) == 1 or (origin is tuple and len(typing.get_args(tp)) == 2 and typing.get_args(tp)[1] is Ellipsis):
+            return all(_type_ok(v, args[0]) is not False for v in value)
+        return True
+    if base is dict:
+        return isinstance(value, dict)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation is simply not checked
+        return {}
+
+
+def field_error(cls_name: str, field: str, tp, value) -> "ConfigError":
+    return ConfigError(f"{cls_name}.{field} must be {_describe(tp)}, got {value!r}")
+
+
+def check_value(cls, field: str, value) -> None:
+    """ConfigError when `value` does not fit the annotation of `cls.field`."""
+    tp = _hints(cls).get(field)
+    if tp is None or isinstance(value, gin.config.ConfigurableReference):
+        return
+    if _type_ok(value, tp) is False:
+        raise field_error(cls.__name__, field, tp, value)
+
+
+def check_fields(instance) -> None:
+    """Validates every field of a (frozen) dataclass instance against its annotation:
+    int fields refuse bools, floats (100.5) and strings; float fields take ints too; str,
+    bool, tuple/list (element types when annotated) and Optional are checked; other types are
+    left alone. Raises ConfigError naming `Class.field`. Call it first in __post_init__."""
+    cls = type(instance)
+    for f in dataclasses.fields(instance):
+        check_value(cls, f.name, getattr(instance, f.name))
+
+
+def _resolve_macros(value, config, depth: int = 0):
+    if isinstance(value, gin.config.ConfigurableReference) and value.config_key[1] == "gin.macro" and depth < 32:
+        params = config.get((value.config_key[0], "gin.macro"))
+        if params is not None and "value" in params:
+            return _resolve_macros(params["value"], config, depth + 1)
+    return value
+
+
+def check_bindings(config=None) -> None:
+    """Before anything is built: every value bound (directly or through macros) to a field of
+    a dataclass configurable must fit the field's annotation. ConfigError naming the field."""
+    config = gin.config._CONFIG if config is None else config
+    for (scope, selector), params in config.items():
+        if selector == "gin.macro":
+            continue
+        try:
+            configurable = gin.config._REGISTRY.get_match(selector)
+        except Exception:  # noqa: BLE001
+            configurable = None
+        cls = getattr(configurable, "wrapped", None)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            continue
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for name, value in params.items():
+            if name in fields:
+                check_value(cls, name, _resolve_macros(value, config))
 
 
 def binding_tag(binding: str) -> tuple[str, str] | None:

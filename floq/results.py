@@ -1,9 +1,12 @@
-"""Run directories: atomic files, CSV logs that never lose columns, manifests, status."""
+"""Run directories: atomic files, CSV logs that never lose columns, manifests, status,
+the run lock, and safe run-directory names."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
@@ -16,25 +19,53 @@ from importlib import metadata
 PACKAGES = ("floq", "jax", "jaxlib", "flax", "optax", "ogbench", "mujoco", "gin-config", "orbax-checkpoint",
             "numpy", "pandas")
 
+#: Prefix of the temp files `atomic_open` writes beside their target (`clean_temp` removes
+#: those of killed writes).
+TEMP_PREFIX = ".tmp_"
+#: run.json statuses the trainer writes.
+RUN_STATUSES = ("running", "done", "diverged", "preempted", "failed")
+#: errnos that mean "no space left" (a full disk, or a full quota).
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class RunError(Exception):
+    """A failure while a run trains (disk full, a run directory already in use, ...), stated
+    in one line; `floq run` prints it and exits non-zero. Nothing already committed is lost."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _NO_SPACE
+
+
+def disk_full_error(path: str, e: OSError) -> RunError:
+    return RunError(f"disk full while writing {path}: {e.strerror or e}")
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w"):
     """Open a temp file beside `path`; on success it replaces `path` in one rename, so readers
-    see the old or the new content, never a mix; on error it is removed."""
+    see the old or the new content, never a mix; on error it is removed (and `path` is left
+    as it was). A full disk becomes a one-line `RunError`."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
+    tmp = None
     try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=TEMP_PREFIX + os.path.basename(path))
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp = None
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, e) from None
         raise
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
@@ -107,24 +138,153 @@ class CsvLog:
         return cols
 
     def flush(self) -> None:
+        """Rewrites the file atomically (RunError on a full disk; the old file stays)."""
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=self.columns(), restval="", lineterminator="\n")
-        w.writeheader()
+        cols = self.columns()
+        w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
+        # csv quotes a field holding '\n' (the line terminator) but not a lone '\r', which a
+        # reader takes for a line break: rows (or a header) holding one are fully quoted.
+        quoted = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n", quoting=csv.QUOTE_ALL)
+        (quoted if any("\r" in c for c in cols) else w).writeheader()
         for r in self.rows:
-            w.writerow({k: _fmt(v) for k, v in r.items()})
+            cells = {k: _fmt(v) for k, v in r.items()}
+            (quoted if any("\r" in c for c in cells.values()) else w).writerow(cells)
         atomic_write(self.path, buf.getvalue())
 
 
 def run_status(run_dir: str) -> str:
-    """'absent' (nothing there), 'partial' (started, not finished) or 'done'."""
+    """What a run directory holds, for launchers and sweeps:
+
+    'absent'   nothing there;
+    'partial'  started, not finished (run.json says 'running' or 'preempted', or is missing or
+               unreadable while checkpoints exist): launching it again resumes it;
+    'done'     finished;
+    'diverged' stopped by the trainer on non-finite values (a result, not a crash: relaunching
+               reproduces it);
+    'failed'   stopped by an error the trainer recorded (run.json's 'reason' says which).
+    """
     manifest = os.path.join(run_dir, "run.json")
     if not os.path.exists(manifest):
         return "partial" if os.path.isdir(os.path.join(run_dir, "checkpoints")) else "absent"
     try:
         status = read_json(manifest).get("status")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return "partial"
-    return "done" if status == "done" else "partial"
+    return status if status in ("done", "diverged", "failed") else "partial"
+
+
+def run_reason(run_dir: str) -> str | None:
+    """run.json's one-line 'reason' (and 'step') for a diverged or failed run, else None."""
+    try:
+        man = read_json(os.path.join(run_dir, "run.json"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(man, dict) or man.get("status") not in ("diverged", "failed"):
+        return None
+    reason = str(man.get("reason") or man["status"])
+    return f"{reason} (step {man['step']})" if man.get("step") is not None else reason
+
+
+# --------------------------------------------------------------------------------------
+# Run directories: names, writability, the trainer's lock
+# --------------------------------------------------------------------------------------
+
+def check_name(what: str, name) -> str:
+    """A single, relative path component (ConfigError otherwise)."""
+    from floq.config import ConfigError
+
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{what} must be a non-empty name, got {name!r}")
+    seps = {os.sep, "/", "\\"} | ({os.altsep} if os.altsep else set())
+    if os.path.isabs(name) or any(c in name for c in seps):
+        raise ConfigError(f"{what} must be a plain name without path separators, got {name!r}")
+    if ".." in name or name == "." or "\0" in name:
+        raise ConfigError(f"{what} must not contain '..' (it would leave the results directory), got {name!r}")
+    return name
+
+
+def safe_run_dir(out_dir: str, experiment: str, run_name: str) -> str:
+    """`out_dir/experiment/run_name` as an absolute path; refuses (ConfigError) an experiment
+    or run name that is empty, absolute, or holds a path separator or '..'."""
+    check_name("Trainer.experiment", experiment)
+    check_name("the run name", run_name)
+    return os.path.join(os.path.abspath(os.path.expanduser(out_dir)), experiment, run_name)
+
+
+def ensure_writable_dir(path: str, what: str = "--out") -> str:
+    """Checks, without writing anything, that `path` is (or can be created as) a writable
+    directory; ConfigError (one line) when it is a file, lies under a file, or is read-only."""
+    from floq.config import ConfigError
+
+    path = os.path.abspath(os.path.expanduser(path))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        if probe == path:
+            raise ConfigError(f"{what} {path} is a file, not a directory")
+        raise ConfigError(f"{what} {path} cannot be created: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" ({probe} is not writable)"
+        raise ConfigError(f"{what} {path} is not writable{where}: choose another directory")
+    return path
+
+
+class RunLock:
+    """An exclusive lock on RUN/.lock, held by the trainer for the whole run: a second trainer
+    on the same run directory gets RunError('<dir> is being trained by pid N').
+
+    The lock is an advisory `flock`, released by the kernel when the process dies (no stale
+    lock after a crash or SIGKILL)."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str):
+        self.run_dir = os.path.abspath(run_dir)
+        self.path = os.path.join(self.run_dir, self.NAME)
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            f = open(self.path, "a+")
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full_error(self.path, e) from None
+            raise RunError(f"cannot lock {self.run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                who = f"pid {holder}" if holder.isdigit() else "another process"
+                raise RunError(f"{self.run_dir} is being trained by {who}") from None
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.seek(0)
+                self._file.truncate()
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def git_commit() -> str:

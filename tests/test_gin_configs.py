@@ -15,7 +15,8 @@ from floq.train import build
 
 TASKS = sorted(glob.glob(os.path.join(REPO, "gin", "tasks", "*.gin")))
 CRITICS = sorted(glob.glob(os.path.join(REPO, "gin", "critics", "*.gin")))
-EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "gin", "experiments", "*.gin")))
+EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "gin", "experiments", "**", "*.gin"), recursive=True))
+OVERLAYS = sorted(glob.glob(os.path.join(REPO, "gin", "tasks", "*", "*.gin")))
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +36,22 @@ def test_every_task_and_critic_combination_builds(task, critic):
     assert exp.trainer.eval_interval == 100_000
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=os.path.basename)
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: os.path.relpath(p, REPO))
 def test_every_experiment_parses(experiment):
     parse([experiment])
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_overlay_builds_after_its_task_file(overlay):
+    """gin/tasks/{floq_best,online,online_fql}/<env>.gin: one per task file, each builds."""
+    env = os.path.basename(overlay)[:-4]
+    critic = "monolithic" if "online_fql" in overlay else "floq"
+    exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin", overlay])
+    assert exp.task.env == env
+
+
 PAPER = {
+    # The floq paper's command lines (github:CMU-AIRe/floq README).
     # env: (alpha, discount, batch, q_agg, default task)
     "antmaze-large-navigate": (10, 0.99, 256, "mean", 1),
     "antmaze-giant-navigate": (10, 0.995, 512, "min", 1),
@@ -91,3 +102,88 @@ def test_invalid_floq_configs_fail_at_config_time(binding, needle):
     extra = ["FloqCritic.r_max = 0.0"] if "r_min" in binding else []
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         build(["gin/experiments/smoke.gin", "gin/critics/floq.gin"], [binding, *extra])
+
+
+# FQL's own flags (github:seohongpark/fql README), batch 256 (its default) everywhere.
+FQL = {
+    # env: (alpha, q_agg)
+    "antmaze-large-navigate": (10, "min"),
+    "antmaze-giant-navigate": (10, "min"),
+    "humanoidmaze-medium-navigate": (30, "mean"),
+    "humanoidmaze-large-navigate": (30, "mean"),
+    "antsoccer-arena-navigate": (10, "mean"),
+    "cube-single-play": (300, "mean"),
+    "cube-double-play": (300, "mean"),
+    "scene-play": (300, "mean"),
+    "puzzle-3x3-play": (1000, "mean"),
+    "puzzle-4x4-play": (1000, "mean"),
+}
+
+
+@pytest.mark.parametrize("env", sorted(FQL))
+def test_the_fql_baseline_runs_with_fqls_own_flags(env):
+    alpha, q_agg = FQL[env]
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", f"gin/tasks/{env}.gin"])
+    assert exp.algorithm.alpha == alpha and exp.critic.q_agg == q_agg
+    assert exp.trainer.batch_size == 256 and exp.task.discount == PAPER[env][1]
+
+
+def test_per_critic_overrides_where_the_papers_differ():
+    # antmaze-large: FQL uses q_agg=min, floq mean; humanoidmaze-large: FQL alpha 30 / batch
+    # 256, floq alpha 20 / batch 512.
+    for env, fql, floq in [("antmaze-large-navigate", (10, "min", 256), (10, "mean", 256)),
+                           ("humanoidmaze-large-navigate", (30, "mean", 256), (20, "mean", 512))]:
+        for critic, want in [("monolithic", fql), ("floq", floq), ("resnet", floq), ("iqn", floq)]:
+            exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin"])
+            assert (exp.algorithm.alpha, exp.critic.q_agg, exp.trainer.batch_size) == want, (env, critic)
+    # The critic included last decides (smoke.gin includes monolithic.gin; floq.gin follows).
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", "gin/critics/floq.gin",
+                 "gin/tasks/humanoidmaze-large-navigate.gin"])
+    assert exp.algorithm.alpha == 20
+    # An experiment's own value wins over every paper's.
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin",
+                 "gin/tasks/antmaze-large-navigate.gin"], ["Q_AGG = 'mean'", "ALPHA = 3.0"])
+    assert exp.critic.q_agg == "mean" and exp.algorithm.alpha == 3.0
+
+
+def _settings(exp):
+    return (exp.algorithm.alpha, exp.task.discount, exp.trainer.batch_size, exp.critic.q_agg,
+            exp.task.task_id, exp.task.env, exp.critic.field_net.depth)
+
+
+@pytest.mark.parametrize("env", ["scene-play", "humanoidmaze-large-navigate", "cube-double-play"])
+def test_include_order_of_a_task_file_does_not_matter(env):
+    """A task file before fql.gin (and so before defaults.gin) keeps its settings."""
+    task = f"gin/tasks/{env}.gin"
+    right = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", task])
+    for files in ([task, "gin/algorithms/fql.gin", "gin/critics/floq.gin"],
+                  ["gin/algorithms/fql.gin", task, "gin/critics/floq.gin"],
+                  ["gin/critics/floq.gin", task, "gin/algorithms/fql.gin"]):
+        assert _settings(build(files)) == _settings(right), files
+    alpha, gamma, batch, q_agg, task_id = PAPER[env]
+    assert _settings(right)[:5] == (alpha, gamma, batch, q_agg, task_id)
+
+
+def test_a_task_file_never_overwrites_an_experiments_overrides():
+    # smoke.gin sets BATCH_SIZE = 32 and FLOW_FIELD_DEPTH = 2; a task file read afterwards
+    # (as a sweep over Sweep.tasks reads it) changes the environment, not those.
+    exp = build(["gin/experiments/smoke.gin", "gin/critics/floq.gin", "gin/tasks/scene-play.gin"])
+    assert exp.task.env == "scene-play" and exp.algorithm.alpha == 300
+    assert exp.trainer.batch_size == 32 and exp.critic.field_net.depth == 2
+    assert exp.task.task_id == 1  # smoke.gin's TASK_ID = 1, not scene-play's default task 2
+
+
+def test_cube_field_depth_comes_from_the_task_file():
+    files = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"]
+    assert build(files, ["CRITIC_DEPTH = 6"]).critic.field_net.depth == 2
+    assert build(files, ["FLOW_FIELD_DEPTH = 6"]).critic.field_net.depth == 6
+    scene = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/scene-play.gin"]
+    assert build(scene, ["CRITIC_DEPTH = 6"]).critic.field_net.depth == 6
+
+
+def test_online_macros_reach_the_trainer():
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"])
+    assert (exp.trainer.online_steps, exp.trainer.utd_ratio, exp.trainer.balanced_sampling) == (0, 1, False)
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"],
+                ["ONLINE_STEPS = 1000", "UTD_RATIO = 2", "BALANCED_SAMPLING = True"])
+    assert (exp.trainer.online_steps, exp.trainer.utd_ratio, exp.trainer.balanced_sampling) == (1000, 2, True)

@@ -11,7 +11,7 @@ import pytest
 
 from floq_test_utils import floq_cmd
 
-from floq.train import EVAL_COLUMNS
+from floq.loop import EVAL_COLUMNS
 
 
 @pytest.fixture(scope="module")

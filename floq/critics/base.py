@@ -11,6 +11,9 @@ over parameter pytrees:
   num_next_actions                         how many next actions per state loss() wants
   configure(discount, r_min, r_max)        bind task facts known only after loading data
   describe() -> dict                       knobs recorded as result columns
+  reward_range_rule (optional attribute)   how the trainer turns the training rewards into
+                                           (r_min, r_max): see `reward_range`; critics
+                                           without it get 'released'
 
 `batch` holds observations (B, O), actions (B, A), rewards (B,), masks (B,),
 next_observations (B, O); `next_actions` is (B, N, A) with N = num_next_actions, sampled by
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Q_AGGREGATIONS = ("mean", "min")
+#: Rules of `reward_range`.
+REWARD_RANGE_RULES = ("released", "data")
 
 
 def compute_dtype_of(name: str):
@@ -55,3 +61,27 @@ def count_params(tree) -> int:
 def repeat_rows(x: jnp.ndarray, n: int) -> jnp.ndarray:
     """(B, ...) -> (B*n, ...): row b is repeated n times consecutively."""
     return jnp.repeat(x, n, axis=0)
+
+
+def reward_range(rewards, rule: str = "released") -> tuple[float, float]:
+    """(r_min, r_max) of a training set's rewards under a rule.
+
+    Args:
+      rewards: (N,) rewards of the training transitions (any array-like).
+      rule: 'released': the released floq code's range (github:CMU-AIRe/floq main.py reads
+        r_min/r_max from its replay buffer, which holds the dataset plus at least one
+        zero-filled row), so the range always includes 0: r_min = min(data, 0),
+        r_max = max(data, 0). 'data': the raw range min(data), max(data).
+
+    Returns:
+      (r_min, r_max) as Python floats.
+    """
+    if rule not in REWARD_RANGE_RULES:
+        raise ValueError(f"reward range rule must be one of {REWARD_RANGE_RULES}, got {rule!r}")
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.size == 0:
+        raise ValueError("reward_range needs at least one reward")
+    lo, hi = float(r.min()), float(r.max())
+    if rule == "released":
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, hi

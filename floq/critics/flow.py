@@ -21,8 +21,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import (Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak, repeat_rows,
-                               validate)
+from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
+                               repeat_rows, validate)
 from floq.critics.monolithic import act_concat
 from floq.nets.embeddings import TIME_EMBEDDINGS, hl_gauss_probs, time_embedding
 from floq.nets.mlp import ensemble_of
@@ -106,6 +106,9 @@ class FloqCritic:
       time_embed_dim: Fourier features when time_embed == 'fourier'.
       train_at_zero_only: flow matching only at t = 0 (with K = 1: a one-step regression).
       r_min, r_max: reward range; None = read from the training data by configure().
+      reward_range_rule: how the trainer reads that range from the training rewards
+        (floq.critics.base.reward_range): 'released' (the released code's: always includes
+        0) or 'data' (the raw range).
     """
 
     field_net: object = MLPNet()
@@ -125,6 +128,7 @@ class FloqCritic:
     train_at_zero_only: bool = False
     r_min: float | None = None
     r_max: float | None = None
+    reward_range_rule: str = "released"
     discount: float = 0.99
     name: str = "floq"
     compute_dtype: str = "float32"
@@ -141,6 +145,8 @@ class FloqCritic:
             (self.num_bins >= 3, f"num_bins must be >= 3, got {self.num_bins}"),
             (self.sigma > 0, f"sigma must be > 0, got {self.sigma}"),
             (0.0 < self.discount < 1.0, f"discount must be in (0, 1), got {self.discount}"),
+            (self.reward_range_rule in REWARD_RANGE_RULES,
+             f"reward_range_rule must be one of {REWARD_RANGE_RULES}, got {self.reward_range_rule!r}"),
         ]
         if self.r_min is not None and self.r_max is not None:
             checks.append((self.r_min <= self.r_max, f"r_min ({self.r_min}) must be <= r_max ({self.r_max})"))
@@ -314,6 +320,8 @@ class FloqCritic:
             "q_agg": self.q_agg,
             "time_embed": self.time_embed,
             "prob_embed": self.prob_embed,
+            "train_at_zero_only": self.train_at_zero_only,
+            "reward_range_rule": self.reward_range_rule,
         }
         d.update({f"critic_{k}": v for k, v in self.field_net.describe().items()})
         d.update({f"distill_{k}": v for k, v in self.distill_net.describe().items()})

@@ -45,8 +45,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import (Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak, repeat_rows,
-                               validate)
+from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
+                               repeat_rows, validate)
 from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
@@ -100,6 +100,8 @@ class IQNCritic:
       quantile_embed_dim: number of cosine features of tau.
       kappa: Huber threshold (0: pure quantile loss); the scale of the 'released' loss.
       loss_type: 'huber' (Dabney et al.) or 'released' (the released code's expectile loss).
+      reward_range_rule: how the trainer reads (r_min, r_max) from the training rewards
+        (floq.critics.base.reward_range; recorded in run.json, unused by the loss).
       discount: set from the task by configure().
     """
 
@@ -111,6 +113,7 @@ class IQNCritic:
     quantile_embed_dim: int = 64
     kappa: float = 1.0
     loss_type: str = "huber"
+    reward_range_rule: str = "released"
     discount: float = 0.99
     name: str = "iqn"
     compute_dtype: str = "float32"
@@ -126,6 +129,8 @@ class IQNCritic:
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
             (self.loss_type != "released" or self.kappa > 0, f"loss_type='released' needs kappa > 0, got {self.kappa}"),
             (0.0 < self.discount < 1.0, f"discount must be in (0, 1), got {self.discount}"),
+            (self.reward_range_rule in REWARD_RANGE_RULES,
+             f"reward_range_rule must be one of {REWARD_RANGE_RULES}, got {self.reward_range_rule!r}"),
         ]
         validate(checks)
 

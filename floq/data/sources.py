@@ -13,8 +13,10 @@ Singletask rewards and masks always come from OGBench's own relabelling
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
+import zipfile
 
 import gin
 import numpy as np
@@ -41,7 +43,8 @@ KNOWN_ENVS = MANIPULATION + LOCOMOTION
 
 
 class DataError(ValueError):
-    """A dataset that cannot be found or read."""
+    """A dataset that cannot be found, read or used, stated in one line naming the file (and
+    the array)."""
 
 
 def default_data_dir() -> str:
@@ -83,6 +86,9 @@ class Task:
     max_transitions: int = 0
 
     def __post_init__(self):
+        from floq.config import check_fields
+
+        check_fields(self)
         if self.env not in KNOWN_ENVS:
             raise ValueError(f"unknown OGBench dataset {self.env!r}; known: {', '.join(KNOWN_ENVS)}")
         if not 1 <= int(self.task_id) <= 5:
@@ -114,9 +120,12 @@ class Task:
                 raise DataError("Task.source = 'path' needs Task.dataset_path (or the DATASET_PATH macro)")
             path = os.path.expanduser(self.dataset_path)
             _check_files(path)
+            validate_dataset(path, self.dataset_name)
             return path
         if self.source == "generate":
-            return ensure_generated(self, progress=progress)
+            path = ensure_generated(self, progress=progress)
+            validate_dataset(path, self.dataset_name)
+            return path
         return None
 
     def load(self, progress: bool = True):
@@ -128,7 +137,7 @@ class Task:
             dataset_dir=os.path.expanduser(self.dataset_dir or "~/.ogbench/data"))
         try:
             env, train, val = ogbench.make_env_and_datasets(self.dataset_name, **kwargs, **self.env_kwargs())
-        except (OSError, KeyError, ValueError, EOFError) as e:  # zipfile errors are OSError/ValueError subclasses
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"cannot load dataset for {self.dataset_name} from {path or 'ogbench download'}: "
                             f"{type(e).__name__}: {e}") from None
         env.close()
@@ -136,7 +145,7 @@ class Task:
 
 
 def _check_files(path: str) -> None:
-    val = path.replace(".npz", "-val.npz")
+    val = val_path_of(path)
     if not path.endswith(".npz"):
         raise DataError(f"dataset file must be an OGBench .npz file, got {path!r}")
     for p in (path, val):
@@ -149,6 +158,123 @@ def _check_files(path: str) -> None:
         raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
     if missing:
         raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
+
+
+# --------------------------------------------------------------------------------------
+# Dataset validation (before anything is written)
+# --------------------------------------------------------------------------------------
+
+def val_path_of(path: str) -> str:
+    return path[: -len(".npz")] + "-val.npz" if path.endswith(".npz") else path + "-val.npz"
+
+
+def _array_headers(path: str) -> dict[str, tuple]:
+    """{array name: shape} from the .npy headers inside an .npz (no array data is read)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise DataError(f"dataset file {path} is not a readable .npz (truncated or corrupt?): "
+                        f"{type(e).__name__}: {e}") from None
+    shapes = {}
+    with zf:
+        for name in zf.namelist():
+            if not name.endswith(".npy"):
+                continue
+            key = name[:-4]
+            try:
+                with zf.open(name) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+            except Exception as e:  # noqa: BLE001 - any unreadable member is the same user error
+                raise DataError(f"dataset file {path}: array '{key}' cannot be read (truncated or corrupt?): "
+                                f"{type(e).__name__}: {e}") from None
+            shapes[key] = tuple(shape)
+    return shapes
+
+
+def _read_all(path: str, keys) -> dict[str, np.ndarray]:
+    """Decompresses the given arrays (detects truncated or overwritten members: zip CRCs)."""
+    out = {}
+    try:
+        with np.load(path) as f:
+            for k in keys:
+                try:
+                    out[k] = np.asarray(f[k])
+                except Exception as e:  # noqa: BLE001
+                    raise DataError(f"dataset file {path}: array '{k}' cannot be read (truncated or corrupt?): "
+                                    f"{type(e).__name__}: {e}") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def env_space_dims(dataset_name: str) -> tuple[int, int]:
+    """(observation width, action width) of the OGBench environment of `dataset_name`
+    (the environment is created once per process, with ogbench's env_only)."""
+    import ogbench
+
+    env = ogbench.make_env_and_datasets(dataset_name, env_only=True)
+    try:
+        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
+def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None) -> None:
+    """Checks the shapes of one OGBench-format file; DataError naming the file and the array."""
+    missing = [k for k in ("observations", "actions", "terminals") if k not in shapes]
+    if missing:
+        raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
+    for key in ("observations", "actions"):
+        if len(shapes[key]) != 2:
+            raise DataError(f"dataset file {path}: array '{key}' has shape {shapes[key]}, expected (transitions, width)"
+                            + (" (1-D: one number per transition)" if len(shapes[key]) == 1 else ""))
+    if len(shapes["terminals"]) != 1:
+        raise DataError(f"dataset file {path}: array 'terminals' has shape {shapes['terminals']}, "
+                        f"expected (transitions,)")
+    rows = {k: (v[0] if v else None) for k, v in shapes.items()}
+    n = rows["observations"]
+    odd = sorted(k for k, r in rows.items() if r != n)
+    if odd:
+        k = odd[0]
+        raise DataError(f"dataset file {path}: array '{k}' has {rows[k]} rows but 'observations' has {n} "
+                        f"(arrays must have one row per transition)")
+    if n == 0:
+        raise DataError(f"dataset file {path}: array 'observations' has no rows")
+    if dims is not None:
+        obs_dim, act_dim = dims
+        if shapes["observations"][1] != obs_dim:
+            raise DataError(f"dataset file {path}: array 'observations' is {shapes['observations'][1]} wide, but the "
+                            f"environment's observations are {obs_dim} wide (a dataset of another environment?)")
+        if shapes["actions"][1] != act_dim:
+            raise DataError(f"dataset file {path}: array 'actions' is {shapes['actions'][1]} wide, but the "
+                            f"environment's actions are {act_dim} wide (a dataset of another environment?)")
+
+
+def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True) -> None:
+    """Validates a train file and its -val twin before anything is written: readable, the
+    OGBench arrays present, 2-D observations/actions, equal row counts, widths matching the
+    environment's spaces, not every transition terminal; the val file is read in full (a
+    truncated or overwritten member fails its zip CRC). One DataError line naming the file
+    and the array."""
+    dims = env_space_dims(dataset_name) if (check_env and dataset_name) else None
+    for p in (path, val_path_of(path)):
+        if not os.path.isfile(p):
+            raise DataError(f"dataset file not found: {p}")
+        shapes = _array_headers(p)
+        validate_arrays(p, shapes, dims)
+        keys = list(shapes) if p != path else ["terminals"]
+        arrays = _read_all(p, keys)
+        terminals = arrays["terminals"]
+        if terminals.size and np.all(terminals > 0):
+            raise DataError(f"dataset file {p}: array 'terminals' marks every transition terminal "
+                            f"(episodes of length 1: nothing to bootstrap from)")
 
 
 def generated_path(task: Task) -> str:

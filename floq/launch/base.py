@@ -8,6 +8,8 @@ in :func:`floq.launch.runner.execute` on the machine that trains.
 from __future__ import annotations
 
 import abc
+import signal
+import threading
 import time
 import uuid
 from typing import Callable, Mapping, Sequence
@@ -18,6 +20,11 @@ from floq.launch.runner import Outcome, Run
 #: ``on_state(run_name, state, info)``; state is ``'running' | 'done' | 'failed'``;
 #: info may hold ``reason`` (failed), ``job_id``, ``host``.
 StateCallback = Callable[[str, str, Mapping[str, object]], None]
+
+
+class LaunchError(ValueError):
+    """A launcher that cannot start (a cluster that does not come up, ...): one line that
+    says what to do instead. Nothing has been launched when it is raised."""
 
 
 def _ignore(name: str, state: str, info: Mapping[str, object]) -> None:
@@ -90,10 +97,16 @@ class PollingLauncher(Launcher):
     def close(self) -> None:
         """Releases what ``submit`` acquired."""
 
+    def cancel_all(self, handles: Sequence[Handle]) -> None:
+        """Stops the runs of ``handles`` (the driver was interrupted); default: cancel each."""
+        for handle in handles:
+            handle.cancel()
+
     def launch(self, runs, state_dir, on_state=None):
         on_state = on_state or _ignore
         if not runs:
             return {}
+        runner_lib.reset_stopping()  # (an earlier interrupted launch in this process)
         launch_ids = [uuid.uuid4().hex for _ in runs]
         outcomes: dict[str, Outcome] = {}
         try:
@@ -124,9 +137,49 @@ class PollingLauncher(Launcher):
                     if pending:
                         time.sleep(self.poll_s)
             except BaseException:
-                for handle in pending.values():
-                    handle.cancel()
+                self.cancel_all(list(pending.values()))
                 raise
         finally:
             self.close()
         return outcomes
+
+
+class StopSignals:
+    """SIGTERM, SIGHUP and SIGINT stop a sweep driver the same way: the first one raises
+    KeyboardInterrupt in the main thread (the launcher then SIGTERMs its trainers, which
+    checkpoint, and the unfinished runs go back to 'pending'); later ones are ignored, so that
+    they cannot cut that cleanup short and leave trainers behind. A context manager; outside
+    the main thread it does nothing. ``exit_code`` is 128 + the signal's number."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # ignored on purpose (nohup, a background job): leave it so
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}

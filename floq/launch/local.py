@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import uuid
 from typing import Sequence
@@ -46,6 +47,8 @@ class LocalLauncher(Launcher):
     """
 
     name = "local"
+    #: Seconds a stopped trainer gets to checkpoint and exit before it is killed.
+    stop_grace_s = runner_lib.TERMINATE_GRACE_S
 
     def __init__(
         self,
@@ -81,6 +84,13 @@ class LocalLauncher(Launcher):
             todo.put(run)
         outcomes: dict[str, Outcome] = {}
         stop = threading.Event()
+        runner_lib.reset_stopping()
+
+        def report(name, state, info):
+            try:
+                on_state(name, state, info)
+            except Exception as e:  # noqa: BLE001 - bookkeeping must not kill the worker
+                print(f"floq: could not record {name} as {state}: {type(e).__name__}: {e}", file=sys.stderr)
 
         def work(slot: int) -> None:
             env = self.worker_env(slot)
@@ -90,17 +100,17 @@ class LocalLauncher(Launcher):
                 except queue.Empty:
                     return
                 info = {"worker": slot, **({"gpu": env["CUDA_VISIBLE_DEVICES"]} if env else {})}
-                on_state(run.name, "running", info)
+                if stop.is_set():
+                    return
+                report(run.name, "running", info)
                 try:
                     outcome = runner_lib.execute(run, self.runner, state_dir, uuid.uuid4().hex, env)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - one broken run never stops the others
                     outcome = Outcome(False, f"launcher error: {type(e).__name__}: {e}")
                 if stop.is_set() and not outcome.ok:
                     return  # interrupted: leave it unfinished, not failed
                 outcomes[run.name] = outcome
-                on_state(
-                    run.name, "done" if outcome.ok else "failed", {**info, "reason": outcome.reason}
-                )
+                report(run.name, "done" if outcome.ok else "failed", {**info, "reason": outcome.reason})
 
         threads = [
             threading.Thread(target=work, args=(slot,), name=f"floq-local-{slot}", daemon=True)
@@ -114,8 +124,8 @@ class LocalLauncher(Launcher):
                     thread.join(timeout=0.5)
         except BaseException:
             stop.set()
-            runner_lib.terminate_active(grace_s=10.0)
+            runner_lib.terminate_active(grace_s=self.stop_grace_s)
             for thread in threads:
-                thread.join(timeout=15.0)
+                thread.join(timeout=self.stop_grace_s + 5.0)
             raise
         return outcomes

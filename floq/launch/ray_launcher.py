@@ -15,8 +15,33 @@ from typing import Sequence
 import ray
 
 from floq.launch import runner as runner_lib
-from floq.launch.base import Handle, PollingLauncher
+from floq.launch.base import Handle, LaunchError, PollingLauncher
 from floq.launch.runner import Outcome, Run
+
+#: Seconds cancelled tasks get to stop their trainers (which checkpoint) before Ray kills them.
+CANCEL_GRACE_S = runner_lib.TERMINATE_GRACE_S + 5.0
+
+
+def startup_error(e: BaseException, address: str | None) -> LaunchError:
+    """One line for a Ray that does not come up, with what to do about it."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text[:200]
+    if address:
+        return LaunchError(
+            f"cannot connect to the Ray cluster at {address} ({type(e).__name__}: {text}); check that it "
+            f"is up with `ray status --address {address}`, or drop --ray-address to start a local instance")
+    if "timed out" in text.lower() or isinstance(e, TimeoutError):
+        # Ray's waits for a starting node are fixed in the Python start-up path (30 s in
+        # ray/_private/node.py) and in the raylet (15 s for the agents' port files,
+        # ray-project/ray#65983); RAY_raylet_start_wait_time_s is the start-up wait Ray lets one
+        # set, read when the node registers.
+        return LaunchError(
+            f"Ray could not start a local instance ({text}): start one yourself, with a longer start-up "
+            f"wait and a retry if it times out: `RAY_raylet_start_wait_time_s=120 ray start --head`, then "
+            f"pass --ray-address=auto (or use --launcher local); see ray-project/ray#65983")
+    return LaunchError(
+        f"Ray could not start a local instance ({type(e).__name__}: {text}); start a cluster with "
+        f"`ray start --head` and pass --ray-address=auto, or use --launcher local")
 
 
 def _execute_task(run: Run, runner, state_dir: str, launch_id: str) -> Outcome:
@@ -42,9 +67,9 @@ class _TaskHandle(Handle):
     def info(self) -> dict:
         return {"task_id": self.ref.task_id().hex()}
 
-    def cancel(self) -> None:
+    def cancel(self, force: bool = True) -> None:
         try:
-            ray.cancel(self.ref, force=True)
+            ray.cancel(self.ref, force=force)
         except Exception:
             pass
 
@@ -88,12 +113,19 @@ class RayLauncher(PollingLauncher):
             path = os.pathsep.join(
                 p for p in (runner_lib.package_root(), os.environ.get("PYTHONPATH")) if p
             )
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={"env_vars": {"PYTHONPATH": path}},
-            )
+            try:
+                ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
+            except Exception as e:  # noqa: BLE001 - ray raises bare Exceptions here
+                try:
+                    ray.shutdown()
+                except Exception:  # noqa: BLE001
+                    pass
+                raise startup_error(e, self.address or os.environ.get("RAY_ADDRESS")) from None
             self._owns_ray = True
         gpus = self.gpus_per_run
         if gpus is None:
@@ -110,6 +142,21 @@ class RayLauncher(PollingLauncher):
             ).remote(run, self.runner, state_dir, launch_id)
             handles.append(_TaskHandle(run, launch_id, ref))
         return handles
+
+    def cancel_all(self, handles):
+        """Cancels gracefully first: Ray interrupts each task, whose `execute` SIGTERMs its
+        trainer (which checkpoints); tasks still running after CANCEL_GRACE_S are killed."""
+        for handle in handles:
+            handle.cancel(force=False)
+        refs = [h.ref for h in handles]
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        except BaseException:  # noqa: BLE001 - a second interrupt: go straight to force
+            pass
+        for handle in handles:
+            ready, _ = ray.wait([handle.ref], timeout=0)
+            if not ready:
+                handle.cancel(force=True)
 
     def close(self):
         if self._owns_ray:

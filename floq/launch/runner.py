@@ -37,6 +37,9 @@ TERMINATE_GRACE_S = 30.0
 # Child processes started by execute() in this process (for cleanup on signals).
 _ACTIVE: dict[int, subprocess.Popen] = {}
 _ACTIVE_LOCK = threading.Lock()
+# Set by terminate_active(): a child that registers afterwards is stopped at once, so no
+# trainer starts (and outlives the driver) while the launcher is shutting down.
+_STOPPING = threading.Event()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +102,10 @@ def package_root() -> str:
 
 
 def run_status(run_dir: str) -> str:
-    """``'absent' | 'partial' | 'done'`` (``floq.results.run_status`` when it is importable)."""
+    """``'absent' | 'partial' | 'done' | 'diverged' | 'failed'`` (``floq.results.run_status``
+    when it is importable; the same rule otherwise): run.json's ``done``, ``diverged`` and
+    ``failed`` are final; ``running``, ``preempted`` (or a missing run.json beside
+    checkpoints) are ``partial``, which a new launch resumes."""
     try:
         from floq.results import run_status as results_run_status
     except ImportError:
@@ -110,13 +116,26 @@ def run_status(run_dir: str) -> str:
     try:
         with open(manifest) as f:
             status = json.load(f).get("status")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         status = None
-    if status == "done":
-        return "done"
+    if status in ("done", "diverged", "failed"):
+        return status
     if status is not None or os.path.isdir(os.path.join(run_dir, "checkpoints")):
         return "partial"
     return "absent"
+
+
+def run_reason(run_dir: str) -> str | None:
+    """The reason (and step) run.json gives for a diverged or failed run, else ``None``."""
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            man = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(man, dict) or man.get("status") not in ("diverged", "failed"):
+        return None
+    reason = str(man.get("reason") or man["status"])
+    return f"{reason} (step {man['step']})" if man.get("step") is not None else reason
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -163,9 +182,16 @@ def read_marker(state_dir: str, run_name: str) -> dict | None:
 
 def _write_json_atomic(path: str, obj) -> None:
     tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # (a full disk: no half-written temp file is left behind)
+        except OSError:
+            pass
+        raise
 
 
 def signal_active(sig: int = signal.SIGTERM) -> None:
@@ -183,9 +209,42 @@ def signal_active(sig: int = signal.SIGTERM) -> None:
             pass
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILLs what is left of a child's process group (its evaluation workers, say) once the
+    child itself has exited: nothing a run started outlives it."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # ESRCH: the group is already empty
+        pass
+
+
+def _wait_interruptibly(proc: subprocess.Popen) -> int:
+    """proc.wait() in short slices: an exception raised in this thread from outside (Ray's
+    cancel of a task, submitit's requeue) is delivered within a second instead of only when
+    the child exits, so the child can still be stopped gracefully."""
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stopping() -> bool:
+    """Whether terminate_active() was called (and no launch has started since)."""
+    return _STOPPING.is_set()
+
+
+def reset_stopping() -> None:
+    """Clears the stopping state (a launcher calls it when a new launch starts)."""
+    _STOPPING.clear()
+
+
 def terminate_active(grace_s: float = TERMINATE_GRACE_S) -> None:
-    """SIGTERMs every child this process started; SIGKILLs those alive after ``grace_s``."""
+    """SIGTERMs every child this process started (the trainer checkpoints and exits 143);
+    SIGKILLs the process group of those alive after ``grace_s``, and of every child that
+    exited (stragglers). Children that register afterwards are stopped on registration."""
     with _ACTIVE_LOCK:
+        _STOPPING.set()
         procs = list(_ACTIVE.values())
     for proc in procs:
         if proc.poll() is None:
@@ -198,11 +257,9 @@ def terminate_active(grace_s: float = TERMINATE_GRACE_S) -> None:
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            _kill_group(proc.pid)
             proc.wait()
+        _kill_group(proc.pid)
 
 
 def execute(
@@ -303,8 +360,14 @@ def _execute_child(
             return Outcome(False, f"could not start {cmd[0]}: {e}")
         with _ACTIVE_LOCK:
             _ACTIVE[proc.pid] = proc
+            late = _STOPPING.is_set()
+        if late:  # the launcher is stopping: this run must not start training
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
         try:
-            returncode = proc.wait()
+            returncode = _wait_interruptibly(proc)
         except BaseException as e:  # e.g. SystemExit from submitit's requeue, KeyboardInterrupt
             log.write(
                 f"\n{LOG_MARK}: stopped by the launcher ({type(e).__name__}) after "
@@ -317,10 +380,9 @@ def _execute_child(
                     os.kill(proc.pid, signal.SIGTERM)
                     proc.wait(timeout=TERMINATE_GRACE_S)
                 except (OSError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                    _kill_group(proc.pid)
+                    proc.wait()
+            _kill_group(proc.pid)  # stragglers of the run's own process group
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(proc.pid, None)
         log.flush()
@@ -338,8 +400,11 @@ def _execute_child(
             False, f"killed by {name}" + (f" (last line: {last})" if last else ""), returncode
         )
     if returncode != 0:
-        return Outcome(False, last or f"exit code {returncode}", returncode)
+        recorded = run_reason(run.run_dir)  # the trainer's own account (diverged, failed)
+        return Outcome(False, recorded or last or f"exit code {returncode}", returncode)
     status = run_status(run.run_dir)
+    if status in ("diverged", "failed"):
+        return Outcome(False, f"{status}: {run_reason(run.run_dir)}", returncode)
     if status != "done":
         return Outcome(
             False,

@@ -25,6 +25,13 @@ from floq.launch.base import Handle, PollingLauncher
 from floq.launch.runner import Outcome, Run
 
 
+def local_gpus() -> list[str]:
+    """The GPU ids of this machine (none on a CPU-only one)."""
+    from floq.launch.local import visible_gpus
+
+    return visible_gpus()
+
+
 class RunFailed(RuntimeError):
     """Raised by a job whose run failed (so that Slurm lists the job as FAILED)."""
 
@@ -112,7 +119,11 @@ class SlurmLauncher(PollingLauncher):
       partition: Slurm partition (``--slurm-partition``).
       time_min: wall-clock limit per job in minutes (``--slurm-time``); the job is
         requeued when it runs out and the run resumes (fractions only locally).
-      gpus: GPUs per job (``--slurm-gpus``).
+      gpus: GPUs per job (``--slurm-gpus``). ``None``: 1 on Slurm; with submitit's local
+        executor, 1 when this machine has a GPU (``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi -L``,
+        :func:`floq.launch.local.visible_gpus`) and 0 on a CPU-only machine. Locally a request
+        is capped at the GPUs this machine has (the local executor would otherwise hand out
+        device ids that do not exist), and the jobs get the visible ids, not 0..n-1.
       array_parallelism: at most this many array elements run at once
         (``--slurm-array-parallelism``; ``None``: submitit's default).
       cpus_per_task: CPUs per job (``None``: the cluster's default).
@@ -135,7 +146,7 @@ class SlurmLauncher(PollingLauncher):
         self,
         partition: str | None = None,
         time_min: float = 24 * 60,
-        gpus: int = 1,
+        gpus: int | None = None,
         array_parallelism: int | None = None,
         cpus_per_task: int | None = None,
         max_requeue: int = 10,
@@ -157,7 +168,14 @@ class SlurmLauncher(PollingLauncher):
         self.cluster = cluster
         self.partition = partition
         self.time_min = time_min
-        self.gpus = gpus
+        self.requested_gpus = gpus
+        self.visible_gpus: list[str] | None = None
+        if cluster == "slurm":
+            self.gpus = 1 if gpus is None else int(gpus)
+        else:
+            self.visible_gpus = local_gpus()
+            have = len(self.visible_gpus)
+            self.gpus = min(1, have) if gpus is None else min(int(gpus), have)
         self.array_parallelism = array_parallelism
         self.cpus_per_task = cpus_per_task
         self.max_requeue = max_requeue
@@ -168,7 +186,10 @@ class SlurmLauncher(PollingLauncher):
         self.poll_s = 1.0 if cluster != "slurm" else 10.0
 
     def describe(self):
-        parts = [f"cluster={self.cluster}", f"time={self.time_min}min", f"gpus={self.gpus}"]
+        gpus = f"gpus={self.gpus}"
+        if self.requested_gpus is not None and self.requested_gpus != self.gpus:
+            gpus += f" ({self.requested_gpus} requested, {len(self.visible_gpus or [])} on this machine)"
+        parts = [f"cluster={self.cluster}", f"time={self.time_min}min", gpus]
         if self.partition:
             parts.append(f"partition={self.partition}")
         if self.array_parallelism:
@@ -183,6 +204,9 @@ class SlurmLauncher(PollingLauncher):
             # (it ignores partitions and array limits; every job starts at once).
             executor = submitit.LocalExecutor(folder=folder, max_num_timeout=self.max_requeue)
             params: dict[str, object] = {"timeout_min": self.time_min, "gpus_per_node": self.gpus}
+            ids = self.visible_gpus or []
+            if self.gpus and all(i.isdigit() for i in ids):
+                params["visible_gpus"] = tuple(int(i) for i in ids)
             if self.signal_delay_s is not None:
                 params["signal_delay_s"] = self.signal_delay_s
             params.update(self.extra)

@@ -1,6 +1,6 @@
 """The sweep declaration: what a sweep gin file binds.
 
-A sweep file is an ordinary experiment file plus three bindings::
+A sweep file is an ordinary experiment file plus bindings of ``Sweep``::
 
     include 'gin/experiments/smoke.gin'
     Sweep.name = 'sweep_smoke'
@@ -11,6 +11,55 @@ Every key of ``Sweep.axes`` is a gin binding target: a macro name (``CRITIC_FLOW
 or a ``Configurable.param`` (``maybe/scope/Configurable.param``). The sweep runs the
 grid (the Cartesian product of the axes, then the seeds); each run is the same file
 with one ``TARGET = value`` binding per axis and ``SEED = seed``.
+
+Environments: ``Sweep.tasks`` is an axis over whole task files::
+
+    Sweep.tasks = ['gin/tasks/cube-double-play.gin', 'gin/tasks/scene-play.gin']
+
+Each run then reads ``[sweep file, <grid files>, <task file>, <overlays>]`` in that
+order, so the task file comes after gin/algorithms/fql.gin (and gin/defaults.gin) and
+brings that environment's alpha, discount, batch size, field depth and default task
+(task files set only ``Task.env`` and ``TASK_*`` macros, which no other layer defines, so
+they never overwrite an experiment's own overrides). Paths resolve against the working
+directory, then the repository root, then the sweep file's folder; a missing file is a
+validation error. Run names get ``env=<task file name without .gin>`` and runs the tag
+``env``.
+
+Unions of grids: ``Sweep.grids`` is a list of sub-grids that share ``Sweep.axes``,
+``Sweep.tasks``, ``Sweep.seeds`` and the output folder::
+
+    Sweep.grids = [
+        {'name': 'floq', 'files': ['gin/critics/floq.gin'],
+         'axes': {'CRITIC_FLOW_STEPS': [1, 4, 16]}},
+        {'name': 'monolithic', 'files': ['gin/critics/monolithic.gin']},
+        {'name': 'floq-best', 'files': ['gin/critics/floq.gin'],
+         'overlays': ['gin/tasks/floq_best/{task}.gin'],
+         'tasks': ['gin/tasks/antmaze-giant-navigate.gin']},
+    ]
+    Sweep.axes = {'CRITIC_WIDTH': [256, 512]}          # every grid
+
+Keys of a grid (all optional except ``name`` when there are several grids):
+
+- ``name``: folder-safe label; run names start with ``grid=<name>`` and runs get the tag
+  ``grid`` (the method label of a leaderboard).
+- ``files``: gin files read after the sweep file (e.g. a critic file).
+- ``bind``: ``{target: value}`` fixed bindings of this grid (not in run names).
+- ``axes``: ``{target: [values]}`` this grid's own axes, crossed with ``Sweep.axes``
+  (a grid axis may not repeat a shared axis).
+- ``tasks``: this grid's task files instead of ``Sweep.tasks``.
+- ``overlays``: gin files read after the task file; ``{task}`` is replaced by the task
+  file's name without ``.gin`` (e.g. floq-best's ``gin/tasks/floq_best/{task}.gin``).
+
+A grid's runs are ``tasks x grid axes x shared axes x seeds`` (names in that order, the
+last varying fastest); a grid without a K axis has no K in its names or tags, so a
+monolithic run is never repeated per K. Two runs with the same files and bindings are an
+error. Values anywhere in ``Sweep.*`` may be macros (``Sweep.tasks = %ENVS``), so a file
+can expose what narrows it (``floq sweep FILE --bind "ENVS = [...]"``).
+
+K = 1: ``Sweep.one_step_at_k1 = True`` (default) adds ``FloqCritic.train_at_zero_only =
+True`` (the released code's one-step setting) to every floq run whose flow steps a grid
+sets to 1 (through an axis or ``bind``), unless that grid binds or sweeps
+``FloqCritic.train_at_zero_only`` itself.
 
 This module is imported by ``floq.config`` so that ``Sweep`` is registered whenever a
 gin file is parsed (a training run parses the sweep file too and simply ignores
@@ -75,6 +124,9 @@ class Sweep:
       seeds: seeds to run, bound through ``seed_macro``; ``None`` keeps the file's
         own seed and leaves ``seed=`` out of run names.
       seed_macro: the macro that receives each seed.
+      tasks: task files (an axis over environments); see the module docstring.
+      grids: sub-grids (a list of dicts); see the module docstring.
+      one_step_at_k1: floq runs at K = 1 get ``FloqCritic.train_at_zero_only = True``.
     """
 
     def __init__(
@@ -83,11 +135,17 @@ class Sweep:
         axes: dict | None = None,
         seeds: list | None = None,
         seed_macro: str = "SEED",
+        tasks: list | None = None,
+        grids: list | None = None,
+        one_step_at_k1: bool = True,
     ):
         self.name = name
         self.axes = axes
         self.seeds = seeds
         self.seed_macro = seed_macro
+        self.tasks = tasks
+        self.grids = grids
+        self.one_step_at_k1 = one_step_at_k1
 
     @classmethod
     def from_bindings(cls) -> "Sweep":
@@ -105,4 +163,7 @@ class Sweep:
         sweep.axes = bound.get("axes")
         sweep.seeds = bound.get("seeds")
         sweep.seed_macro = bound.get("seed_macro", "SEED")
+        sweep.tasks = bound.get("tasks")
+        sweep.grids = bound.get("grids")
+        sweep.one_step_at_k1 = bound.get("one_step_at_k1", True)
         return sweep

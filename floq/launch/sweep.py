@@ -1,8 +1,10 @@
-"""Sweeps from one gin file: expansion, validation, bookkeeping and the ``floq sweep`` command.
+"""Sweeps from one gin file: expansion, validation, bookkeeping, cost and ``floq sweep``.
 
-A sweep file (see :mod:`floq.launch.spec`) binds ``Sweep.axes`` and ``Sweep.seeds``.
-:func:`expand` turns it into runs, one per point of the grid, each named after its
-swept values (``critic_flow_steps=2,task_id=1,seed=0``) and living in
+A sweep file (see :mod:`floq.launch.spec` for the syntax) binds ``Sweep.axes``,
+``Sweep.seeds`` and optionally ``Sweep.tasks`` (environments as task files) and
+``Sweep.grids`` (a union of sub-grids). :func:`expand` turns it into runs, one per point,
+each named after its grid, environment and swept values
+(``grid=floq,env=cube-double-play,critic_flow_steps=2,seed=0``) and living in
 ``<out>/<sweep name>/<run name>``. :func:`run_sweep` skips runs that are done, hands
 the others to a launcher (local processes, Slurm, Ray), and keeps
 ``<out>/<sweep name>/sweep.json`` up to date::
@@ -15,6 +17,14 @@ the others to a launcher (local processes, Slurm, Ray), and keeps
 
 Validation happens before anything is launched; each problem is one line
 (:class:`SweepError`) and ``floq sweep`` exits with status 2.
+
+``--dry-run`` prices the runs (:func:`estimate_lines`): each distinct configuration is
+built (``floq.train.build``) and its update lowered once on a fake dataset of the
+environment's widths (:data:`OGBENCH_DIMS`), FLOPs counted as run.json counts them
+(``floq.train.update_flops``) and cached by configuration; GPU-hours = FLOPs per update x
+updates / the GFLOP/s of ``floq bench``'s GPU throughput rows (an assumed H100 rate, said
+so, when there are none) + simulator time for evaluation episodes and online steps at
+the bench's measured env steps/s. On a machine without a GPU it prints CPU-hours too.
 """
 
 from __future__ import annotations
@@ -106,13 +116,15 @@ class SweepPlan:
       name: the sweep's name.
       file: the sweep file (absolute path).
       sweep_dir: ``<out>/<name>``: run directories, ``sweep.json``, bookkeeping.
-      axes: the swept bindings, in declared order.
+      axes: the swept bindings, in declared order (of every grid, each key once).
       seeds: the seeds (``None``: the file's own).
       seed_macro: the macro seeds are bound through.
       runs: one per grid point: axes in declared order (the last varying fastest), seeds
         innermost.
       base_values: ``{lower-cased macro name: value}`` of the file's literal macros
         (used for estimates).
+      grids: the sub-grids (:class:`Grid`; one unnamed grid without ``Sweep.grids``).
+      bindings: extra bindings given with ``--bind`` (first in every run's bindings).
     """
 
     name: str
@@ -123,6 +135,8 @@ class SweepPlan:
     seed_macro: str
     runs: list[Run]
     base_values: dict[str, object]
+    grids: list = dataclasses.field(default_factory=list)
+    bindings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def state_dir(self) -> str:
@@ -285,14 +299,173 @@ def _literal_macros(config: Mapping) -> dict[str, object]:
     return values
 
 
-def _parse(parse: ParseFn, file: str, bindings: Sequence[str], what: str) -> None:
+def _parse(parse: ParseFn, files: Sequence[str], bindings: Sequence[str], what: str) -> None:
     try:
-        parse([file], list(bindings))
+        parse(list(files), list(bindings))
     except Exception as e:  # (gin raises many types)
         raise SweepError(f"{what}: {_one_line(e)}") from e
 
 
-def expand(sweep_file: str, out_dir: str | None = None, parse: ParseFn | None = None) -> SweepPlan:
+def _snapshot() -> dict:
+    return {key: dict(params) for key, params in gin.config._CONFIG.items()}
+
+
+def _resolve_macros(value, config: Mapping, what: str, depth: int = 0):
+    """``value`` with every ``%MACRO`` replaced by the macro's value (``@refs`` stay)."""
+    if depth > 32:
+        raise SweepError(f"{what}: macros refer to each other in a loop")
+    if isinstance(value, gin.config.ConfigurableReference) and value.config_key[1] == "gin.macro":
+        name = value.config_key[0]
+        if (name, "gin.macro") not in config:
+            raise SweepError(f"{what}: unknown macro %{name}")
+        return _resolve_macros(config[(name, "gin.macro")].get("value"), config, what, depth + 1)
+    if isinstance(value, list):
+        return [_resolve_macros(v, config, what, depth) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve_macros(v, config, what, depth) for v in value)
+    if isinstance(value, dict):
+        return {
+            _resolve_macros(k, config, what, depth): _resolve_macros(v, config, what, depth)
+            for k, v in value.items()
+        }
+    return value
+
+
+def resolve_gin_path(path: str, sweep_file: str | None = None) -> str | None:
+    """A gin file named in a sweep: the working directory, the repo root, then the sweep
+    file's folder; ``None`` if none holds it."""
+    if os.path.isabs(path):
+        return path if os.path.isfile(path) else None
+    roots = [os.getcwd(), spec.REPO_ROOT]
+    if sweep_file:
+        roots.append(os.path.dirname(sweep_file))
+    for root in roots:
+        candidate = os.path.join(root, path)
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def _file_list(value, what: str, sweep_file: str, allow_template: bool = False) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SweepError(f"{what} must be a list of gin file paths, got {gin_literal(value)}")
+    out = []
+    for path in value:
+        if allow_template and "{task}" in path:
+            out.append(path)  # checked per task
+            continue
+        found = resolve_gin_path(path, sweep_file)
+        if found is None:
+            raise SweepError(f"{what}: gin file not found: {path}")
+        out.append(found)
+    return out
+
+
+def _task_label(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _check_axis_values(key: str, values, where: str) -> None:
+    if not isinstance(values, (list, tuple)):
+        raise SweepError(f"axis '{key}'{where} must map to a list of values, got {gin_literal(values)}")
+    if not values:
+        raise SweepError(f"axis '{key}'{where} has no values")
+    literals = [gin_literal(v) for v in values]
+    for i, literal in enumerate(literals):
+        if literal in literals[:i]:
+            raise SweepError(f"axis '{key}'{where} lists the value {literal} twice")
+
+
+def _clean_key(raw_key, what: str) -> str:
+    if not isinstance(raw_key, str) or not raw_key.strip().lstrip("%"):
+        raise SweepError(f"{what} keys must be binding names, got {raw_key!r}")
+    return raw_key.strip().lstrip("%").strip()
+
+
+def _target_keys(key: str, config: Mapping, macros_defined: set, what: str, base: str):
+    """``(macro or None, binding keys it sets)`` for a binding target."""
+    if "." not in key.rsplit("/", 1)[-1]:
+        if key not in macros_defined:
+            raise SweepError(f"{what} is not a macro that {base} (or a file it includes) defines")
+        return key, _fed_by(config, key)
+    try:
+        pbk = gin.config.ParsedBindingKey.parse(key)
+    except Exception as e:
+        raise SweepError(f"{what} is not a known binding: {_one_line(e)}") from e
+    return None, {(pbk.scope, pbk.complete_selector, pbk.arg_name)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """One sub-grid of a sweep (``Sweep.grids``; a sweep without it has one unnamed grid).
+
+    Attributes:
+      name: its label (the ``grid`` tag), or ``None`` for the single unnamed grid.
+      files: gin files read after the sweep file (absolute paths).
+      bind: fixed bindings, as gin source lines.
+      axes: its axes: its own, then ``Sweep.axes``.
+      tasks: task files (absolute paths), or ``None`` (no environment axis).
+      overlays: files read after the task file (``{task}`` templates expanded per task).
+      one_step_k1: runs at K = 1 get ``FloqCritic.train_at_zero_only = True``.
+      k_axes: indices into ``axes`` of the axes that set FloqCritic's flow steps.
+      k_bound: the flow steps ``bind`` sets, or ``None``.
+    """
+
+    name: str | None
+    files: tuple[str, ...]
+    bind: tuple[str, ...]
+    axes: tuple[Axis, ...]
+    tasks: tuple[str, ...] | None
+    overlays: tuple[str, ...]
+    one_step_k1: bool = False
+    k_axes: tuple[int, ...] = ()
+    k_bound: object = None
+
+    def overlay_files(self, task: str | None, sweep_file: str) -> list[str]:
+        out = []
+        for template in self.overlays:
+            if "{task}" not in template:
+                out.append(template)
+                continue
+            if task is None:
+                raise SweepError(
+                    f"grid '{self.name}': overlay {template} names {{task}} but the grid has no tasks"
+                )
+            path = template.replace("{task}", _task_label(task))
+            found = resolve_gin_path(path, sweep_file)
+            if found is None:
+                raise SweepError(f"grid '{self.name}': overlay file not found: {path}")
+            out.append(found)
+        return out
+
+
+GRID_KEYS = ("name", "files", "bind", "axes", "tasks", "overlays")
+#: The tags the sweep itself writes (a swept binding never gets these names).
+GRID_TAG, ENV_TAG = "grid", "env"
+ONE_STEP_BINDING = "FloqCritic.train_at_zero_only = True"
+_FLOQ = "floq.critics.flow.FloqCritic"
+
+
+def _is_floq(config: Mapping) -> bool:
+    """Whether the parsed experiment's critic is the floq critic (True when unknown)."""
+    for (scope, selector), params in config.items():
+        if selector.endswith("experiment") and "critic" in params:
+            ref = params["critic"]
+            if isinstance(ref, gin.config.ConfigurableReference):
+                return ref.config_key[1] == _FLOQ or ref.config_key[1].endswith(".FloqCritic")
+    return True
+
+
+def _k_keys(keys: set) -> bool:
+    return any(sel == _FLOQ and param == "flow_steps" for _, sel, param in keys)
+
+
+def expand(
+    sweep_file: str,
+    out_dir: str | None = None,
+    parse: ParseFn | None = None,
+    bindings: Sequence[str] = (),
+) -> SweepPlan:
     """Reads and validates a sweep file and lists its runs (nothing is written).
 
     Args:
@@ -300,73 +473,45 @@ def expand(sweep_file: str, out_dir: str | None = None, parse: ParseFn | None = 
       out_dir: the sweeps' output directory (default ``sweeps/``).
       parse: ``parse(gin_files, bindings)`` that leaves the parsed config in gin
         (default ``floq.config.parse``).
+      bindings: extra gin bindings, applied after the sweep file when it is read (so they
+        can narrow ``Sweep.*`` through its macros) and first in every run's bindings.
 
     Returns:
       The plan.
 
     Raises:
-      SweepError: with one line naming the problem: the file does not parse; an axis
-        names an unknown binding, has no values, repeats a value, or binds a parameter
-        that another axis (or the seeds) also binds; bad seeds; clashing run names.
+      SweepError: with one line naming the problem: the file (or a grid's or task's
+        files) does not parse or does not exist; an axis names an unknown binding, has no
+        values, repeats a value, or binds a parameter that another axis, a grid's ``bind``
+        (or the seeds) also binds; bad seeds, grids or tasks; clashing run names; two runs
+        with the same configuration.
     """
     parse = parse or default_parse
     file = resolve_file(sweep_file)
     base = os.path.basename(file)
-    _parse(parse, file, [], f"{base} does not parse")
-    config = {key: dict(params) for key, params in gin.config._CONFIG.items()}
+    extra = [b for b in bindings if b.strip()]
+    _parse(parse, [file], extra, f"{base} does not parse")
+    config = _snapshot()
     declared = spec.Sweep.from_bindings()
     name = declared.name if declared.name is not None else os.path.splitext(base)[0]
+    name = _resolve_macros(name, config, "Sweep.name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise SweepError(
             f"Sweep.name must be a plain folder name (letters, digits, ._+-), got {name!r}"
         )
     macros_defined = {scope for scope, selector in config if selector == "gin.macro"}
 
-    raw_axes = declared.axes if declared.axes is not None else {}
+    raw_axes = _resolve_macros(declared.axes, config, "Sweep.axes")
+    raw_axes = raw_axes if raw_axes is not None else {}
     if not isinstance(raw_axes, dict):
         raise SweepError(f"Sweep.axes must be a dict {{binding: [values]}}, got {raw_axes!r}")
-    axes: list[tuple[str, str | None, tuple]] = []
-    targets: list[tuple[str, set]] = []  # (what, binding keys it sets)
+    shared = []
     for raw_key, values in raw_axes.items():
-        if not isinstance(raw_key, str) or not raw_key.strip().lstrip("%"):
-            raise SweepError(f"Sweep.axes keys must be binding names, got {raw_key!r}")
-        key = raw_key.strip().lstrip("%").strip()
-        if not isinstance(values, (list, tuple)):
-            raise SweepError(
-                f"axis '{key}' must map to a list of values, got {gin_literal(values)}"
-            )
-        if not values:
-            raise SweepError(f"axis '{key}' has no values")
-        literals = [gin_literal(v) for v in values]
-        for i, literal in enumerate(literals):
-            if literal in literals[:i]:
-                raise SweepError(f"axis '{key}' lists the value {literal} twice")
-        if "." not in key.rsplit("/", 1)[-1]:
-            macro = key
-            if macro not in macros_defined:
-                raise SweepError(
-                    f"axis '{key}' is not a macro that {base} (or a file it includes) defines"
-                )
-            keys = _fed_by(config, macro)
-        else:
-            macro = None
-            try:
-                pbk = gin.config.ParsedBindingKey.parse(key)
-            except Exception as e:
-                raise SweepError(f"axis '{key}' is not a known binding: {_one_line(e)}") from e
-            keys = {(pbk.scope, pbk.complete_selector, pbk.arg_name)}
-        for literal in literals:
-            _parse(parse, file, [f"{key} = {literal}"], f"axis '{key}' = {literal} is rejected")
-        for what, other in targets:
-            shared = keys & other
-            if shared:
-                raise SweepError(
-                    f"axes '{what}' and '{raw_key}' both bind {_display_shared(shared)}"
-                )
-        targets.append((raw_key, keys))
-        axes.append((key, macro, tuple(values)))
+        key = _clean_key(raw_key, "Sweep.axes")
+        _check_axis_values(key, values, "")
+        shared.append((raw_key, key, tuple(values)))
 
-    seeds = declared.seeds
+    seeds = _resolve_macros(declared.seeds, config, "Sweep.seeds")
     seed_macro = declared.seed_macro
     if seeds is not None:
         if not isinstance(seeds, (list, tuple)) or not seeds:
@@ -383,76 +528,242 @@ def expand(sweep_file: str, out_dir: str | None = None, parse: ParseFn | None = 
                 f"Sweep.seeds is bound through the macro {seed_macro}, which {base} "
                 f"(or a file it includes) does not define"
             )
-        keys = _fed_by(config, seed_macro)
-        for what, other in targets:
-            shared = keys & other
-            if shared:
-                raise SweepError(
-                    f"axis '{what}' and Sweep.seeds both bind {_display_shared(shared)}"
-                )
         seeds = list(seeds)
 
-    tags = [_short_tag(key, macro) for key, macro, _ in axes]
-    for i, (key, macro, _) in enumerate(axes):
-        if tags[i] in RESERVED_COLUMNS or tags.count(tags[i]) > 1 or tags[i] == "seed":
+    tasks_raw = _resolve_macros(declared.tasks, config, "Sweep.tasks")
+    tasks = None
+    if tasks_raw is not None:
+        if not tasks_raw:
+            raise SweepError("Sweep.tasks must be a non-empty list of task files")
+        tasks = _file_list(tasks_raw, "Sweep.tasks", file)
+
+    grids_raw = _resolve_macros(declared.grids, config, "Sweep.grids")
+    named = grids_raw is not None
+    if grids_raw is None:
+        grids_raw = [{}]
+    if not isinstance(grids_raw, (list, tuple)) or not grids_raw:
+        raise SweepError("Sweep.grids must be a non-empty list of dicts (see floq/launch/spec.py)")
+    one_step = bool(_resolve_macros(declared.one_step_at_k1, config, "Sweep.one_step_at_k1"))
+
+    grids: list[Grid] = []
+    grid_names: list[str] = []
+    grid_configs: list[dict] = []
+    for i, raw in enumerate(grids_raw):
+        if not isinstance(raw, dict):
+            raise SweepError(f"Sweep.grids[{i}] must be a dict, got {gin_literal(raw)}")
+        unknown = sorted(set(map(str, raw)) - set(GRID_KEYS))
+        if unknown:
+            raise SweepError(
+                f"Sweep.grids[{i}] has unknown key(s) {', '.join(unknown)} "
+                f"(known: {', '.join(GRID_KEYS)})"
+            )
+        gname = raw.get("name")
+        if named:
+            if not isinstance(gname, str) or not _NAME_RE.match(gname):
+                raise SweepError(
+                    f"Sweep.grids[{i}] needs a 'name' that is a plain folder name, got {gname!r}"
+                )
+            if gname in grid_names:
+                raise SweepError(f"Sweep.grids names the grid '{gname}' twice")
+        grid_names.append(gname)
+        where = f" of grid '{gname}'" if named else ""
+        label = f"grid '{gname}'" if named else base
+        gfiles = _file_list(raw.get("files", []), f"grid '{gname}' files", file)
+        gtasks = tasks
+        if "tasks" in raw:
+            if not raw["tasks"]:
+                raise SweepError(f"grid '{gname}' tasks must be a non-empty list of task files")
+            gtasks = _file_list(raw["tasks"], f"grid '{gname}' tasks", file)
+        if gtasks is not None:
+            labels = [_task_label(t) for t in gtasks]
+            for j, lab in enumerate(labels):
+                if lab in labels[:j]:
+                    raise SweepError(f"{label}: two task files are named '{lab}' (one environment each)")
+        overlays = _file_list(raw.get("overlays", []), f"grid '{gname}' overlays", file, True)
+        bind_raw = raw.get("bind", {})
+        if not isinstance(bind_raw, dict):
+            raise SweepError(f"grid '{gname}' bind must be a dict {{binding: value}}")
+        bind_lines = [f"{_clean_key(k, f'grid {gname!r} bind')} = {gin_literal(v)}" for k, v in bind_raw.items()]
+        axes_raw = raw.get("axes", {})
+        if not isinstance(axes_raw, dict):
+            raise SweepError(f"grid '{gname}' axes must be a dict {{binding: [values]}}")
+        own = []
+        for raw_key, values in axes_raw.items():
+            key = _clean_key(raw_key, f"grid '{gname}' axes")
+            _check_axis_values(key, values, where)
+            if any(key == k for _, k, _ in shared):
+                raise SweepError(f"grid '{gname}' sweeps '{key}', which Sweep.axes also sweeps")
+            own.append((raw_key, key, tuple(values)))
+
+        grid = Grid(gname, tuple(gfiles), tuple(bind_lines), (), tuple(gtasks) if gtasks else None,
+                    tuple(overlays))
+        # Every file combination of the grid must parse (a typo'd task fails here).
+        first_config = None
+        for task in (gtasks or [None]):
+            files = [file, *gfiles] + ([task] if task else []) + grid.overlay_files(task, file)
+            what = f"{label}" + (f" with {os.path.relpath(task)}" if task else "") + " does not parse"
+            _parse(parse, files, extra + bind_lines, what)
+            if first_config is None:
+                first_config = _snapshot()
+                first_files = files
+        gconfig = first_config
+        gmacros = {scope for scope, selector in gconfig if selector == "gin.macro"}
+
+        targets: list[tuple[str, set]] = []
+        bind_k = None
+        bind_keys: set = set()
+        for line, (k, v) in zip(bind_lines, bind_raw.items()):
+            key = _clean_key(k, "bind")
+            _, keys = _target_keys(key, gconfig, gmacros, f"grid '{gname}' binds '{key}', which", base)
+            if _k_keys(keys):
+                bind_k = v
+            bind_keys |= keys
+            for what, other in targets:
+                if keys & other:
+                    raise SweepError(f"grid '{gname}' binds {_display_shared(keys & other)} twice")
+            targets.append((f"bind '{key}'", keys))
+        axes_out = []
+        k_axes = []
+        for raw_key, key, values in own + shared:
+            macro, keys = _target_keys(key, gconfig, gmacros, f"axis '{key}'{where}", base)
+            for literal in (gin_literal(v) for v in values):
+                _parse(parse, first_files, extra + bind_lines + [f"{key} = {literal}"],
+                       f"axis '{key}'{where} = {literal} is rejected")
+            for what, other in targets:
+                shared_keys = keys & other
+                if shared_keys:
+                    if what.startswith("bind"):
+                        raise SweepError(
+                            f"grid '{gname}' {what} and axis '{raw_key}' both bind "
+                            f"{_display_shared(shared_keys)}"
+                        )
+                    raise SweepError(
+                        f"axes '{what}' and '{raw_key}' both bind {_display_shared(shared_keys)}"
+                    )
+            targets.append((raw_key, keys))
+            if _k_keys(keys):
+                k_axes.append(len(axes_out))
+            axes_out.append((key, macro, values, keys))
+        if seeds is not None:
+            keys = _fed_by(gconfig, seed_macro) if seed_macro in gmacros else set()
+            for what, other in targets:
+                if keys & other:
+                    label_what = f"grid '{gname}' {what}" if what.startswith("bind") else f"axis '{what}'"
+                    raise SweepError(f"{label_what} and Sweep.seeds both bind {_display_shared(keys & other)}")
+        sets_zero_only = any(
+            sel == _FLOQ and param == "train_at_zero_only" for _, keys in targets for _, sel, param in keys
+        )
+        grids.append(dataclasses.replace(
+            grid,
+            axes=tuple(Axis(k, m, v, "", ()) for k, m, v, _ in axes_out),
+            one_step_k1=one_step and not sets_zero_only and _is_floq(gconfig),
+            k_axes=tuple(k_axes),
+            k_bound=bind_k,
+        ))
+        grid_configs.append((gconfig, axes_out))
+
+    # Tags: one per distinct axis key, the same in every grid.
+    keys_order: list[tuple[str, str | None]] = []
+    for grid in grids:
+        for axis in grid.axes:
+            if axis.key not in [k for k, _ in keys_order]:
+                keys_order.append((axis.key, axis.macro))
+    own_tags = {GRID_TAG, ENV_TAG, "seed"}
+    tags = [_short_tag(key, macro) for key, macro in keys_order]
+    for i, (key, macro) in enumerate(keys_order):
+        if tags[i] in RESERVED_COLUMNS or tags.count(tags[i]) > 1 or tags[i] in own_tags:
             tags[i] = _long_tag(key, macro)
     for i, tag in enumerate(tags):
-        if tags.count(tag) > 1 or tag in RESERVED_COLUMNS or not tag:
+        if tags.count(tag) > 1 or tag in RESERVED_COLUMNS or tag in own_tags or not tag:
             raise SweepError(
-                f"axis '{axes[i][0]}' gets the column name '{tag}', which another "
+                f"axis '{keys_order[i][0]}' gets the column name '{tag}', which another "
                 f"axis or a standard column also uses"
             )
-    macro_feeds = {m: _fed_by(config, m) for m in macros_defined}
-    axis_objs = []
-    for (key, macro, values), tag, (_, keys) in zip(axes, tags, targets):
-        if macro is not None:  # the macro and the macros defined from it
-            aliases = {scope.lower() for scope, selector, _ in keys if selector == "gin.macro"}
-        else:  # the macros that fed the parameter in the file
-            aliases = {m.lower() for m, fed in macro_feeds.items() if keys & fed}
-        axis_objs.append(Axis(key, macro, values, tag, tuple(sorted(aliases))))
+    tag_of = {key: tag for (key, _), tag in zip(keys_order, tags)}
+    union: dict[str, Axis] = {}
+    for g, grid in enumerate(grids):
+        gconfig, axes_out = grid_configs[g]
+        gmacros = {scope for scope, selector in gconfig if selector == "gin.macro"}
+        macro_feeds = {m: _fed_by(gconfig, m) for m in gmacros}
+        new_axes = []
+        for key, macro, values, keys in axes_out:
+            if macro is not None:
+                aliases = {scope.lower() for scope, selector, _ in keys if selector == "gin.macro"}
+            else:
+                aliases = {m.lower() for m, fed in macro_feeds.items() if keys & fed}
+            axis = Axis(key, macro, values, tag_of[key], tuple(sorted(aliases)))
+            new_axes.append(axis)
+            union.setdefault(key, axis)
+        grids[g] = dataclasses.replace(grid, axes=tuple(new_axes))
 
     sweep_dir = os.path.abspath(os.path.join(out_dir or DEFAULT_OUT, name))
     runs = []
     seed_choices = seeds if seeds is not None else [None]
-    for point in itertools.product(*[a.values for a in axis_objs], seed_choices):
-        values, seed = point[:-1], point[-1]
-        parts = [f"{a.tag}={name_value(v)}" for a, v in zip(axis_objs, values)]
-        bindings = [f"{a.key} = {gin_literal(v)}" for a, v in zip(axis_objs, values)]
-        if seed is not None:
-            parts.append(f"seed={seed}")
-            bindings.append(f"{seed_macro} = {seed}")
-        run_name = ",".join(parts) or "base"
-        if len(run_name) > _MAX_NAME:
-            digest = hashlib.sha1(run_name.encode()).hexdigest()[:10]
-            run_name = run_name[: _MAX_NAME - 11] + "-" + digest
-        runs.append(
-            Run(
-                name=run_name,
-                gin_files=(file,),
-                bindings=tuple(bindings),
-                run_dir=os.path.join(sweep_dir, run_name),
-                tags={a.tag: tag_value(v) for a, v in zip(axis_objs, values)},
-            )
-        )
+    for grid in grids:
+        for task in (grid.tasks or [None]):
+            files = (file, *grid.files) + ((task,) if task else ()) + tuple(grid.overlay_files(task, file))
+            head_parts, head_tags = [], {}
+            if grid.name is not None:
+                head_parts.append(f"{GRID_TAG}={grid.name}")
+                head_tags[GRID_TAG] = grid.name
+            if task is not None:
+                head_parts.append(f"{ENV_TAG}={_task_label(task)}")
+                head_tags[ENV_TAG] = _task_label(task)
+            for point in itertools.product(*[a.values for a in grid.axes], seed_choices):
+                values, seed = point[:-1], point[-1]
+                parts = head_parts + [f"{a.tag}={name_value(v)}" for a, v in zip(grid.axes, values)]
+                run_bindings = extra + list(grid.bind)
+                run_bindings += [f"{a.key} = {gin_literal(v)}" for a, v in zip(grid.axes, values)]
+                k = grid.k_bound
+                for i in grid.k_axes:
+                    k = values[i]
+                if grid.one_step_k1 and isinstance(k, int) and not isinstance(k, bool) and k == 1:
+                    run_bindings.append(ONE_STEP_BINDING)
+                if seed is not None:
+                    parts.append(f"seed={seed}")
+                    run_bindings.append(f"{seed_macro} = {seed}")
+                run_name = ",".join(parts) or "base"
+                if len(run_name) > _MAX_NAME:
+                    digest = hashlib.sha1(run_name.encode()).hexdigest()[:10]
+                    run_name = run_name[: _MAX_NAME - 11] + "-" + digest
+                runs.append(
+                    Run(
+                        name=run_name,
+                        gin_files=files,
+                        bindings=tuple(run_bindings),
+                        run_dir=os.path.join(sweep_dir, run_name),
+                        tags={**head_tags, **{a.tag: tag_value(v) for a, v in zip(grid.axes, values)}},
+                    )
+                )
     seen: set[str] = set()
-    for run_name in (r.name for r in runs):
-        if run_name in seen:
+    configs: dict[tuple, str] = {}
+    for run in runs:
+        if run.name in seen:
             raise SweepError(
-                f"two runs get the same name '{run_name}' (values that differ only in "
+                f"two runs get the same name '{run.name}' (values that differ only in "
                 f"characters a folder name cannot hold)"
             )
-        seen.add(run_name)
-    base_values = _literal_macros(config)
+        seen.add(run.name)
+        key = (run.gin_files, tuple(sorted(run.bindings)))
+        if key in configs:
+            raise SweepError(
+                f"runs '{configs[key]}' and '{run.name}' have the same files and bindings "
+                f"(two grids that overlap)"
+            )
+        configs[key] = run.name
+    base_values = _literal_macros(grid_configs[0][0] if grid_configs else config)
     gin.clear_config()
     return SweepPlan(
         name=name,
         file=file,
         sweep_dir=sweep_dir,
-        axes=axis_objs,
+        axes=list(union.values()),
         seeds=seeds,
         seed_macro=seed_macro,
         runs=runs,
         base_values=base_values,
+        grids=grids,
+        bindings=extra,
     )
 
 
@@ -558,6 +869,367 @@ def estimate_hours(plan: SweepPlan, runs: Sequence[Run], bench_dir: str | None =
 
 
 # --------------------------------------------------------------------------------------
+# Estimates: FLOPs per update (lowered like run.json's) x measured throughput.
+
+#: OGBench state-based environments: (observation width, action width, episode time limit).
+#: Read from ogbench 1.2.2 by constructing each singletask env (``env.observation_space``,
+#: ``env.action_space`` and the ``max_episode_steps`` it registers in ogbench/__init__.py).
+OGBENCH_DIMS = {
+    "antmaze-large-navigate": (29, 8, 1000),
+    "antmaze-giant-navigate": (29, 8, 1000),
+    "humanoidmaze-medium-navigate": (69, 21, 2000),
+    "humanoidmaze-large-navigate": (69, 21, 2000),
+    "antsoccer-arena-navigate": (42, 8, 1000),
+    "cube-single-play": (28, 5, 200),
+    "cube-double-play": (37, 5, 500),
+    "cube-triple-play": (46, 5, 1000),
+    "scene-play": (40, 5, 750),
+    "puzzle-3x3-play": (55, 5, 500),
+    "puzzle-4x4-play": (83, 5, 500),
+}
+#: Used when benchmarks/results has no GPU throughput row: an ASSUMED effective rate of one
+#: H100 on these small-MLP updates (about 15% of its 67 TFLOP/s FP32 peak; floq bench's CPU
+#: rows reach 30-50% of their matmul peak, small matmuls reach less on a GPU). Override with
+#: FLOQ_ASSUMED_GPU_TFLOPS.
+ASSUMED_GPU_TFLOPS = 10.0
+#: Used when no ``eval`` bench row exists: an ASSUMED simulator rate (env steps/s, one worker).
+ASSUMED_ENV_STEPS_PER_S = 500.0
+_THROUGHPUT_ROWS = ("throughput", "throughput_squeezed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCost:
+    """What one run costs, independent of the device.
+
+    Attributes:
+      flops_per_update: FLOPs of one gradient step of one seed (XLA cost analysis of the
+        lowered update, loops unrolled: what run.json records).
+      updates: gradient steps x seeds (offline steps + online steps x UTD ratio).
+      env_steps: simulator steps x seeds: evaluation episodes (each to its time limit, an
+        upper bound) plus online environment steps.
+      family: 'floq' or 'monolithic' (which bench rows give its rate).
+      key: the configuration the FLOPs were computed for.
+    """
+
+    flops_per_update: float
+    updates: float
+    env_steps: float
+    family: str
+    key: str
+
+
+def _flops_cache_path() -> str:
+    root = os.environ.get("FLOQ_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "floq")
+    return os.path.join(root, "flops_per_update.json")
+
+
+class FlopsCache:
+    """FLOPs per update by configuration: in memory, and in a JSON file between dry runs
+    (``$FLOQ_CACHE_DIR/flops_per_update.json``, default ``~/.cache/floq``). Keys hash the
+    critic and actor specs, batch size, observation/action widths and the jax version."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path or _flops_cache_path()
+        self.values: dict[str, float] = {}
+        self.dirty = False
+        try:
+            with open(self.path) as f:
+                self.values = {k: float(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            self.values = {}
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(self.values, f, indent=0, sort_keys=True)
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            pass
+
+
+def lowered_flops(algorithm, critic, batch_size: int, obs_dim: int, act_dim: int) -> float | None:
+    """FLOPs of one update as ``floq.train.update_flops`` counts them for run.json, on a
+    tiny fake dataset of the environment's widths (shapes only: nothing is computed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from floq import train
+
+    n = 1024
+    f32 = jnp.float32
+    data = {
+        "observations": jax.ShapeDtypeStruct((n, obs_dim), f32),
+        "actions": jax.ShapeDtypeStruct((n, act_dim), f32),
+        "rewards": jax.ShapeDtypeStruct((n,), f32),
+        "masks": jax.ShapeDtypeStruct((n,), f32),
+        "next_observations": jax.ShapeDtypeStruct((n, obs_dim), f32),
+    }
+    ex_obs, ex_act = jnp.zeros((2, obs_dim), f32), jnp.zeros((2, act_dim), f32)
+    try:
+        state1 = jax.eval_shape(lambda k: algorithm.init(k, critic, ex_obs, ex_act), jax.random.PRNGKey(0))
+    except Exception:  # noqa: BLE001 - an estimate never breaks a dry run
+        return None
+    return train.update_flops(algorithm, critic, state1, data, batch_size)
+
+
+def _profile_key(run: Run, seed_binding_prefix: str) -> tuple:
+    return (run.gin_files, tuple(b for b in run.bindings if not b.startswith(seed_binding_prefix)))
+
+
+def run_costs(plan: SweepPlan, runs: Sequence[Run], cache: FlopsCache | None = None,
+              flops_fn: Callable | None = None) -> dict[str, RunCost | str]:
+    """``{run name: RunCost, or the reason it has none}``: builds each distinct
+    configuration (``floq.train.build``) and lowers its update once."""
+    cache = cache if cache is not None else FlopsCache()
+    flops_fn = flops_fn or lowered_flops
+    try:
+        import jax
+        from floq import train
+    except Exception as e:  # noqa: BLE001
+        return {run.name: f"floq.train unavailable: {_one_line(e)}" for run in runs}
+    out: dict[str, RunCost | str] = {}
+    built: dict[tuple, RunCost | str] = {}
+    memo: dict[str, float | None] = {}
+    prefix = f"{plan.seed_macro} ="
+    import warnings
+
+    for run in runs:
+        pkey = _profile_key(run, prefix)
+        if pkey not in built:
+            built[pkey] = _one_cost(run, train, jax, cache, memo, flops_fn, warnings)
+        out[run.name] = built[pkey]
+    cache.save()
+    gin.clear_config()
+    return out
+
+
+def _one_cost(run, train, jax, cache, memo, flops_fn, warnings) -> RunCost | str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exp = train.build(list(run.gin_files), list(run.bindings))
+    except Exception as e:  # noqa: BLE001
+        return f"does not build: {_one_line(e)}"
+    task, critic, algo, tr = exp.task, exp.critic, exp.algorithm, exp.trainer
+    env = getattr(task, "env", None)
+    if env not in OGBENCH_DIMS:
+        return f"no observation/action widths for environment {env!r}"
+    obs_dim, act_dim, horizon = OGBENCH_DIMS[env]
+    try:
+        critic = critic.configure(task.discount, -1.0, 0.0)
+        if getattr(tr, "precision", "float32") == "bfloat16":
+            critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+    except Exception as e:  # noqa: BLE001
+        return f"critic does not configure: {_one_line(e)}"
+    text = repr((repr(critic), repr(algo), tr.batch_size, obs_dim, act_dim, jax.__version__))
+    key = hashlib.sha1(text.encode()).hexdigest()[:16]
+    if key in memo:
+        flops = memo[key]
+    elif key in cache.values:
+        flops = memo[key] = cache.values[key]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flops = flops_fn(algo, critic, tr.batch_size, obs_dim, act_dim)
+        memo[key] = flops
+        if flops is not None and math.isfinite(flops):
+            cache.values[key] = float(flops)
+            cache.dirty = True
+    if flops is None or not math.isfinite(flops):
+        return "its update could not be lowered"
+    seeds = int(getattr(tr, "num_seeds", 1))
+    online = int(getattr(tr, "online_steps", 0) or 0)
+    utd = float(getattr(tr, "utd_ratio", 1) or 1)
+    total = tr.train_steps + online
+    n_evals = 0
+    if tr.eval_interval:
+        n_evals = total // tr.eval_interval + (1 if total % tr.eval_interval else 0)
+    else:
+        n_evals = 1
+    n_evals += 1 if getattr(tr, "eval_at_start", True) else 0
+    env_steps = seeds * (n_evals * tr.eval_episodes * horizon + online)
+    family = "floq" if type(critic).__name__ == "FloqCritic" else "monolithic"
+    return RunCost(float(flops), seeds * (tr.train_steps + online * utd), float(env_steps), family, key)
+
+
+def _float(row: Mapping, col: str) -> float | None:
+    try:
+        v = float(row.get(col, ""))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def load_bench_rows(bench_dir: str) -> list[tuple[str, dict]]:
+    """Every row (with its file) of the CSVs in ``bench_dir``."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(bench_dir, "*.csv"))):
+        try:
+            with open(path, newline="") as f:
+                rows += [(path, row) for row in csv.DictReader(f)]
+        except OSError:
+            continue
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """A throughput figure and where it comes from."""
+
+    value: float
+    source: str
+    assumed: bool = False
+
+
+def _is_cpu(row: Mapping) -> bool:
+    return str(row.get("device", "")).strip().lower().startswith("cpu")
+
+
+def flop_rates(bench: list[tuple[str, dict]], cpu: bool) -> dict[str, Rate]:
+    """GFLOP/s per critic family on GPU (``cpu=False``) or CPU rows of ``floq bench``:
+    its throughput rows of the largest configuration measured (the paper's, where present)."""
+    rates = {}
+    for family in ("floq", "monolithic"):
+        rows = [
+            (path, row) for path, row in bench
+            if row.get("benchmark") in _THROUGHPUT_ROWS and _is_cpu(row) == cpu
+            and str(row.get("critic", "")).strip() == family and _float(row, "gflop_per_s")
+            and _float(row, "gflop_per_update") and str(row.get("precision", "float32")) in ("", "float32")
+        ]
+        if not rows:
+            continue
+        biggest = max(_float(r, "gflop_per_update") for _, r in rows)
+        rows = [(p, r) for p, r in rows if _float(r, "gflop_per_update") == biggest]
+        speeds = sorted(_float(r, "gflop_per_s") for _, r in rows)
+        path, row = rows[0]
+        config = row.get("config") or "?"
+        rates[family] = Rate(
+            speeds[len(speeds) // 2],
+            f"{os.path.relpath(path)} ({row.get('device', '?')}, {family} '{config}' throughput)",
+        )
+    if cpu or rates:
+        for family in ("floq", "monolithic"):  # one family measured: use it for both
+            if family not in rates and rates:
+                other = next(iter(rates.values()))
+                rates[family] = Rate(other.value, other.source)
+        return rates
+    tflops = ASSUMED_GPU_TFLOPS
+    try:
+        tflops = float(os.environ.get("FLOQ_ASSUMED_GPU_TFLOPS", tflops))
+    except ValueError:
+        pass
+    note = (f"ASSUMED: an H100's effective rate; benchmarks/results has no GPU row; "
+            f"set FLOQ_ASSUMED_GPU_TFLOPS to change it")
+    return {f: Rate(tflops * 1000.0, note, assumed=True) for f in ("floq", "monolithic")}
+
+
+def env_rate(bench: list[tuple[str, dict]]) -> Rate:
+    """Simulator steps/s from ``floq bench``'s ``eval`` rows (policy included, one worker)."""
+    best = None
+    for path, row in bench:
+        if row.get("benchmark") != "eval" or not _float(row, "episodes_per_s"):
+            continue
+        match = re.search(r"mean length (\d+)", row.get("notes", ""))
+        if not match or str(row.get("workers", "")).strip() != "1" or not row.get("critic"):
+            continue
+        rate = _float(row, "episodes_per_s") * int(match.group(1))
+        if best is None or rate < best.value:
+            best = Rate(rate, f"{os.path.relpath(path)} eval row ({row.get('device', '?')}, one worker)")
+    if best is None:
+        return Rate(ASSUMED_ENV_STEPS_PER_S, "ASSUMED: no eval row in benchmarks/results", assumed=True)
+    return best
+
+
+def _on_gpu() -> bool:
+    try:
+        import jax
+
+        return jax.default_backend() != "cpu"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _fmt_hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:.2f}"
+
+
+def _rate_text(rates: dict[str, Rate], families: set[str]) -> str:
+    parts, sources = [], []
+    for f in sorted(families):
+        r = rates[f]
+        parts.append(f"{f} {r.value / 1000:.1f} TFLOP/s" if r.value >= 1000 else f"{f} {r.value:.1f} GFLOP/s")
+        if r.source not in sources:
+            sources.append(r.source)
+    return ", ".join(parts) + " (" + "; ".join(sources) + ")"
+
+
+def estimate_lines(plan: SweepPlan, runs: Sequence[Run], bench_dir: str | None = None,
+                   costs: Mapping[str, RunCost | str] | None = None,
+                   on_gpu: bool | None = None) -> list[str]:
+    """The dry run's cost lines for ``runs``: GPU-hours (and CPU-hours on a CPU machine)
+    from FLOPs per update x bench throughput x updates, plus simulator time."""
+    bench_dir = bench_dir or os.path.join(spec.REPO_ROOT, "benchmarks", "results")
+    if not runs:
+        return ["estimated GPU-hours: 0 (nothing to run)"]
+    costs = costs if costs is not None else run_costs(plan, runs)
+    known = {r.name: costs[r.name] for r in runs if isinstance(costs.get(r.name), RunCost)}
+    if not known:
+        return [estimate_hours(plan, runs, bench_dir)]  # not floq runs: bench rows by tags
+    bench = load_bench_rows(bench_dir)
+    steps = env_rate(bench)
+    on_gpu = _on_gpu() if on_gpu is None else on_gpu
+    devices = [("GPU", flop_rates(bench, cpu=False))]
+    if not on_gpu:
+        cpu = flop_rates(bench, cpu=True)
+        if cpu:
+            devices.append(("CPU", cpu))
+    families = {c.family for c in known.values()}
+    lines = []
+    unknown = [r.name for r in runs if r.name not in known]
+    sim_h = sum(c.env_steps for c in known.values()) / steps.value / 3600
+    for label, rates in devices:
+        train_h = sum(c.updates * c.flops_per_update / (rates[c.family].value * 1e9) for c in known.values()) / 3600
+        where = "" if label == "GPU" else " (this machine has no GPU)"
+        lines.append(
+            f"estimated {label}-hours{where}: {'at least ' if unknown else ''}{_fmt_hours(train_h + sim_h)} "
+            f"(training {_fmt_hours(train_h)} + evaluation {_fmt_hours(sim_h)}) for {len(known)} runs, "
+            f"1 {'GPU' if label == 'GPU' else 'machine'} each"
+        )
+        lines.append(f"  {label} training: FLOPs per update x updates at {_rate_text(rates, families)}")
+        if label == "GPU" and len(plan.grids) > 1:
+            by_grid: dict[str, float] = {}
+            count: dict[str, int] = {}
+            for r in runs:
+                c = known.get(r.name)
+                if c is None:
+                    continue
+                g = str(r.tags.get(GRID_TAG))
+                h = (c.updates * c.flops_per_update / (rates[c.family].value * 1e9) + c.env_steps / steps.value) / 3600
+                by_grid[g] = by_grid.get(g, 0.0) + h
+                count[g] = count.get(g, 0) + 1
+            lines.append("  GPU-hours by grid: " + ", ".join(
+                f"{g} {_fmt_hours(h)} ({count[g]} runs)" for g, h in by_grid.items()))
+    lines.append(
+        f"  evaluation (+ online env steps): every episode to its time limit (an upper bound) at "
+        f"{steps.value:,.0f} env steps/s from {steps.source}"
+    )
+    flops = sorted({c.flops_per_update for c in known.values()})
+    lines.append(
+        f"  FLOPs per update (one seed): {flops[0] / 1e9:.1f}-{flops[-1] / 1e9:.1f} GFLOP over "
+        f"{len({c.key for c in known.values()})} distinct configurations"
+    )
+    if unknown:
+        reasons = sorted({str(costs.get(n)) for n in unknown})
+        lines.append(f"  {len(unknown)} of {len(runs)} runs have no estimate: {reasons[0]}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
 # Bookkeeping: sweep.json.
 
 
@@ -615,6 +1287,8 @@ class SweepState:
             "updated": _now(),
             "counts": self.counts(),
             "axes": {a.key: [tag_value(v) for v in a.values] for a in self.plan.axes},
+            "grids": [g.name for g in self.plan.grids if g.name is not None],
+            "bindings": list(self.plan.bindings),
             "seeds": self.plan.seeds,
             "runs": list(self.entries.values()),
         }
@@ -719,7 +1393,13 @@ def make_launcher(launcher: str, runner: Sequence[str] | None = None, **options)
 
 
 def _describe_run(run: Run) -> str:
-    return "; ".join(run.bindings) or "(the file as is)"
+    """The run's files after the sweep file (repo-relative) and its bindings."""
+    files = []
+    for path in run.gin_files[1:]:
+        rel = os.path.relpath(path, spec.REPO_ROOT)
+        files.append(path if rel.startswith("..") else rel)
+    text = "; ".join(run.bindings) or "(the file as is)"
+    return (f"[{' '.join(files)}] " if files else "") + text
 
 
 def run_sweep(
@@ -733,6 +1413,8 @@ def run_sweep(
     parse: ParseFn | None = None,
     echo: Callable[[str], None] | None = None,
     bench_dir: str | None = None,
+    bindings: Sequence[str] = (),
+    estimate: bool = True,
     **launcher_options,
 ) -> dict:
     """Runs (or lists) a sweep; returns its summary (what ``sweep.json`` holds).
@@ -751,6 +1433,10 @@ def run_sweep(
       parse: gin parsing function for validation (default ``floq.config.parse``).
       echo: where progress lines go (default ``print`` with flush).
       bench_dir: ``floq bench`` results for the estimate (default ``benchmarks/results``).
+      bindings: extra gin bindings (``--bind``): applied when the sweep file is read and
+        first in every run's bindings.
+      estimate: print the dry run's cost estimate (it lowers each distinct configuration's
+        update once; FLOPs are cached by configuration).
       **launcher_options: passed to the launcher (``workers=``; ``partition=``,
         ``time_min=``, ``gpus=``, ``array_parallelism=``, ``cluster=``; ``address=``).
 
@@ -758,7 +1444,7 @@ def run_sweep(
       SweepError: (one line) for an invalid sweep, before anything is launched.
     """
     echo = echo or (lambda line: print(line, flush=True))
-    plan = expand(sweep_file, out_dir, parse)
+    plan = expand(sweep_file, out_dir, parse, bindings)
     statuses = {run.name: runner_lib.run_status(run.run_dir) for run in plan.runs}
     previous = SweepState.read(plan.summary_path) or {}
     prev_states = {r.get("name"): r for r in previous.get("runs", [])}
@@ -791,7 +1477,9 @@ def run_sweep(
             else ""
         )
         echo(f"{len(plan.runs)} runs: {done} done{kept}, {len(todo)} to run")
-        echo(estimate_hours(plan, todo, bench_dir))
+        if estimate:
+            for line in estimate_lines(plan, todo, bench_dir):
+                echo(line)
         return {
             "sweep": plan.name,
             "sweep_dir": plan.sweep_dir,
@@ -863,10 +1551,18 @@ def run_sweep(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floq sweep",
-        description="Run every run of a sweep gin file (Sweep.axes x "
-        "Sweep.seeds); runs that are done are skipped, unfinished ones resume.",
+        description="Run every run of a sweep gin file (Sweep.grids x Sweep.tasks x "
+        "Sweep.axes x Sweep.seeds); runs that are done are skipped, unfinished ones resume.",
     )
     parser.add_argument("file", help="sweep gin file")
+    parser.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="gin binding applied when the file is read and to every run, e.g. "
+        "\"ENVS = ['gin/tasks/scene-play.gin']\" (repeatable)",
+    )
     parser.add_argument("--launcher", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument(
         "--out",
@@ -876,7 +1572,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the runs and the estimated GPU-hours, launch nothing",
+        help="list the runs and the estimated GPU-hours (CPU-hours too on a machine "
+        "without a GPU), launch nothing",
     )
     parser.add_argument(
         "--retry-failed",
@@ -946,22 +1643,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.launcher == "ray":
         options["address"] = args.ray_address
     runner = shlex.split(args.runner) if args.runner else None
+    from floq.launch.base import StopSignals
+
+    stop = StopSignals()  # SIGTERM/SIGHUP stop the driver as SIGINT does
     try:
-        summary = run_sweep(
-            args.file,
-            args.launcher,
-            args.out,
-            dry_run=args.dry_run,
-            retry_failed=args.retry_failed,
-            runner=runner,
-            **options,
-        )
+        with stop:
+            summary = run_sweep(
+                args.file,
+                args.launcher,
+                args.out,
+                dry_run=args.dry_run,
+                retry_failed=args.retry_failed,
+                runner=runner,
+                bindings=args.bind,
+                **options,
+            )
     except (SweepError, ValueError) as e:
         print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("floq sweep: interrupted (run it again to resume)", file=sys.stderr)
-        return 130
+        print(
+            f"floq sweep: stopped by {stop.name}; trainers were asked to checkpoint and unfinished "
+            f"runs are pending in sweep.json (run it again to resume)",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     if args.dry_run:
         return 0
     return 0 if summary["counts"]["done"] == len(summary["runs"]) else 1

@@ -116,3 +116,42 @@ def import_rliable():
             pytest.skip(f"rliable's bootstrap backend (arch) cannot be imported: {e}")
         finally:
             dec.deprecate_kwarg = orig
+
+
+def eval_row(*, env="e", task="task1", critic="c", seed=0, step=0, success=0.5,
+             experiment="exp", run="r", algorithm="fql", train_steps=400, **extra) -> dict:
+    """One eval.csv row as a dict (the contract's columns + ``extra``)."""
+    row = dict(experiment=experiment, run=run, env=env, task=task,
+               dataset=f"{env}-singletask-{task}-v0", algorithm=algorithm, critic=critic,
+               seed=seed, step=step, success=success, **{"return": -100 * (1 - success)},
+               episode_length=500, wall_time=step / 10, eval_episodes=50,
+               train_steps=train_steps, ogbench_version="1.2.2", success_timing="post")
+    row.update(extra)
+    return row
+
+
+def write_eval(run_dir: Path, rows) -> Path:
+    """Write ``rows`` (dicts) as run_dir/eval.csv, columns in first-seen order."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = list(dict.fromkeys(k for r in rows for k in r))
+    with open(run_dir / "eval.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerows(rows)
+    return run_dir
+
+
+def write_manifest(run_dir: Path, **fields) -> Path:
+    """A run.json like make_run's, with ``fields`` overriding top-level keys."""
+    doc = {"experiment": "exp", "run": Path(run_dir).name, "status": "done", "seeds": [0],
+           "git_commit": "abc123", "device": "cpu", "env": "e", "task": "task1",
+           "algorithm": "fql", "critic": "c", "params": {"critic_total": 1000, "total": 1500},
+           "flops_per_update": 1e6,
+           "protocol": {"ogbench_version": "1.2.2", "success_timing": "post",
+                        "train_steps": 400, "eval_interval": 100, "eval_episodes": 50},
+           "tags": {}, "step": 400}
+    doc.update(fields)
+    path = Path(run_dir) / "run.json"
+    path.write_text(json.dumps(doc, indent=1))
+    return path

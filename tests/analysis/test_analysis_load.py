@@ -140,10 +140,14 @@ def test_score_dict_contract(fixture_results):
         load.to_score_dict(final, missing="raise")
 
 
-def test_score_dict_truncates_ragged_seeds(tmp_path):
+def test_score_dict_keeps_every_seed_of_ragged_tasks(tmp_path):
     make_run(tmp_path, "a", env="e", task="task1", critic="c", success=ramp(0.5), seeds=(0, 1, 2))
     make_run(tmp_path, "b", env="e", task="task2", critic="c", success=ramp(0.5), seeds=(0, 1))
     final = stats.final_scores(load.load_results(tmp_path))
-    with pytest.warns(UserWarning, match="unequal seed counts"):
+    with pytest.warns(UserWarning, match=r"'c' on e/task2 lacks seed\(s\) 2 .*2 seed\(s\) "
+                                         r"present \(0, 1\)"):
         scores, _ = load.to_score_dict(final)
-    assert scores["c"].shape == (2, 2)
+    mat = scores["c"]
+    assert mat.shape == (3, 2) and np.isnan(mat[2, 1]) and not np.isnan(mat[:, 0]).any()
+    # task1's mean uses all three seeds (0.375 + 0.02 s), task2's its two
+    assert stats.aggregate_mean(mat) == pytest.approx(((0.395) + (0.385)) / 2)

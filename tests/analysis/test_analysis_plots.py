@@ -64,7 +64,10 @@ def test_scaling_with_reference_lines(estimates, tmp_path):
     assert list(lines[0].get_xdata()) == [4.0, 8.0]
     assert lines[1].get_linestyle() == "--"
     assert len(scene.get_lines()) == 2 and list(scene.get_lines()[0].get_xdata()) == [4.0]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["floq", "monolithic (reference)"]
+    # K=8 ran one of cube-double-play's two tasks: its point is hollow and keyed
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "floq", "monolithic (reference)", "hollow: fewer of the panel's tasks (k/n)"]
+    assert any(t.get_text() == "1/2" for t in cube.texts)
     assert (tmp_path / "sc.png").stat().st_size > 20_000
 
 

@@ -13,14 +13,14 @@ PNG = ("png",)  # most tests skip PDFs: Type 42 font embedding costs ~1 s per fi
 
 
 FIXTURE_FILES = {
-    "index.md", "runs.csv",
+    "index.md", "index.html", "runs.csv",
     "leaderboard_env.md", "leaderboard_env.tex", "leaderboard_env.csv",
     *{f"leaderboard_tasks_{e}.{x}" for e in ("cube-double-play", "scene-play")
       for x in ("md", "tex", "csv")},
     *{f"{s}.{x}" for s in ("aggregates", "performance_profile", "learning_curves",
-                           "scaling_critic_flow_steps", "scaling_params_critic")
+                           "scaling_critic_flow_steps", "scaling_params_critic",
+                           "probability_of_improvement")
       for x in ("csv", "png", "pdf")},
-    "probability_of_improvement.csv",
 }
 
 

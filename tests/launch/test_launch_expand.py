@@ -182,7 +182,7 @@ def test_shipped_sweep_files_expand(tmp_path, monkeypatch):
     assert len(plan.runs) == 8
     assert plan.runs[0].name == "critic_flow_steps=1,task_id=1,seed=0"
     assert plan.runs[-1].tags == {"critic_flow_steps": 2, "task_id": 2}
-    path = os.path.join(spec.REPO_ROOT, "gin", "experiments", "scaling_flow_steps.gin")
+    path = os.path.join(spec.REPO_ROOT, "gin", "experiments", "paper", "scaling_flow_steps.gin")
     if not all(
         os.path.isfile(os.path.join(spec.REPO_ROOT, "gin", f))
         for f in ("tasks/cube-double-play.gin", "critics/floq.gin", "algorithms/fql.gin")
@@ -193,3 +193,124 @@ def test_shipped_sweep_files_expand(tmp_path, monkeypatch):
     steps = sorted({r.tags["critic_flow_steps"] for r in plan.runs})
     assert steps == [1, 2, 4, 8, 16, 32]
     assert plan.seeds == [0, 1, 2]
+    k1 = [r for r in plan.runs if r.tags["critic_flow_steps"] == 1]
+    assert k1 and all("FloqCritic.train_at_zero_only = True" in r.bindings for r in k1)
+    assert not any("FloqCritic.train_at_zero_only = True" in r.bindings
+                   for r in plan.runs if r.tags["critic_flow_steps"] != 1)
+
+
+# --------------------------------------------------------------------------------------
+# Environments (Sweep.tasks) and unions of grids (Sweep.grids), on the fake base.
+
+
+@pytest.fixture
+def task_files(tmp_path):
+    """Two fake task files and a floq-best-like overlay folder."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "cube.gin").write_text("FakeTask.env = 'cube'\nTASK_ID = 2\n")
+    (tmp_path / "tasks" / "maze.gin").write_text("FakeTask.env = 'maze'\nTASK_ID = 1\n")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "cube.gin").write_text("CRITIC_WIDTH = 64\n")
+    (tmp_path / "best" / "maze.gin").write_text("# nothing\n")
+    return {name: str(tmp_path / "tasks" / f"{name}.gin") for name in ("cube", "maze")}
+
+
+def test_tasks_axis_selects_whole_task_files(fake_base, parse, task_files):
+    plan = sweep.expand(fake_base(f"""
+Sweep.tasks = ['{task_files["cube"]}', '{task_files["maze"]}']
+Sweep.axes = {{'CRITIC_FLOW_STEPS': [1, 2]}}
+Sweep.seeds = [0]
+"""), None, parse)
+    assert [r.name for r in plan.runs] == [
+        "env=cube,critic_flow_steps=1,seed=0",
+        "env=cube,critic_flow_steps=2,seed=0",
+        "env=maze,critic_flow_steps=1,seed=0",
+        "env=maze,critic_flow_steps=2,seed=0",
+    ]
+    run = plan.runs[2]
+    assert run.tags == {"env": "maze", "critic_flow_steps": 1}
+    # The task file comes after the sweep file (so after what the sweep file includes).
+    assert run.gin_files[-1] == task_files["maze"] and run.gin_files[0].endswith("sweep.gin")
+    parse(run.gin_files, run.bindings)
+    assert gin.query_parameter("FakeTask.env") == "maze" and gin.query_parameter("%TASK_ID") == 1
+
+
+@pytest.mark.parametrize("body, message", [
+    ("Sweep.tasks = ['gin/tasks/cube-dubble-play.gin']",
+     "Sweep.tasks: gin file not found: gin/tasks/cube-dubble-play.gin"),
+    ("Sweep.tasks = []", "Sweep.tasks must be a non-empty list"),
+    ("Sweep.tasks = 'x.gin'", "Sweep.tasks must be a list of gin file paths"),
+    ("Sweep.grids = [{'name': 'a'}, {'name': 'a'}]", "names the grid 'a' twice"),
+    ("Sweep.grids = [{'name': 'a'}, {}]", "Sweep.grids[1] needs a 'name'"),
+    ("Sweep.grids = [{'name': 'a', 'axis': {}}]", "Sweep.grids[0] has unknown key(s) axis"),
+    ("Sweep.grids = [{'name': 'a', 'files': ['nope.gin']}]", "grid 'a' files: gin file not found: nope.gin"),
+    ("Sweep.grids = [{'name': 'a', 'axes': {'CRITIC_WIDTH': [1]}}]\nSweep.axes = {'CRITIC_WIDTH': [2]}",
+     "grid 'a' sweeps 'CRITIC_WIDTH', which Sweep.axes also sweeps"),
+    ("Sweep.grids = [{'name': 'a', 'axes': {'NOPE': [1]}}]", "axis 'NOPE' of grid 'a' is not a macro"),
+    ("Sweep.grids = [{'name': 'a', 'bind': {'CRITIC_WIDTH': 3}, 'axes': {'FakeCritic.width': [1]}}]",
+     "grid 'a' bind 'CRITIC_WIDTH' and axis 'FakeCritic.width' both bind FakeCritic.width"),
+    ("Sweep.grids = [{'name': 'a', 'overlays': ['best/{task}.gin']}]", "names {task} but the grid has no tasks"),
+    # the same configuration twice (two grids that do the same thing)
+    ("Sweep.grids = [{'name': 'a', 'bind': {'CRITIC_WIDTH': 3}}, {'name': 'b', 'bind': {'CRITIC_WIDTH': 3}}]",
+     "runs 'grid=a' and 'grid=b' have the same files and bindings"),
+    ("Sweep.tasks = %NOPE", "sweep.gin does not parse: No bindings specified for 'NOPE/gin.macro'"),
+])
+def test_grid_and_task_errors(fake_base, parse, body, message):
+    with pytest.raises(SweepError) as info:
+        sweep.expand(fake_base(body), None, parse)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_task_file_that_does_not_parse_fails_before_launch(fake_base, parse, tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("FakeTask.nope = 1\n")
+    with pytest.raises(SweepError, match="with .*bad.gin does not parse"):
+        sweep.expand(fake_base(f"Sweep.tasks = ['{bad}']"), None, parse)
+
+
+def test_union_of_grids_shares_tasks_seeds_and_axes(fake_base, parse, task_files, tmp_path):
+    """floq x K x width + monolithic x width: no K in the monolithic names, no duplicates."""
+    plan = sweep.expand(fake_base(f"""
+WIDTHS = [8, 16]
+Sweep.name = 'union'
+Sweep.tasks = ['{task_files["cube"]}', '{task_files["maze"]}']
+Sweep.axes = {{'CRITIC_WIDTH': %WIDTHS}}
+Sweep.seeds = [0, 1]
+Sweep.grids = [
+    {{'name': 'floq', 'axes': {{'CRITIC_FLOW_STEPS': [1, 4]}}}},
+    {{'name': 'mono', 'bind': {{'FakeCritic.depth': 7}}}},
+    {{'name': 'best', 'tasks': ['{task_files["cube"]}'], 'overlays': ['{tmp_path}/best/{{task}}.gin']}},
+]
+"""), str(tmp_path / "out"), parse)
+    names = [r.name for r in plan.runs]
+    assert len(names) == len(set(names)) == 2 * 2 * 2 * 2 + 2 * 2 * 2 + 1 * 2 * 2
+    assert names[0] == "grid=floq,env=cube,critic_flow_steps=1,critic_width=8,seed=0"
+    mono = [r for r in plan.runs if r.tags["grid"] == "mono"]
+    assert len(mono) == 8 and all("critic_flow_steps" not in r.tags for r in mono)
+    assert mono[0].name == "grid=mono,env=cube,critic_width=8,seed=0"
+    assert mono[0].bindings == ("FakeCritic.depth = 7", "CRITIC_WIDTH = 8", "SEED = 0")
+    best = [r for r in plan.runs if r.tags["grid"] == "best"]
+    assert {r.tags["env"] for r in best} == {"cube"}
+    assert best[0].gin_files[-1] == str(tmp_path / "best" / "cube.gin")  # overlay after the task file
+    assert {r.run_dir.rsplit(os.sep, 2)[-2] for r in plan.runs} == {"union"}  # one output folder
+    # Every run's config is what its name says.
+    parse(mono[0].gin_files, mono[0].bindings)
+    assert gin.query_parameter("FakeCritic.depth") == 7 and gin.query_parameter("%CRITIC_WIDTH") == 8
+    assert [a.key for a in plan.axes] == ["CRITIC_FLOW_STEPS", "CRITIC_WIDTH"]
+    # The fake critic is not floq's: no one-step binding at K = 1.
+    assert not any("train_at_zero_only" in b for r in plan.runs for b in r.bindings)
+
+
+def test_extra_bindings_narrow_the_sweep_through_its_macros(fake_base, parse, task_files):
+    file = fake_base(f"""
+ENVS = ['{task_files["cube"]}', '{task_files["maze"]}']
+SEEDS = [0, 1, 2]
+Sweep.tasks = %ENVS
+Sweep.seeds = %SEEDS
+""")
+    assert len(sweep.expand(file, None, parse).runs) == 6
+    plan = sweep.expand(file, None, parse, bindings=[f"ENVS = ['{task_files['maze']}']", "SEEDS = [1]"])
+    assert [r.name for r in plan.runs] == ["env=maze,seed=1"]
+    assert plan.runs[0].bindings[:2] == (f"ENVS = ['{task_files['maze']}']", "SEEDS = [1]")
+    with pytest.raises(SweepError, match="does not parse"):
+        sweep.expand(file, None, parse, bindings=["NOT VALID GIN ="])

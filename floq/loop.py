@@ -1,0 +1,663 @@
+"""The training loop: one run directory, from gin files to result CSVs.
+
+    Run(gin_files, bindings, ...).execute()
+      __init__        parse + validate the config, name the run directory, refuse a done run
+                      with a different config (nothing is written before this passes)
+      setup()         data on the device, critic configured from the data's reward range,
+                      members (one per seed), the compiled program, run.json, CSV logs
+      resume()        last good checkpoint -> state, committed CSV rows, pending evaluations
+      execute()       the loop below, under the run's lock and signal handlers
+        while step < total:
+          step_chunk()       one compiled call of n <= chunk_size steps, sized by time
+          check_finite()     non-finite loss / gradient / parameter -> status 'diverged'
+          log()              at LOG_INTERVAL: one train.csv row per member (means over the window)
+          evaluate()         at EVAL_INTERVAL: hand a parameter snapshot to the evaluator
+          collect()          rows of finished evaluations -> eval.csv (in step order)
+          checkpoint()       at CHECKPOINT_INTERVAL (and on a signal)
+        finish()          wait for evaluations, final checkpoint, status 'done'
+
+Evaluation is a service (floq/evaluate.py): synchronous evaluation is the same interface with
+the loop waiting for the result; asynchronous evaluation lets training go on while workers
+run episodes. Rows are identical either way, and identical after a kill and a resume: a
+checkpoint records the evaluations still pending at its step, and a resume re-submits them
+from the restored (identical) parameters.
+
+Failure is a state in run.json, never a silent number: 'running', 'done', 'diverged' (with
+the step, member and quantity), 'preempted' (a signal: checkpoint and exit 143), 'failed'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import sys
+import threading
+import time
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from floq import results
+from floq.config import ConfigError, binding_tag
+from floq.evaluate import EvalAbandoned, EvalService, Member, export_policy
+from floq.train import build, init_states, make_program, policy_params, update_flops
+
+EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step", "phase",
+                "env_steps", "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
+                "ogbench_version", "success_timing")
+TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "phase", "env_steps", "wall_time", "updates_per_s")
+# Bindings that describe the protocol or the plumbing rather than the thing studied: they are
+# recorded in run.json, not turned into result columns or run names.
+NOT_TAGS = {"seed", "num_seeds", "dataset_path", "data_source", "train_steps", "eval_interval", "eval_episodes",
+            "log_interval", "checkpoint_interval", "chunk_size", "experiment", "out_dir", "progress",
+            "eval_workers", "eval_envs_per_worker", "async_eval", "max_chunk_seconds", "loggers"}
+PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGHUP", "SIGINT"))
+                        if s is not None)
+
+RunError = getattr(results, "RunError", RuntimeError)
+
+
+class RunDiverged(RunError):
+    """Training produced a non-finite loss, gradient or parameter."""
+
+
+RunDiverged = getattr(results, "RunDiverged", RunDiverged)
+
+
+class Preempted(Exception):
+    """A signal asked the run to stop; the state is checkpointed (exit 143)."""
+
+
+def default_run_name(exp, tags: dict) -> str:
+    parts = [exp.critic.name, exp.task.env, exp.task.task]
+    parts += [f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("seed", "task_id")]
+    name = "_".join(str(p) for p in parts)
+    return "".join(c if c.isalnum() or c in "-_=.," else "-" for c in name)
+
+
+def next_boundary(step: int, total: int, intervals) -> int:
+    """The next step after `step` at which something happens: a multiple of any interval, or total."""
+    nxt = total
+    for iv in intervals:
+        if iv > 0:
+            nxt = min(nxt, (step // iv + 1) * iv)
+    return nxt
+
+
+# Trainer fields that change how a run is executed but not a single number it produces (rows
+# are identical whatever the chunking, the evaluation workers or the loggers).
+PLUMBING = {"progress", "eval_workers", "eval_envs_per_worker", "async_eval", "max_chunk_seconds", "loggers",
+            "out_dir", "chunk_size"}
+
+
+def spec_hash(exp) -> str:
+    """What a run *is*: every field of its specs (task, critic, algorithm, trainer) except
+    the plumbing above. A done or partial run directory is only continued under the same hash."""
+    def canon(x):
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return (type(x).__name__, tuple((f.name, canon(getattr(x, f.name))) for f in dataclasses.fields(x)
+                                            if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)))
+        if isinstance(x, (list, tuple)):
+            return tuple(canon(v) for v in x)
+        if isinstance(x, dict):
+            return tuple(sorted((str(k), canon(v)) for k, v in x.items()))
+        return x
+
+    text = repr(tuple(canon(getattr(exp, f.name)) for f in dataclasses.fields(exp)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _typed(v):
+    """A tag value as a number when it reads as one (run.json tags are typed)."""
+    if not isinstance(v, str):
+        return v
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(v, v)
+
+
+def reward_range(rewards, rule: str):
+    try:
+        from floq.critics.base import reward_range as rr
+    except ImportError:  # pragma: no cover - older critics module
+        rr = None
+    if rr is not None:
+        return rr(rewards, rule)
+    lo, hi = float(np.min(rewards)), float(np.max(rewards))
+    return (min(lo, 0.0), max(hi, 0.0)) if rule == "released" else (lo, hi)
+
+
+class Run:
+    """One run directory being trained (see the module docstring for the shape)."""
+
+    def __init__(self, gin_files, bindings=(), out_dir=None, run_dir=None, tags=None, force=False,
+                 retry_failed=False):
+        self.t_start = time.time()
+        self.gin_files, self.bindings = list(gin_files), list(bindings)
+        self.exp = build(self.gin_files, self.bindings)
+        self.config_hash = spec_hash(self.exp)
+        self.tr = tr = self.exp.trainer
+        tags = dict(tags or {})
+        for b in self.bindings:
+            kv = binding_tag(b)
+            if kv and kv[0] not in NOT_TAGS and not str(kv[1]).startswith("@"):
+                tags.setdefault(*kv)
+        self.tags = {k: _typed(v) for k, v in tags.items()}
+        self.exp_name = tr.experiment
+        if run_dir is None:
+            name = default_run_name(self.exp, self.tags)
+            safe = getattr(results, "safe_run_dir", None)
+            run_dir = (safe(out_dir or tr.out_dir, self.exp_name, name) if safe
+                       else os.path.join(out_dir or tr.out_dir, self.exp_name, name))
+        self.run_dir = os.path.abspath(run_dir)
+        self.run_name = os.path.basename(self.run_dir)
+        self.force, self.retry_failed = force, retry_failed
+        self.times = {"setup_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_wait_s": 0.0, "eval_busy_s": 0.0,
+                      "checkpoint_s": 0.0}
+        self.preempt_signal = None
+        self.previous = self._previous_manifest()
+
+    # ------------------------------------------------------------------ before anything is written
+    def _previous_manifest(self):
+        path = os.path.join(self.run_dir, "run.json")
+        if not os.path.exists(path):
+            return None
+        try:
+            return results.read_json(path)
+        except (OSError, ValueError):
+            return None
+
+    def already_done(self) -> bool:
+        """True when the run directory holds this very run, finished; refuses other cases
+        where continuing would mix two configurations or hide a failure."""
+        prev = self.previous
+        if prev is None:
+            return False
+        same = prev.get("config_hash") == self.config_hash
+        if not same and not self.force:
+            raise ConfigError(f"{self.run_dir} holds a run with a different config (status "
+                              f"{prev.get('status')}); use another --run-dir, or --force to start it over")
+        if not same and self.force:
+            self._wipe()
+            self.previous = None
+            return False
+        status = prev.get("status")
+        if status == "done":
+            return True
+        if status == "diverged" and not self.retry_failed:
+            raise RunDiverged(f"{self.run_dir} diverged before ({prev.get('reason', 'no reason recorded')}); "
+                              f"re-run with --retry-failed to train it again from its last good checkpoint")
+        return False
+
+    def _wipe(self):
+        import shutil
+
+        for name in ("checkpoints", "eval.csv", "train.csv", "run.json", "config.gin"):
+            p = os.path.join(self.run_dir, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.unlink(p)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self):
+        exp, tr = self.exp, self.tr
+        try:
+            train, _val = exp.task.load(progress=tr.progress)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        rule = getattr(exp.critic, "reward_range_rule", "released")
+        self.data_range = (float(train["rewards"].min()), float(train["rewards"].max()))
+        r_min, r_max = reward_range(train["rewards"], rule)
+        critic = exp.critic.configure(exp.task.discount, r_min, r_max)
+        if tr.precision == "bfloat16":
+            critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+        self.critic, self.algo = critic, exp.algorithm
+        self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
+        self.obs_dim, self.act_dim = train["observations"].shape[1], train["actions"].shape[1]
+        self.n_transitions = int(train["observations"].shape[0])
+        ex_obs, ex_act = self.data["observations"][:2], self.data["actions"][:2]
+        self.members = [Member(i, s, exp.task.dataset_name) for i, s in enumerate(tr.seeds)]
+        self.states = init_states(self.algo, critic, tr.seeds, ex_obs, ex_act)
+        self.program = make_program(self.algo, critic, tr.batch_size, tr.chunk_size)
+        self.compiled = None
+
+        self.step, self.wall_offset, self.last_ckpt_step = 0, 0.0, -1
+        self.window: list[dict] = []  # per-step metrics since the last log point
+        self.last_log = (time.time(), 0, 0.0)  # (clock, step, train seconds) at the last log point
+        self.pending_resubmit: list[int] = []
+        self.last_success = float("nan")
+
+        state1 = jax.tree_util.tree_map(lambda x: x[0], self.states)
+        describe = {**self.algo.describe(), **critic.describe()}
+        self.protocol = {
+            "ogbench_version": results.package_versions().get("ogbench", "unknown"),
+            "success_timing": exp.task.success_timing,
+            "r_min": getattr(critic, "r_min", None) if getattr(critic, "r_min", None) is not None else r_min,
+            "r_max": getattr(critic, "r_max", None) if getattr(critic, "r_max", None) is not None else r_max,
+            "reward_range_rule": rule, "data_r_min": self.data_range[0], "data_r_max": self.data_range[1],
+            "released_r_min": min(self.data_range[0], 0.0), "released_r_max": max(self.data_range[1], 0.0),
+            "time_embedding": describe.get("time_embed", "n/a"),
+            "train_steps": tr.train_steps, "eval_interval": tr.eval_interval, "eval_episodes": tr.eval_episodes,
+            "discount": exp.task.discount, "batch_size": tr.batch_size, "dataset_source": exp.task.source,
+            "dataset_transitions": self.n_transitions,
+            "success_rule": "info['success'] at the last step; episodes end at success or time limit",
+        }
+        self.manifest = {
+            "experiment": self.exp_name, "run": self.run_name, "status": "running", "seeds": tr.seeds,
+            "git_commit": results.git_commit(), "packages": results.package_versions(),
+            "device": results.device_description(), "env": exp.task.env, "task": exp.task.task,
+            "task_id": exp.task.task_id, "dataset": exp.task.dataset_name, "algorithm": self.algo.name,
+            "critic": critic.name, "params": self.algo.param_counts(critic, state1["params"]),
+            "flops_per_update": update_flops(self.algo, critic, state1, self.data, tr.batch_size),
+            "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
+            "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
+        }
+        self.common = {"experiment": self.exp_name, "run": self.run_name, "env": exp.task.env,
+                       "task": exp.task.task, "task_id": exp.task.task_id, "dataset": exp.task.dataset_name,
+                       "algorithm": self.algo.name, "critic": critic.name, "eval_episodes": tr.eval_episodes,
+                       "train_steps": tr.train_steps, "ogbench_version": self.protocol["ogbench_version"],
+                       "success_timing": exp.task.success_timing}
+        for k, v in self.tags.items():
+            self.common.setdefault(k, v)
+        for k in ("critic_flow_steps", "critic_width", "critic_depth", "alpha"):
+            if k in describe:
+                self.common.setdefault(k, describe[k])
+
+        n_workers = tr.eval_workers if tr.eval_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
+        units = len(self.members) * -(-tr.eval_episodes // tr.eval_envs_per_worker)
+        self.n_workers = min(n_workers, units)
+        self.async_eval = (self.n_workers > 0) if tr.async_eval == "auto" else bool(tr.async_eval)
+        if self.async_eval and self.n_workers == 0:
+            raise ConfigError("Trainer.async_eval needs evaluation workers (Trainer.eval_workers >= 1)")
+        self.evaluator = None
+        self.loggers = []
+        if tr.loggers:
+            from floq.loggers import check_loggers
+
+            check_loggers(tuple(tr.loggers))  # a missing package fails before anything is written
+        self.manifest["eval"] = {"workers": self.n_workers, "envs_per_worker": tr.eval_envs_per_worker,
+                                 "async": self.async_eval}
+        self.times["setup_s"] = time.time() - self.t_start
+
+    def open(self):
+        """The run directory's files, under the run's lock: leftovers of killed writes are
+        removed, then the CSV logs and checkpoints are opened."""
+        from floq.checkpoints import Checkpoints, clean_temp
+
+        clean_temp(self.run_dir)
+        self.ckpts = Checkpoints(self.run_dir)
+        self.eval_log = results.CsvLog(os.path.join(self.run_dir, "eval.csv"), EVAL_COLUMNS)
+        self.train_log = results.CsvLog(os.path.join(self.run_dir, "train.csv"), TRAIN_COLUMNS)
+
+    # ------------------------------------------------------------------ resume
+    def resume(self):
+        restored = self.ckpts.restore_latest(self.states)
+        if restored is None:
+            self.eval_log.truncate(0)
+            self.train_log.truncate(0)
+            return
+        self.states, meta = restored
+        if meta.get("config_hash") != self.config_hash:
+            raise ConfigError(f"{self.run_dir} holds a run with a different config; use another --run-dir")
+        self.step = self.last_ckpt_step = int(meta["step"])
+        self.wall_offset = float(meta["wall_time"])
+        for k, v in (meta.get("times") or {}).items():
+            self.times[k] = float(v)
+        self.eval_log.truncate(meta["eval_rows"])
+        self.train_log.truncate(meta["train_rows"])
+        self.pending_resubmit = [int(s) for s in meta.get("pending_evals", [])]
+        succ = [r.get("success") for r in self.eval_log.rows]
+        if succ:
+            self.last_success = float(succ[-1])
+        self.last_log = (time.time(), self.step, self.times["train_s"])
+        print(f"floq: resuming {self.run_name} from step {self.step}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ the loop
+    def execute(self) -> str:
+        if self.already_done():
+            print(f"floq: {self.run_dir} is already done; nothing to do")
+            return self.run_dir
+        self.setup()  # reads data and builds the program; writes nothing
+        ensure = getattr(results, "ensure_writable_dir", None)
+        if ensure is not None:
+            ensure(os.path.dirname(self.run_dir))
+        os.makedirs(self.run_dir, exist_ok=True)
+        with _run_lock(self.run_dir), self._signals():
+            self.open()
+            self.resume()
+            self._write_manifest()
+            if self.tr.loggers:
+                from floq.loggers import make_loggers
+
+                self.loggers = make_loggers(tuple(self.tr.loggers), run_dir=self.run_dir, manifest=self.manifest,
+                                            config_str=gin.config_str(), resume_step=self.step or None)
+            bar = self._progress_bar()
+            try:
+                for s in self.pending_resubmit:
+                    self.evaluate(s)
+                if self.step == 0 and self.tr.eval_at_start and not self.pending_resubmit \
+                        and not len(self.eval_log):
+                    self.evaluate(0)
+                self.collect()
+                total = self.tr.train_steps
+                intervals = (self.tr.log_interval, self.tr.eval_interval, self.tr.checkpoint_interval)
+                while self.step < total:
+                    self._check_signal()
+                    before = self.step
+                    self.step_chunk(next_boundary(self.step, total, intervals))
+                    if bar is not None:
+                        bar.update(self.step - before)
+                    if self._at(self.tr.log_interval):
+                        self.log()
+                    if self._at(self.tr.eval_interval):
+                        self.evaluate(self.step)
+                    self.collect()
+                    if bar is not None and self.last_success == self.last_success:
+                        bar.set_postfix(success=f"{self.last_success:.2f}")
+                    if self._at(self.tr.checkpoint_interval):
+                        self.checkpoint()
+                self.finish()
+            except Preempted:
+                self._on_preempt()
+                raise SystemExit(143)
+            except RunDiverged:
+                raise
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:
+                self._set_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+                if self.evaluator is not None:
+                    self.evaluator.close()
+                for lg in self.loggers:
+                    try:
+                        lg.close()
+                    except Exception:  # noqa: BLE001 - loggers never break a run
+                        pass
+        return self.run_dir
+
+    def _at(self, interval: int) -> bool:
+        return (interval > 0 and self.step % interval == 0) or self.step == self.tr.train_steps
+
+    def wall(self) -> float:
+        return self.wall_offset + time.time() - self.t_start
+
+    # ------------------------------------------------------------------ one compiled call
+    def _compile(self, n):
+        """Compile the program in a thread, so that a signal during a long compilation is
+        still honoured within a fraction of a second."""
+        out = {}
+
+        def work():
+            try:
+                out["c"] = self.program.lower(self.states, self.data, n).compile()
+            except BaseException as e:  # noqa: BLE001
+                out["e"] = e
+
+        t0 = time.time()
+        th = threading.Thread(target=work, daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(0.1)
+            self._check_signal()
+        self.times["compile_s"] += time.time() - t0
+        if "e" in out:
+            raise out["e"]
+        self.compiled = out["c"]
+
+    def step_chunk(self, boundary: int):
+        """Advance towards `boundary` by one compiled call of at most chunk_size steps, sized
+        to take about max_chunk_seconds."""
+        n_arg = jnp.asarray(1, jnp.int32)
+        if self.compiled is None:
+            self._compile(n_arg)
+        per_step = getattr(self, "_per_step", None)
+        budget = 1 if per_step is None else max(1, int(self.tr.max_chunk_seconds / max(per_step, 1e-9)))
+        n = int(min(self.tr.chunk_size, boundary - self.step, budget))
+        t0 = time.time()
+        self.states, metrics, finite = self.compiled(self.states, self.data, jnp.asarray(n, jnp.int32))
+        metrics, finite = jax.device_get((metrics, finite))
+        dt = time.time() - t0
+        self.times["train_s"] += dt
+        self._per_step = dt / n if per_step is None else 0.7 * per_step + 0.3 * dt / n
+        metrics = {k: np.asarray(v)[:, :n] for k, v in metrics.items()}
+        self.check_finite(metrics, np.asarray(finite), n)
+        self.window.append(metrics)
+        self.step += n
+        if not os.path.exists(os.path.join(self.run_dir, "config.gin")):
+            results.atomic_write(os.path.join(self.run_dir, "config.gin"), gin.operative_config_str())
+
+    def check_finite(self, metrics: dict, finite, n: int):
+        bad = None
+        for k in sorted(metrics):
+            v = metrics[k]
+            ok = np.isfinite(v)
+            if not ok.all():
+                m, j = np.argwhere(~ok)[np.argmin(np.argwhere(~ok)[:, 1])]
+                cand = (int(j), k, int(m))
+                bad = cand if bad is None or cand[0] < bad[0] else bad
+        if bad is None and finite.all():
+            return
+        if bad is not None:
+            j, key, m = bad
+            where = f"{key} is {metrics[key][m, j]} at step {self.step + j + 1}"
+        else:
+            m = int(np.argmin(finite))
+            where = f"a parameter is non-finite after step {self.step + n}"
+        seed = self.members[m].seed
+        reason = f"{where} (seed {seed})"
+        last = self.ckpts.steps()
+        self.flush()
+        self._set_status("diverged", reason=reason, diverged_at=self.step + (bad[0] + 1 if bad else n),
+                         last_good_checkpoint=last[-1] if last else None)
+        raise RunDiverged(f"{self.run_name} diverged: {reason}; the last good checkpoint "
+                          f"({'step ' + str(last[-1]) if last else 'none'}) is kept")
+
+    # ------------------------------------------------------------------ hooks between calls
+    def log(self):
+        """One train.csv row per member: metric means over the steps since the last log point
+        (in float64, from per-step values, so the grouping of steps into calls never shows)."""
+        if not self.window:
+            return
+        keys = sorted(self.window[0])
+        means = {k: np.concatenate([w[k] for w in self.window], axis=1).astype(np.float64).mean(axis=1)
+                 for k in keys}
+        self.window = []
+        now, train_s = time.time(), self.times["train_s"]
+        ups = (self.step - self.last_log[1]) / max(train_s - self.last_log[2], 1e-9)
+        self.last_log = (now, self.step, train_s)
+        rows = []
+        for i, mem in enumerate(self.members):
+            row = {"experiment": self.exp_name, "run": self.run_name, "seed": mem.seed, "step": self.step,
+                   "phase": "offline", "env_steps": 0, "wall_time": round(self.wall(), 3),
+                   "updates_per_s": round(ups, 2)}
+            row.update({k: float(means[k][i]) for k in keys})
+            rows.append(row)
+        for r in rows:
+            self.train_log.append(r)
+        self.train_log.flush()
+        self._to_loggers("train", rows)
+
+    def evaluate(self, step: int):
+        """Hand a snapshot of every member's policy at `step` to the evaluator."""
+        if self.evaluator is None:
+            p0 = jax.device_get(policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
+            pb = export_policy(self.algo, p0, self.obs_dim, self.act_dim, self.tr.eval_envs_per_worker)
+            self.evaluator = EvalService(pb, self.exp.task.env_kwargs(), self.n_workers,
+                                         self.tr.eval_envs_per_worker, self.tr.eval_episodes)
+        pp = jax.device_get(policy_params(self.states["params"]))
+        snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in self.members]
+        self.evaluator.submit(step, self.members, snaps)
+        if not self.async_eval:
+            self._wait_evals()
+
+    def _wait_evals(self, until_step=None):
+        t0 = time.time()
+        try:
+            done = self.evaluator.wait(until_step, should_stop=lambda: self.preempt_signal is not None)
+        except EvalAbandoned:
+            raise Preempted() from None
+        finally:
+            self.times["eval_wait_s"] += time.time() - t0
+        self._write_evals(done)
+
+    def collect(self):
+        """Rows of evaluations that have finished (non-blocking)."""
+        if self.evaluator is not None:
+            self._write_evals(self.evaluator.poll())
+
+    def _write_evals(self, done):
+        for ev in done:
+            self.times["eval_busy_s"] += ev.busy_s
+            rows = []
+            for m in ev.members:
+                res = ev.summary(m.index)
+                rows.append({**self.common, "seed": m.seed, "step": ev.step, "phase": "offline", "env_steps": 0,
+                             "success": res["success"], "return": res["return"],
+                             "episode_length": res["episode_length"], "wall_time": round(self.wall(), 3)})
+                self.last_success = res["success"]
+            for r in rows:
+                self.eval_log.append(r)
+            self.eval_log.flush()
+            self._to_loggers("eval", rows)
+
+    def _to_loggers(self, kind, rows):
+        for lg in self.loggers:
+            try:
+                lg.log(kind, rows)
+            except Exception as e:  # noqa: BLE001 - CSVs are the source of truth
+                print(f"floq: logger {type(lg).__name__} failed ({e}); CSVs are unaffected", file=sys.stderr)
+
+    def flush(self):
+        self.eval_log.flush()
+        self.train_log.flush()
+
+    def checkpoint(self):
+        """Save the state; evaluations older than this step are finished first, those at this
+        step are recorded as pending (resume re-submits them from the same parameters)."""
+        if self.step == self.last_ckpt_step:
+            return
+        if self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps()):
+            self._wait_evals(until_step=self.step - 1)
+        self.collect()
+        t0 = time.time()
+        self.flush()
+        pending = self.evaluator.pending_steps() if self.evaluator is not None else []
+        self.times["checkpoint_s"] += time.time() - t0
+        meta = {"step": self.step, "wall_time": self.wall(), "eval_rows": len(self.eval_log),
+                "train_rows": len(self.train_log), "config_hash": self.config_hash,
+                "pending_evals": pending, "times": dict(self.times)}
+        t0 = time.time()
+        self.ckpts.save(self.step, self.states, meta)
+        self.times["checkpoint_s"] += time.time() - t0
+        self.last_ckpt_step = self.step
+        self.manifest["step"] = self.step
+        self._write_manifest()
+
+    def finish(self):
+        if self.evaluator is not None:
+            self._wait_evals()
+        self.checkpoint()
+        self.flush()
+        self.manifest.update({"step": self.step, "wall_time_s": round(self.wall(), 2)})
+        self._set_status("done")
+
+    # ------------------------------------------------------------------ status, signals
+    def _throughput(self) -> dict:
+        t = self.times
+        trained = self.step
+        return {"updates_per_s": round(trained / t["train_s"], 2) if t["train_s"] > 0 else None,
+                **{k: round(v, 3) for k, v in t.items()}}
+
+    def _write_manifest(self):
+        self.manifest.update(self._throughput())
+        results.write_json(os.path.join(self.run_dir, "run.json"), self.manifest)
+
+    def _set_status(self, status: str, **extra):
+        if not hasattr(self, "manifest"):
+            return
+        self.manifest.update({"status": status, **extra})
+        self._write_manifest()
+
+    def _check_signal(self):
+        if self.preempt_signal is not None:
+            raise Preempted()
+
+    def _on_preempt(self):
+        """Checkpoint now unless an evaluation of an earlier step is still running (its
+        parameters are only in the previous checkpoint: resume from there instead)."""
+        if not hasattr(self, "states"):
+            return
+        older = self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps())
+        if not older and self.step > 0:
+            self.collect()
+            self.checkpoint()
+        name = signal.Signals(self.preempt_signal).name if self.preempt_signal else "signal"
+        self._set_status("preempted", reason=f"{name} at step {self.step}")
+        print(f"\nfloq: preempted ({name}) at step {self.step}; checkpoint at step {max(self.last_ckpt_step, 0)}"
+              f" kept, re-run to resume", file=sys.stderr)
+
+    def _signals(self):
+        """SIGTERM / SIGUSR1 / SIGHUP / SIGINT set a flag the loop checks between calls."""
+        run = self
+
+        class _Ctx:
+            def __enter__(self_):
+                self_.old = {}
+
+                def handler(signum, frame):
+                    if run.preempt_signal is not None and signum == signal.SIGINT:
+                        raise KeyboardInterrupt  # a second Ctrl-C stops at once
+                    run.preempt_signal = signum
+
+                for s in PREEMPT_SIGNALS:
+                    try:
+                        self_.old[s] = signal.signal(s, handler)
+                    except ValueError:  # not in the main thread
+                        pass
+                return self_
+
+            def __exit__(self_, *exc):
+                for s, h in self_.old.items():
+                    signal.signal(s, h)
+
+        return _Ctx()
+
+    def _progress_bar(self):
+        if not self.tr.progress:
+            return None
+        from tqdm import tqdm
+
+        name = self.run_name if len(self.run_name) <= 40 else "…" + self.run_name[-39:]
+        return tqdm(total=self.tr.train_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
+                    file=sys.stderr, smoothing=0.1)
+
+
+# ---------------------------------------------------------------------------------- helpers
+class _run_lock:
+    """One trainer per run directory (an flock held for the whole run)."""
+
+    def __init__(self, run_dir):
+        lock = getattr(results, "RunLock", None)
+        self.inner = lock(run_dir) if lock is not None else None
+
+    def __enter__(self):
+        if self.inner is not None:
+            self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.inner is not None:
+            return self.inner.__exit__(*exc)
+        return False

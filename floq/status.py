@@ -1,0 +1,411 @@
+"""Where runs stand: ``floq status DIR`` and the end-of-run summary table.
+
+``floq status DIR`` lists the run directories under DIR (any folder holding ``run.json``,
+``eval.csv`` or ``train.csv``; a sweep folder's runs come from its ``sweep.json``, so the
+runs not started yet are listed too, as 'absent'), one line each:
+
+- status: run.json's ``status`` (running, done, diverged, preempted, failed, ...);
+  'failed' also when the sweep recorded the run as failed; 'starting' for a sweep run that
+  was launched but has not written run.json yet; 'partial' for a folder with result files
+  but no manifest; 'absent' for a sweep run not started.
+- step / train_steps: the largest step in run.json, train.csv and eval.csv, and the run's
+  ``protocol.train_steps``.
+- last success: the mean over seeds at the last evaluation, with its step.
+- updates/s: the ``updates_per_s`` of the last train.csv logging point (wall-clock rate
+  between logging points, evaluation included); run.json's median for finished runs.
+- updated: how long ago the run last wrote run.json, train.csv or eval.csv.
+
+Each sweep (and the loose runs of a folder, together) ends with one line and an ETA::
+
+    remaining steps = sum over runs that will still train (not done, failed or diverged) of
+                      train_steps - step  (a run not started counts the median train_steps
+                      of the group's known runs)
+    rate            = the sum of updates/s over the runs running now (status 'running',
+                      updated in the last STALE_S seconds); when none is, the median
+                      updates/s of the group's runs, i.e. one run at a time
+    ETA             = remaining steps / rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+RESULT_FILES = ("run.json", "eval.csv", "train.csv")
+SKIP_DIRS = {"checkpoints", "wandb", "tensorboard", "__pycache__"}
+STALE_S = 15 * 60
+FINAL = {"done", "diverged", "failed"}
+
+
+@dataclasses.dataclass
+class RunInfo:
+    """What one run directory says about itself."""
+
+    name: str
+    run_dir: str
+    status: str
+    step: int | None = None
+    train_steps: int | None = None
+    last_success: float | None = None
+    last_eval_step: int | None = None
+    updates_per_s: float | None = None
+    updated: float | None = None
+    reason: str | None = None
+
+
+@dataclasses.dataclass
+class Group:
+    """A sweep (with its sweep.json) or the loose runs of a folder."""
+
+    title: str
+    runs: list[RunInfo]
+    sweep: dict | None = None
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_csv(path: str) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def _float(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int(v) -> int | None:
+    x = _float(v)
+    return int(x) if x is not None else None
+
+
+def _by_step(rows: list[dict], column: str) -> dict[int, float]:
+    """{step: mean of `column` over the rows (seeds, tasks) at that step}, in step order."""
+    acc: dict[int, list[float]] = {}
+    for r in rows:
+        s, v = _int(r.get("step")), _float(r.get(column))
+        if s is not None and v is not None:
+            acc.setdefault(s, []).append(v)
+    return {s: sum(v) / len(v) for s, v in sorted(acc.items())}
+
+
+def read_run(run_dir: str, name: str | None = None) -> RunInfo:
+    """A run directory's status, progress, last success and speed (missing files allowed)."""
+    manifest = _read_json(os.path.join(run_dir, "run.json"))
+    manifest = manifest if isinstance(manifest, dict) else None
+    train = _read_csv(os.path.join(run_dir, "train.csv"))
+    evals = _read_csv(os.path.join(run_dir, "eval.csv"))
+    if manifest and manifest.get("status"):
+        status = str(manifest["status"])
+    elif manifest is not None or train or evals or os.path.isdir(os.path.join(run_dir, "checkpoints")):
+        status = "partial"
+    else:
+        status = "absent"
+    steps = [_int((manifest or {}).get("step"))]
+    steps += [_int(r.get("step")) for r in train[-64:]] + [_int(r.get("step")) for r in evals[-64:]]
+    steps = [s for s in steps if s is not None]
+    train_steps = _int(((manifest or {}).get("protocol") or {}).get("train_steps"))
+    if train_steps is None and evals:
+        train_steps = _int(evals[-1].get("train_steps"))
+    success = _by_step(evals, "success")
+    last_eval = next(reversed(success), None) if success else None
+    ups = None
+    if status == "done":
+        ups = _float((manifest or {}).get("updates_per_s"))
+    if ups is None and train:
+        per_step = _by_step(train, "updates_per_s")
+        if per_step:
+            ups = per_step[next(reversed(per_step))]
+    mtimes = []
+    for f in RESULT_FILES:
+        try:
+            mtimes.append(os.path.getmtime(os.path.join(run_dir, f)))
+        except OSError:
+            pass
+    return RunInfo(
+        name=name or (manifest or {}).get("run") or os.path.basename(os.path.normpath(run_dir)),
+        run_dir=run_dir,
+        status=status,
+        step=max(steps) if steps else None,
+        train_steps=train_steps,
+        last_success=success[last_eval] if last_eval is not None else None,
+        last_eval_step=last_eval,
+        updates_per_s=ups,
+        updated=max(mtimes) if mtimes else None,
+    )
+
+
+def read_sweep(sweep_dir: str) -> Group:
+    """The runs sweep.json lists, each read from its run directory."""
+    sweep = _read_json(os.path.join(sweep_dir, "sweep.json")) or {}
+    runs = []
+    for entry in sweep.get("runs") or []:
+        name = str(entry.get("name"))
+        run_dir = entry.get("run_dir") or os.path.join(sweep_dir, name)
+        if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(sweep_dir, name)):
+            run_dir = os.path.join(sweep_dir, name)  # the sweep folder was moved
+        info = read_run(run_dir, name=name)
+        state = entry.get("state")
+        if state == "failed" and info.status not in ("done", "diverged"):
+            info.status = "failed"
+            info.reason = entry.get("reason")
+        elif state == "running" and info.status == "absent":
+            info.status = "starting"
+        runs.append(info)
+    title = f"sweep {sweep.get('sweep') or os.path.basename(os.path.normpath(sweep_dir))} ({sweep_dir})"
+    if sweep.get("launcher"):
+        title += f", launcher {sweep['launcher']}"
+    return Group(title, runs, sweep)
+
+
+def find_groups(root: str) -> list[Group]:
+    """Every sweep under root and, as one more group, the run directories outside sweeps."""
+    root = os.path.abspath(root)
+    groups: list[Group] = []
+    loose: list[RunInfo] = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x not in SKIP_DIRS and not x.startswith("."))
+        if "sweep.json" in files:
+            groups.append(read_sweep(d))
+            dirs[:] = []
+        elif any(f in files for f in RESULT_FILES):
+            rel = os.path.relpath(d, root)
+            loose.append(read_run(d, name=os.path.basename(d) if rel == "." else rel))
+            dirs[:] = []
+    if loose:
+        groups.append(Group(f"runs under {root}", loose))
+    return groups
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_step(step) -> str:
+    """1000 -> '1k', 1500 -> '1.5k', 2_000_000 -> '2M', 950 -> '950'."""
+    if step is None:
+        return "?"
+    step = int(step)
+    for div, unit in ((1_000_000, "M"), (1000, "k")):
+        if abs(step) >= div:
+            return f"{step / div:.3g}{unit}"
+    return str(step)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    d, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
+    return "\n".join(ln.rstrip() for ln in lines)
+
+
+def eta(runs: list[RunInfo], now: float | None = None) -> dict:
+    """Remaining steps, rate and ETA of a group, computed as the module docstring says."""
+    now = time.time() if now is None else now
+    known = [r.train_steps for r in runs if r.train_steps]
+    default_total = int(statistics.median(known)) if known else None
+    total = done_steps = remaining = 0
+    unknown = 0
+    for r in runs:
+        t = r.train_steps or default_total
+        if t is None:
+            unknown += 1
+            continue
+        s = min(r.step or 0, t)
+        total += t
+        done_steps += t if r.status == "done" else s
+        if r.status not in FINAL:
+            remaining += t - s
+    active = [r for r in runs if r.status == "running" and r.updates_per_s
+              and r.updated is not None and now - r.updated <= STALE_S]
+    if active:
+        rate = sum(r.updates_per_s for r in active)
+        basis = f"{rate:,.0f} updates/s summed over {len(active)} running run{'s' if len(active) > 1 else ''}"
+    else:
+        rates = [r.updates_per_s for r in runs if r.updates_per_s]
+        rate = statistics.median(rates) if rates else None
+        basis = (f"{rate:,.0f} updates/s, one run at a time (nothing running now)" if rate
+                 else "no speed measured yet")
+    seconds = remaining / rate if rate and remaining else (0.0 if not remaining else None)
+    return {"total_steps": total, "done_steps": done_steps, "remaining_steps": remaining,
+            "unknown_runs": unknown, "rate": rate, "eta_s": seconds, "basis": basis}
+
+
+def group_text(group: Group, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    head = ["run", "status", "step", "last success", "updates/s", "updated"]
+    rows = []
+    for r in group.runs:
+        step = "" if r.status == "absent" and not r.step else f"{fmt_step(r.step or 0)}/{fmt_step(r.train_steps)}"
+        success = f"{_pct(r.last_success)}@{fmt_step(r.last_eval_step)}" if r.last_success is not None else ""
+        ups = f"{r.updates_per_s:,.1f}" if r.updates_per_s else ""
+        updated = f"{fmt_duration(now - r.updated)} ago" if r.updated else ""
+        status = r.status + (f": {r.reason}" if r.reason and r.status == "failed" else "")
+        rows.append([r.name, status[:60], step, success, ups, updated])
+    counts: dict[str, int] = {}
+    for r in group.runs:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    order = ["done", "running", "starting", "preempted", "partial", "absent", "failed", "diverged"]
+    keys = sorted(counts, key=lambda k: (order.index(k) if k in order else len(order), k))
+    e = eta(group.runs, now)
+    n = len(group.runs)
+    line = f"{n} run{'s' if n != 1 else ''}: " + ", ".join(f"{counts[k]} {k}" for k in keys)
+    line += f" | {fmt_step(e['done_steps'])} of {fmt_step(e['total_steps'])} steps"
+    if e["unknown_runs"]:
+        line += f" ({e['unknown_runs']} of unknown length)"
+    if e["remaining_steps"] == 0:
+        line += " | nothing left to train"
+    else:
+        line += (f" | ETA {fmt_duration(e['eta_s'])} ({fmt_step(e['remaining_steps'])} steps left / "
+                 f"{e['basis']})")
+    return "\n".join([group.title + ":", _table(head, rows) if rows else "(no runs)", line])
+
+
+def status_text(root: str, now: float | None = None) -> str:
+    groups = find_groups(root)
+    return "\n\n".join(group_text(g, now) for g in groups)
+
+
+# -- the end-of-run table --------------------------------------------------------------------
+
+
+def success_curve(success_by_step: dict[int, float]) -> str:
+    """First, best and last evaluation: '0% -> best 32%@20k -> 28%@25k'.
+
+    The best is the earliest evaluation with the highest success; it is marked in place
+    ('(best)') when it is the first or the last one (the last wins a tie with an earlier
+    one), and not at all when every evaluation scored the same.
+    """
+    if not success_by_step:
+        return "no evaluation yet"
+    steps = list(success_by_step)
+
+    def at(s):
+        return _pct(success_by_step[s]) if s == 0 else f"{_pct(success_by_step[s])}@{fmt_step(s)}"
+
+    first, last = steps[0], steps[-1]
+    if first == last:
+        return at(last)
+    values = list(success_by_step.values())
+    top = max(values)
+    if min(values) == top:
+        return f"{at(first)} -> {at(last)}"
+    if success_by_step[last] == top:
+        return f"{at(first)} -> {at(last)} (best)"
+    best = next(s for s in steps if success_by_step[s] == top)
+    if best == first:
+        return f"{at(first)} (best) -> {at(last)}"
+    return f"{at(first)} -> best {at(best)} -> {at(last)}"
+
+
+def summary_table(run_dirs) -> str:
+    """One line per run: success (first / best / last evaluation, mean over seeds), speed,
+    size, wall time. Missing fields show as '?', a run without eval.csv as 'no evaluation yet'."""
+    rows, episodes, statuses = [], set(), []
+    for d in run_dirs:
+        man = _read_json(os.path.join(d, "run.json")) or {}
+        evals = _read_csv(os.path.join(d, "eval.csv"))
+        episodes.update(r.get("eval_episodes") for r in evals if r.get("eval_episodes"))
+        params = man.get("params") or {}
+        seeds = man.get("seeds") or sorted({r.get("seed") for r in evals if r.get("seed") not in (None, "")})
+        ups = _float(man.get("updates_per_s"))
+        flops = _float(man.get("flops_per_update"))
+        wall = _float(man.get("wall_time_s"))
+        statuses.append(str(man.get("status") or "?"))
+        rows.append([
+            str(man.get("run") or os.path.basename(os.path.normpath(d))),
+            str(man.get("critic") or "?"),
+            success_curve(_by_step(evals, "success")),
+            str(len(seeds)) if seeds else "?",
+            f"{ups:.1f}" if ups is not None else "?",
+            f"{params['total']:,}" if isinstance(params.get("total"), int) else "?",
+            f"{params['critic_total']:,}" if isinstance(params.get("critic_total"), int) else "?",
+            f"{flops / 1e9:.2f}" if flops is not None else "?",
+            f"{wall:.0f}" if wall is not None else "?",
+        ])
+    per = ", ".join(sorted(episodes, key=lambda x: _int(x) or 0)) if episodes else "?"
+    head = ["run", "critic", f"success: first -> best -> last ({per} episodes per evaluation)", "seeds",
+            "updates/s", "params", "critic params", "GFLOP/update", "wall s"]
+    if any(s != "done" for s in statuses):
+        head.insert(2, "status")
+        for r, s in zip(rows, statuses):
+            r.insert(2, s)
+    return _table(head, rows)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="floq status",
+        description="List the runs under DIR (a sweep folder, a results folder or one run "
+                    "directory): status, progress, last success, speed and the sweep's ETA.")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON (one object per group)")
+    a = p.parse_args(argv)
+    out, found = [], False
+    for root in a.dirs:
+        if not os.path.isdir(root):
+            print(f"floq status: error: no such directory: {root}", file=sys.stderr)
+            return 2
+        groups = find_groups(root)
+        if not groups:
+            print(f"floq status: no run directories under {root}", file=sys.stderr)
+            continue
+        found = True
+        if a.json:
+            out.extend({"title": g.title, "runs": [dataclasses.asdict(r) for r in g.runs], **eta(g.runs)}
+                       for g in groups)
+        else:
+            out.extend(group_text(g) for g in groups)
+    if a.json:
+        print(json.dumps(out, indent=1))
+    elif out:
+        print("\n\n".join(out))
+    return 0 if found else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

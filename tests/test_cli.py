@@ -1,0 +1,221 @@
+"""The `floq` command's contract: help and version on stdout, one-line errors with exit codes
+(2 bad input, 1 failure, 3 divergence), --debug tracebacks, --logger bindings; and the
+GPUs the Slurm launcher's local executor asks for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from importlib import metadata
+
+import pytest
+
+from floq import cli, results
+from floq.config import REPO_ROOT, ConfigError
+
+
+@pytest.fixture
+def fake_train(monkeypatch, tmp_path):
+    """floq.train replaced by a module whose run() records its arguments and does `action`."""
+    calls = []
+    state = {"action": None}
+
+    def run(gin_files, bindings, out_dir=None, run_dir=None, tags=None):
+        calls.append({"gin_files": gin_files, "bindings": list(bindings), "tags": tags})
+        if state["action"] is not None:
+            raise state["action"]
+        d = tmp_path / "run"
+        d.mkdir(exist_ok=True)
+        (d / "run.json").write_text(json.dumps({"run": "r", "critic": "floq", "status": "done", "seeds": [0],
+                                                "params": {"total": 10, "critic_total": 4}}))
+        (d / "eval.csv").write_text("seed,step,success,eval_episodes\n0,0,0.0,50\n0,1000,0.5,50\n0,2000,0.25,50\n")
+        return str(d)
+
+    module = types.ModuleType("floq.train")
+    module.run = run
+    monkeypatch.setitem(sys.modules, "floq.train", module)
+    return calls, state
+
+
+def err_lines(capsys):
+    captured = capsys.readouterr()
+    return captured.out, [ln for ln in captured.err.splitlines() if ln.strip()]
+
+
+def test_help_goes_to_stdout_with_exit_0(capsys):
+    for flag in ("--help", "-h"):
+        assert cli.main([flag]) == 0
+        out, err = err_lines(capsys)
+        assert out.startswith("usage: floq {run,status,") and "status DIR" in out and not err
+    with pytest.raises(SystemExit) as e:  # argparse's own --help of a command: stdout, 0
+        cli._run(["--help"])
+    assert e.value.code == 0
+    assert "--logger {wandb,tensorboard}" in capsys.readouterr().out
+    assert cli.main(["run", "--help"]) == 0
+
+
+def test_usage_errors_go_to_stderr_with_exit_2(capsys):
+    assert cli.main([]) == 2
+    out, err = err_lines(capsys)
+    assert not out and err[0].startswith("usage: floq")
+    assert cli.main(["frobnicate"]) == 2
+    out, err = err_lines(capsys)
+    assert err[0] == "floq: error: unknown command 'frobnicate'"
+
+
+def test_version_names_the_package_and_the_commit(capsys):
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"floq {metadata.version('floq')} (git ")
+    sha = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    if sha:
+        assert sha in out
+
+
+def test_the_installed_entry_point(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    res = subprocess.run([sys.executable, "-m", "floq", "--help"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("usage: floq") and not res.stderr
+    res = subprocess.run([sys.executable, "-m", "floq", "run"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "the following arguments are required: gin_files" in res.stderr
+
+
+def test_success_prints_the_run_dir_and_the_summary(fake_train, capsys):
+    calls, _ = fake_train
+    assert cli.main(["run", "a.gin", "b.gin", "--bind", "X = 1", "--tag", "k=v"]) == 0
+    out, err = err_lines(capsys)
+    assert calls == [{"gin_files": ["a.gin", "b.gin"], "bindings": ["X = 1"], "tags": {"k": "v"}}]
+    assert out.splitlines()[0].startswith("results: ") and "0% -> best 50%@1k -> 25%@2k" in out
+
+
+def test_unexpected_error_is_one_line_exit_1(fake_train, capsys):
+    _, state = fake_train
+    state["action"] = ValueError("shapes (3,) and (4,) do not match\nsecond line of detail")
+    assert cli.main(["run", "x.gin"]) == 1
+    out, err = err_lines(capsys)
+    assert err == ["floq run: error: ValueError: shapes (3,) and (4,) do not match "
+                   "(re-run with --debug for the traceback)"]
+
+
+def test_an_error_without_a_message(fake_train, capsys):
+    _, state = fake_train
+    state["action"] = AssertionError()
+    assert cli.main(["run", "x.gin"]) == 1
+    assert err_lines(capsys)[1] == ["floq run: error: AssertionError (re-run with --debug for the traceback)"]
+
+
+def test_debug_prints_the_traceback(fake_train, capsys):
+    _, state = fake_train
+    state["action"] = KeyError("critic/loss")
+    assert cli.main(["run", "x.gin", "--debug"]) == 1
+    _, err = err_lines(capsys)
+    assert err[0] == "Traceback (most recent call last):"
+    assert any('raise state["action"]' in ln for ln in err)
+    assert err[-1] == "floq run: error: KeyError: 'critic/loss'"
+
+
+def test_config_error_is_one_line_exit_2(fake_train, capsys):
+    _, state = fake_train
+    state["action"] = ConfigError("unknown OGBench dataset 'cube-sextuple-play'")
+    assert cli.main(["run", "x.gin"]) == 2
+    assert err_lines(capsys)[1] == ["floq run: error: unknown OGBench dataset 'cube-sextuple-play'"]
+
+
+def test_run_error_is_one_line_exit_1(fake_train, capsys, monkeypatch):
+    _, state = fake_train
+    run_error = getattr(results, "RunError", None)
+    if run_error is None:  # floq.results without RunError: define it as the trainer would
+        run_error = type("RunError", (Exception,), {})
+        monkeypatch.setattr(results, "RunError", run_error, raising=False)
+    state["action"] = run_error("disk full while writing /x/train.csv: No space left on device")
+    assert cli.main(["run", "x.gin"]) == 1
+    assert err_lines(capsys)[1] == [
+        "floq run: error: disk full while writing /x/train.csv: No space left on device"]
+
+
+def test_divergence_exits_3(fake_train, capsys, monkeypatch):
+    _, state = fake_train
+    base = getattr(results, "RunError", Exception)
+    diverged = getattr(results, "RunDiverged", None) or type("RunDiverged", (base,), {})
+    monkeypatch.setattr(results, "RunDiverged", diverged, raising=False)
+    state["action"] = diverged("r diverged: critic/loss is nan at step 3000")
+    assert cli.main(["run", "x.gin"]) == 3
+    assert err_lines(capsys)[1] == ["floq run: r diverged: critic/loss is nan at step 3000"]
+    # Where floq.results has no RunDiverged, the trainer's own class (same name) still maps to 3.
+    monkeypatch.delattr(results, "RunDiverged")
+    own = type("RunDiverged", (base,), {})
+    state["action"] = own("diverged at step 10: grad/norm is inf")
+    assert cli.main(["run", "x.gin"]) == 3
+    assert err_lines(capsys)[1] == ["floq run: diverged at step 10: grad/norm is inf"]
+
+
+def test_preemption_and_interrupt_exit_codes(fake_train, capsys):
+    _, state = fake_train
+    state["action"] = SystemExit(143)
+    assert cli.main(["run", "x.gin"]) == 143
+    state["action"] = KeyboardInterrupt()
+    assert cli.main(["run", "x.gin"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_logger_flags_become_one_binding(fake_train, capsys):
+    pytest.importorskip("wandb")
+    pytest.importorskip("tensorboardX")
+    calls, _ = fake_train
+    assert cli.main(["run", "x.gin", "--bind", "Trainer.loggers = ()", "--logger", "wandb",
+                     "--logger", "tensorboard", "--logger", "wandb"]) == 0
+    assert calls[-1]["bindings"] == ["Trainer.loggers = ()", "Trainer.loggers = ('wandb', 'tensorboard',)"]
+    assert cli.main(["run", "x.gin", "--logger", "tensorboard"]) == 0
+    assert calls[-1]["bindings"] == ["Trainer.loggers = ('tensorboard',)"]
+
+
+def test_logger_without_its_package_fails_before_training(fake_train, capsys, monkeypatch):
+    calls, _ = fake_train
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert cli.main(["run", "x.gin", "--logger", "wandb"]) == 2
+    assert err_lines(capsys)[1] == [
+        "floq run: error: --logger wandb needs the wandb package: pip install -e '.[wandb]'"]
+    assert calls == []
+    assert cli.main(["run", "x.gin", "--logger", "mlflow"]) == 2
+    assert "invalid choice: 'mlflow'" in capsys.readouterr().err
+    assert cli.main(["run", "x.gin", "--tag", "novalue"]) == 2
+    assert "--tag needs key=value" in capsys.readouterr().err
+
+
+# -- the Slurm launcher's GPU request ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("visible, asked, gpus, ids", [
+    ([], None, 0, None),            # CPU-only machine: no GPU claimed
+    ([], 1, 0, None),               # `--slurm-gpus 1` (the flag's default) on a CPU-only machine
+    (["0", "1"], None, 1, (0, 1)),  # a GPU machine: one per job, from the visible ids
+    (["3"], 2, 1, (3,)),            # capped at what the machine has; CUDA_VISIBLE_DEVICES ids kept
+    (["0", "1"], 0, 0, None),       # the user asked for none
+])
+def test_slurm_local_executor_gpus(monkeypatch, tmp_path, visible, asked, gpus, ids):
+    pytest.importorskip("submitit")
+    from floq.launch import slurm
+
+    monkeypatch.setattr(slurm, "local_gpus", lambda: list(visible))
+    launcher = slurm.SlurmLauncher(cluster="local", gpus=asked, time_min=1)
+    params = launcher.executor(str(tmp_path)).parameters
+    assert params["gpus_per_node"] == gpus
+    assert params.get("visible_gpus") == ids
+    assert f"gpus={gpus}" in launcher.describe()
+    if asked is not None and asked != gpus:
+        assert f"({asked} requested, {len(visible)} on this machine)" in launcher.describe()
+
+
+def test_slurm_cluster_default_is_one_gpu(monkeypatch):
+    pytest.importorskip("submitit")
+    from floq.launch import slurm
+
+    monkeypatch.setattr(slurm, "local_gpus", lambda: pytest.fail("a Slurm job's GPUs are not this machine's"))
+    assert slurm.SlurmLauncher(cluster="slurm").gpus == 1
+    assert slurm.SlurmLauncher(cluster="slurm", gpus=0).gpus == 0

@@ -1,0 +1,199 @@
+"""floq status and the end-of-run summary table, on hand-made run directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import pytest
+
+from floq import status
+from floq.cli import main
+
+NOW = time.time()
+
+
+def write_csv(path, rows):
+    cols = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def make_run(d, state="running", train_steps=100_000, train=(), evals=(), seeds=(0, 1), age_s=5.0,
+             manifest_extra=None):
+    """train: [(step, updates_per_s)], evals: [(step, [success per seed])]."""
+    os.makedirs(d, exist_ok=True)
+    if state is not None:
+        man = {"experiment": "e", "run": os.path.basename(d), "status": state, "seeds": list(seeds),
+               "critic": "floq", "protocol": {"train_steps": train_steps}, "step": 0,
+               "params": {"total": 12345, "critic_total": 6789}, "flops_per_update": 2.5e9, "wall_time_s": 61.2}
+        man.update(manifest_extra or {})
+        with open(os.path.join(d, "run.json"), "w") as f:
+            json.dump(man, f)
+    if train:
+        write_csv(os.path.join(d, "train.csv"), [
+            {"experiment": "e", "run": "r", "seed": s, "step": st, "wall_time": 1.0, "updates_per_s": ups,
+             "critic/loss": 0.1} for st, ups in train for s in seeds])
+    if evals:
+        write_csv(os.path.join(d, "eval.csv"), [
+            {"experiment": "e", "seed": s, "step": st, "success": succ[i], "return": -10.0,
+             "eval_episodes": 50, "train_steps": train_steps} for st, succ in evals for i, s in enumerate(seeds)])
+    for f in ("run.json", "train.csv", "eval.csv"):
+        p = os.path.join(d, f)
+        if os.path.exists(p):
+            os.utime(p, (NOW - age_s, NOW - age_s))
+    return d
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    sd = tmp_path / "out" / "grid"
+    runs = {
+        "k=1,seed=0": dict(state="done", train=[(50_000, 90.0), (100_000, 95.0)],
+                           evals=[(0, [0.0, 0.0]), (100_000, [0.5, 0.3])],
+                           manifest_extra={"updates_per_s": 93.0, "step": 100_000}),
+        "k=2,seed=0": dict(state="running", train=[(25_000, 80.0), (50_000, 100.0)],
+                           evals=[(0, [0.0, 0.0]), (50_000, [0.2, 0.4])]),
+        "k=4,seed=0": dict(state="running", train=[(10_000, 70.0)], age_s=3600.0),  # died: sweep says failed
+        "k=8,seed=0": None,  # not started
+    }
+    entries = []
+    for name, spec in runs.items():
+        if spec is not None:
+            make_run(str(sd / name), **spec)
+        entries.append({"name": name, "run_dir": str(sd / name), "state": {"k=1,seed=0": "done",
+                        "k=2,seed=0": "running", "k=4,seed=0": "failed", "k=8,seed=0": "pending"}[name],
+                        "reason": "floq run: error: out of memory" if name == "k=4,seed=0" else None})
+    with open(sd / "sweep.json", "w") as f:
+        json.dump({"sweep": "grid", "launcher": "local", "runs": entries,
+                   "counts": {"pending": 1, "running": 1, "done": 1, "failed": 1}}, f)
+    return str(sd)
+
+
+def rows_of(text):
+    return {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith("k=")}
+
+
+def test_sweep_status_and_eta(sweep_dir):
+    groups = status.find_groups(sweep_dir)
+    assert len(groups) == 1 and groups[0].sweep["sweep"] == "grid"
+    by = {r.name: r for r in groups[0].runs}
+    assert [r.status for r in groups[0].runs] == ["done", "running", "failed", "absent"]
+    assert by["k=2,seed=0"].step == 50_000 and by["k=2,seed=0"].train_steps == 100_000
+    assert by["k=2,seed=0"].last_success == pytest.approx(0.3) and by["k=2,seed=0"].last_eval_step == 50_000
+    assert by["k=2,seed=0"].updates_per_s == 100.0  # the last logging point
+    assert by["k=1,seed=0"].updates_per_s == 93.0  # run.json's median once done
+    assert by["k=4,seed=0"].reason == "floq run: error: out of memory"
+
+    e = status.eta(groups[0].runs, now=NOW)
+    # Left: 50k of the running run + 100k of the absent one (the median train_steps); the failed
+    # run is not counted. Rate: the one running run's 100 updates/s.
+    assert e["remaining_steps"] == 150_000 and e["rate"] == 100.0
+    assert e["eta_s"] == pytest.approx(1500.0)
+    assert e["total_steps"] == 400_000 and e["done_steps"] == 100_000 + 50_000 + 10_000
+
+    text = status.group_text(groups[0], now=NOW)
+    lines = rows_of(text)
+    assert lines["k=1,seed=0"][1:4] == ["done", "100k/100k", "40%@100k"]
+    assert lines["k=2,seed=0"][1:5] == ["running", "50k/100k", "30%@50k", "100.0"]
+    assert lines["k=4,seed=0"][1:3] == ["failed:", "floq"]
+    assert lines["k=8,seed=0"][1] == "absent"
+    assert text.splitlines()[0].startswith("sweep grid (") and "launcher local" in text.splitlines()[0]
+    assert text.splitlines()[-1] == (
+        "4 runs: 1 done, 1 running, 1 absent, 1 failed | 160k of 400k steps | ETA 25m 00s "
+        "(150k steps left / 100 updates/s summed over 1 running run)")
+
+
+def test_eta_without_a_running_run_uses_one_run_at_a_time(tmp_path):
+    root = tmp_path / "res"
+    make_run(str(root / "a"), state="done", train=[(1000, 40.0)], train_steps=1000,
+             manifest_extra={"updates_per_s": 40.0, "step": 1000})
+    make_run(str(root / "b"), state="preempted", train=[(500, 60.0)], train_steps=1000)
+    make_run(str(root / "c"), state="running", train=[(200, 500.0)], train_steps=1000, age_s=2 * status.STALE_S)
+    runs = status.find_groups(str(root))[0].runs
+    e = status.eta(runs, now=NOW)
+    assert e["remaining_steps"] == 500 + 800
+    assert e["rate"] == 60.0  # median of 40, 60, 500: the stale 'running' run is not running now
+    assert e["eta_s"] == pytest.approx(1300 / 60.0)
+    assert "one run at a time" in e["basis"]
+
+
+def test_folder_walk_finds_runs_and_sweeps(tmp_path, sweep_dir):
+    root = str(tmp_path / "out")
+    make_run(os.path.join(root, "exp", "run_a"), state="done", evals=[(0, [0.1, 0.1])])
+    make_run(os.path.join(root, "exp", "run_b"), state="diverged", train=[(300, 10.0)])
+    make_run(os.path.join(root, "exp", "run_c"), state=None, evals=[(0, [0.0, 0.0])])  # no run.json yet
+    # A checkpoint folder's json is not a run; hidden folders are skipped.
+    make_run(os.path.join(root, "exp", "run_a", "checkpoints", "100"), state="done")
+    make_run(os.path.join(root, ".launch", "x"), state="done")
+    groups = status.find_groups(root)
+    assert [g.title.split()[0] for g in groups] == ["sweep", "runs"]
+    loose = {r.name: r.status for r in groups[1].runs}
+    assert loose == {"exp/run_a": "done", "exp/run_b": "diverged", "exp/run_c": "partial"}
+    # One run directory on its own.
+    one = status.find_groups(os.path.join(root, "exp", "run_b"))
+    assert [(r.name, r.status, r.step) for r in one[0].runs] == [("run_b", "diverged", 300)]
+    e = status.eta(groups[1].runs, now=NOW)
+    assert e["remaining_steps"] == 100_000  # run_c; done and diverged runs are over
+    text = status.group_text(groups[1], now=NOW)
+    assert "3 runs: 1 done, 1 partial, 1 diverged" in text
+
+
+def test_status_command(tmp_path, sweep_dir, capsys):
+    assert main(["status", sweep_dir]) == 0
+    out = capsys.readouterr().out
+    assert "k=2,seed=0" in out and "ETA 25m" in out.replace("ETA 24m", "ETA 25m")
+    assert main(["status", sweep_dir, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data[0]["remaining_steps"] == 150_000
+    assert [r["status"] for r in data[0]["runs"]] == ["done", "running", "failed", "absent"]
+    assert main(["status", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["status", str(tmp_path / "empty")]) == 1
+    assert "no run directories" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("curve, text", [
+    ({0: 0.0, 20_000: 0.32, 25_000: 0.28}, "0% -> best 32%@20k -> 28%@25k"),
+    ({0: 0.0, 10_000: 0.2, 25_000: 0.4}, "0% -> 40%@25k (best)"),
+    ({0: 0.5, 10_000: 0.2}, "50% (best) -> 20%@10k"),
+    ({5000: 0.1, 10_000: 0.3, 15_000: 0.3}, "10%@5k -> 30%@15k (best)"),
+    ({0: 0.4, 5000: 0.1, 10_000: 0.4}, "40% -> 40%@10k (best)"),
+    ({0: 0.0, 200: 0.0}, "0% -> 0%@200"),
+    ({25_000: 0.28}, "28%@25k"),
+    ({}, "no evaluation yet"),
+])
+def test_success_curve(curve, text):
+    assert status.success_curve(curve) == text
+
+
+def test_fmt_step():
+    assert [status.fmt_step(s) for s in (0, 950, 1000, 1500, 25_000, 1_000_000, 1_250_000)] == [
+        "0", "950", "1k", "1.5k", "25k", "1M", "1.25M"]
+    assert status.fmt_duration(3725) == "1h 02m" and status.fmt_duration(59) == "59s"
+
+
+def test_summary_table(tmp_path):
+    a = make_run(str(tmp_path / "floq_k4"), state="done",
+                 evals=[(0, [0.0, 0.0]), (20_000, [0.30, 0.34]), (25_000, [0.26, 0.30])],
+                 manifest_extra={"updates_per_s": 456.7})
+    b = make_run(str(tmp_path / "mono"), state="running", evals=[(0, [0.1, 0.1])],
+                 manifest_extra={"critic": "monolithic", "params": {}, "flops_per_update": None})
+    c = make_run(str(tmp_path / "fresh"), state="running")
+    lines = status.summary_table([a, b, c]).splitlines()
+    assert lines[0].split()[:3] == ["run", "critic", "status"]
+    assert "success: first -> best -> last (50 episodes per evaluation)" in lines[0]
+    assert lines[2].split() == ["floq_k4", "floq", "done", "0%", "->", "best", "32%@20k", "->", "28%@25k",
+                                "2", "456.7", "12,345", "6,789", "2.50", "61"]
+    assert lines[3].split()[:4] == ["mono", "monolithic", "running", "10%"]
+    assert lines[3].split()[4:] == ["2", "?", "?", "?", "?", "61"]
+    assert "no evaluation yet" in lines[4]
+    # Every run done: no status column.
+    assert status.summary_table([a]).splitlines()[0].split()[:3] == ["run", "critic", "success:"]
