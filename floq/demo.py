@@ -13,13 +13,52 @@ RUNS = (
 )
 
 
+def train_in_parallel(runs, out: str) -> list[str]:
+    """Train the runs at the same time, one process per core with one XLA thread each (on 2
+    cores this is ~1.6x faster than one run after the other with two threads each); each run
+    evaluates in its own process, synchronously. Output goes to <run>.log beside the runs."""
+    import subprocess
+
+    from floq.config import ConfigError
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    procs = []
+    os.makedirs(out, exist_ok=True)
+    for i, (label, files) in enumerate(runs):
+        env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+                   OMP_NUM_THREADS="1")
+        log_path = os.path.join(out, f"demo_{label}.log")
+        core = cores[i % len(cores)]
+
+        def pin(core=core):
+            if hasattr(os, "sched_setaffinity") and len(cores) >= len(runs):
+                os.sched_setaffinity(0, {core})
+
+        log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "floq", "run", *files, "--out", out, "--bind", "Trainer.eval_workers=0",
+               "--bind", "Trainer.progress=False"]
+        print(f"== training FQL + {label} critic (log: {log_path}) ==")
+        procs.append((label, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin),
+                      log, log_path))
+    run_dirs = []
+    for label, p, log, log_path in procs:
+        rc = p.wait()
+        log.close()
+        if rc != 0:
+            raise ConfigError(f"the {label} run failed (exit {rc}); see {log_path}")
+        last = [ln for ln in open(log_path).read().splitlines() if ln.startswith("results: ")]
+        run_dirs.append(last[-1][len("results: "):])
+        print(f"   {label}: done ({run_dirs[-1]})")
+    return run_dirs
+
+
 def main() -> int:
-    from floq.cli import quiet_warnings
+    from floq.quiet import quiet_warnings
 
     quiet_warnings()
     from floq.config import REPO_ROOT, ConfigError
-    from floq.results import summary_table
-    from floq.train import build, run
+    from floq.status import summary_table
+    from floq.train import build
 
     os.chdir(REPO_ROOT)
     out = os.environ.get("FLOQ_DEMO_OUT", "runs")
@@ -30,10 +69,7 @@ def main() -> int:
         print(f"== dataset: {exp.task.dataset_name} ({exp.task.generate_episodes} episodes, OGBench's oracle) ==")
         path = exp.task.resolve_path(progress=True)
         print(f"   {path}")
-        run_dirs = []
-        for label, files in RUNS:
-            print(f"\n== training FQL + {label} critic ==")
-            run_dirs.append(run(files, out_dir=out))
+        run_dirs = train_in_parallel(RUNS, out)
     except ConfigError as e:
         print(f"floq demo: {e}", file=sys.stderr)
         return 2
