@@ -550,15 +550,13 @@ class Bench:
         import jax
         import jax.numpy as jnp
 
-        from floq.evaluate import Evaluator
-        from floq.train import init_states, make_policy
+        from floq.evaluate import EvalService, LockstepEvaluator, Member, export_policy
+        from floq.train import init_states, make_policy, policy_params
 
         m = self.mode
         n_cpu = os.cpu_count() or 1
         workers = list(m.eval_workers or (1, n_cpu))
-        if m.eval_in_process:
-            workers = [0] + workers
-        workers = list(dict.fromkeys(workers))
+        workers = list(dict.fromkeys(max(w, 1) for w in workers))
         size = self._size()
         algo, critic = build("floq", size)
         params = _first_seed(init_states(algo, critic, [0], self.data["observations"][:2],
@@ -588,7 +586,7 @@ class Bench:
         evaluators = {}
         try:
             for w in workers:
-                evaluators[w] = Evaluator(EVAL_DATASET, {"success_timing": "post"}, w)
+                evaluators[w] = LockstepEvaluator(EVAL_DATASET, {"success_timing": "post"}, w)
                 for pol in policies.values():
                     evaluators[w].run(pol, max(w, 1), seed=0, obs_dim=OBS_DIM)  # warm-up: compile, first resets
             samples = {(w, p): [] for w in workers for p in policies}
@@ -609,8 +607,28 @@ class Bench:
                 self.add(benchmark="eval", critic="floq" if p == "untrained" else "",
                          config=size.name if p == "untrained" else "", workers=w, precision="float32",
                          episodes_per_s=eps, ratio=eps / base if base else None,
-                         notes=f"{p} policy; {episodes} episodes x {m.repeats} (round-robin); mean length "
-                         f"{np.mean(lengths[(w, p)]):.0f}; ratio vs 1 worker" + ("; in-process env" if w == 0 else ""))
+                         notes=f"{p} policy; lock-step (a pipe round trip per env step); {episodes} episodes x "
+                         f"{m.repeats}; mean length {np.mean(lengths[(w, p)]):.0f}; ratio vs 1 worker")
+        # Whole-episode workers (the trainer's path): the policy runs inside each worker.
+        snap = jax.device_get(policy_params(params))
+        pb = export_policy(algo, snap, OBS_DIM, ACT_DIM, 5)
+        whole = {}
+        for w in [0] + workers if m.eval_in_process else workers:
+            with EvalService(pb, {"success_timing": "post"}, w, 5, episodes) as svc:
+                svc.submit(0, [Member(0, 0, EVAL_DATASET)], [snap])
+                svc.wait()  # warm-up: envs, first compile
+                times = []
+                for rep in range(m.repeats):
+                    t0 = time.perf_counter()
+                    svc.submit(rep + 1, [Member(0, rep + 1, EVAL_DATASET)], [snap])
+                    svc.wait()
+                    times.append(time.perf_counter() - t0)
+            whole[w] = episodes / float(np.median(times))
+        for w, eps in whole.items():
+            self.add(benchmark="eval_whole_episode", critic="floq", config=size.name, workers=w,
+                     precision="float32", episodes_per_s=eps, ratio=eps / whole[1] if 1 in whole else None,
+                     notes=f"untrained policy; whole-episode workers, 5 envs in lock-step per unit; {episodes} "
+                           f"episodes x {m.repeats}; ratio vs 1 worker" + ("; in-process" if w == 0 else ""))
 
 
 def _mul(a, b):

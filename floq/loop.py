@@ -144,6 +144,9 @@ class Run:
         self.exp = build(self.gin_files, self.bindings)
         self.config_hash = spec_hash(self.exp)
         self.tr = tr = self.exp.trainer
+        if tr.online_steps > 0:
+            raise ConfigError("ONLINE_STEPS > 0: the offline-to-online phase is not run by this trainer yet; "
+                              "use ONLINE_STEPS = 0")
         tags = dict(tags or {})
         for b in self.bindings:
             kv = binding_tag(b)

@@ -23,8 +23,9 @@ def fake_train(monkeypatch, tmp_path):
     calls = []
     state = {"action": None}
 
-    def run(gin_files, bindings, out_dir=None, run_dir=None, tags=None):
-        calls.append({"gin_files": gin_files, "bindings": list(bindings), "tags": tags})
+    def run(gin_files, bindings, out_dir=None, run_dir=None, tags=None, force=False, retry_failed=False):
+        calls.append({"gin_files": gin_files, "bindings": list(bindings), "tags": tags, "force": force,
+                      "retry_failed": retry_failed})
         if state["action"] is not None:
             raise state["action"]
         d = tmp_path / "run"
@@ -90,7 +91,8 @@ def test_success_prints_the_run_dir_and_the_summary(fake_train, capsys):
     calls, _ = fake_train
     assert cli.main(["run", "a.gin", "b.gin", "--bind", "X = 1", "--tag", "k=v"]) == 0
     out, err = err_lines(capsys)
-    assert calls == [{"gin_files": ["a.gin", "b.gin"], "bindings": ["X = 1"], "tags": {"k": "v"}}]
+    assert calls == [{"gin_files": ["a.gin", "b.gin"], "bindings": ["X = 1"], "tags": {"k": "v"}, "force": False,
+                      "retry_failed": False}]
     assert out.splitlines()[0].startswith("results: ") and "0% -> best 50%@1k -> 25%@2k" in out
 
 
