@@ -94,13 +94,20 @@ PLUMBING = {"progress", "eval_workers", "eval_envs_per_worker", "async_eval", "m
             "out_dir", "chunk_size"}
 
 
+# Task fields that only matter for sharded datasets: left out of the hash of other runs, so
+# that adding them did not change any existing run's identity.
+SHARD_FIELDS = ("shard_interval", "num_shards")
+
+
 def spec_hash(exp) -> str:
     """What a run *is*: every field of its specs (task, critic, algorithm, trainer) except
     the plumbing above. A done or partial run directory is only continued under the same hash."""
     def canon(x):
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             return (type(x).__name__, tuple((f.name, canon(getattr(x, f.name))) for f in dataclasses.fields(x)
-                                            if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)))
+                                            if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)
+                                            and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
+                                                     and not getattr(x, "sharded", False))))
         if isinstance(x, (list, tuple)):
             return tuple(canon(v) for v in x)
         if isinstance(x, dict):
@@ -144,9 +151,7 @@ class Run:
         self.exp = build(self.gin_files, self.bindings)
         self.config_hash = spec_hash(self.exp)
         self.tr = tr = self.exp.trainer
-        if tr.online_steps > 0:
-            raise ConfigError("ONLINE_STEPS > 0: the offline-to-online phase is not run by this trainer yet; "
-                              "use ONLINE_STEPS = 0")
+        self.total_steps = tr.train_steps + tr.online_steps  # offline gradient steps + environment steps
         tags = dict(tags or {})
         for b in self.bindings:
             kv = binding_tag(b)
@@ -163,7 +168,7 @@ class Run:
         self.run_name = os.path.basename(self.run_dir)
         self.force, self.retry_failed = force, retry_failed
         self.times = {"setup_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_wait_s": 0.0, "eval_busy_s": 0.0,
-                      "checkpoint_s": 0.0}
+                      "checkpoint_s": 0.0, "env_s": 0.0}
         self.preempt_signal = None
         self.previous = self._previous_manifest()
 
@@ -213,12 +218,18 @@ class Run:
     def setup(self):
         exp, tr = self.exp, self.tr
         try:
-            train, _val = exp.task.load(progress=tr.progress)
+            # OGBench's -100m shard folders (floq/data/shards.py): one shard on the device at a time.
+            self.shards = exp.task.shards() if hasattr(exp.task, "shards") else None
+            if self.shards is None:
+                train, _val = exp.task.load(progress=tr.progress)
+            else:
+                self.shard_index, train = self.shards.at(0)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         rule = getattr(exp.critic, "reward_range_rule", "released")
-        self.data_range = (float(train["rewards"].min()), float(train["rewards"].max()))
-        r_min, r_max = reward_range(train["rewards"], rule)
+        self.data_range = (tuple(float(v) for v in self.shards.data_range()) if self.shards is not None
+                           else (float(train["rewards"].min()), float(train["rewards"].max())))
+        r_min, r_max = reward_range(np.asarray(self.data_range, np.float32), rule)
         critic = exp.critic.configure(exp.task.discount, r_min, r_max)
         if tr.precision == "bfloat16":
             critic = dataclasses.replace(critic, compute_dtype="bfloat16")
@@ -231,6 +242,11 @@ class Run:
         self.states = init_states(self.algo, critic, tr.seeds, ex_obs, ex_act)
         self.program = make_program(self.algo, critic, tr.batch_size, tr.chunk_size)
         self.compiled = None
+        self.online = None
+        if tr.online_steps > 0:
+            from floq.online import OnlinePhase
+
+            self.online = OnlinePhase(self)
 
         self.step, self.wall_offset, self.last_ckpt_step = 0, 0.0, -1
         self.window: list[dict] = []  # per-step metrics since the last log point
@@ -249,10 +265,13 @@ class Run:
             "released_r_min": min(self.data_range[0], 0.0), "released_r_max": max(self.data_range[1], 0.0),
             "time_embedding": describe.get("time_embed", "n/a"),
             "train_steps": tr.train_steps, "eval_interval": tr.eval_interval, "eval_episodes": tr.eval_episodes,
+            "online_steps": tr.online_steps, "utd_ratio": tr.utd_ratio, "balanced_sampling": tr.balanced_sampling,
             "discount": exp.task.discount, "batch_size": tr.batch_size, "dataset_source": exp.task.source,
             "dataset_transitions": self.n_transitions,
             "success_rule": "info['success'] at the last step; episodes end at success or time limit",
         }
+        if self.shards is not None:
+            self.protocol.update(self.shards.describe())
         self.manifest = {
             "experiment": self.exp_name, "run": self.run_name, "status": "running", "seeds": tr.seeds,
             "git_commit": results.git_commit(), "packages": results.package_versions(),
@@ -302,21 +321,28 @@ class Run:
 
     # ------------------------------------------------------------------ resume
     def resume(self):
-        restored = self.ckpts.restore_latest(self.states)
+        restored = self.ckpts.restore_latest(self._saved_tree())
         if restored is None:
             self.eval_log.truncate(0)
             self.train_log.truncate(0)
             return
-        self.states, meta = restored
+        tree, meta = restored
+        if self.online is not None:
+            self.states = tree["train"]
+            self.online.restore(tree["buffer"], meta.get("online"))
+        else:
+            self.states = tree
         if meta.get("config_hash") != self.config_hash:
             raise ConfigError(f"{self.run_dir} holds a run with a different config; use another --run-dir")
         self.step = self.last_ckpt_step = int(meta["step"])
+        self._use_shard(self.step)
         self.wall_offset = float(meta["wall_time"])
         for k, v in (meta.get("times") or {}).items():
             self.times[k] = float(v)
         self.eval_log.truncate(meta["eval_rows"])
         self.train_log.truncate(meta["train_rows"])
         self.pending_resubmit = [int(s) for s in meta.get("pending_evals", [])]
+        self.window = _unpack_window(meta.get("log_window"))
         succ = [r.get("success") for r in self.eval_log.rows]
         if succ:
             self.last_success = float(succ[-1])
@@ -350,12 +376,16 @@ class Run:
                         and not len(self.eval_log):
                     self.evaluate(0)
                 self.collect()
-                total = self.tr.train_steps
-                intervals = (self.tr.log_interval, self.tr.eval_interval, self.tr.checkpoint_interval)
+                total, offline = self.total_steps, self.tr.train_steps
+                intervals = (self.tr.log_interval, self.tr.eval_interval, self.tr.checkpoint_interval,
+                             self.shards.change_interval if self.shards is not None else 0)
                 while self.step < total:
                     self._check_signal()
                     before = self.step
-                    self.step_chunk(next_boundary(self.step, total, intervals))
+                    if self.step < offline:
+                        self.step_chunk(next_boundary(self.step, offline, intervals))
+                    else:
+                        self.env_step()
                     if bar is not None:
                         bar.update(self.step - before)
                     if self._at(self.tr.log_interval):
@@ -391,7 +421,21 @@ class Run:
         return self.run_dir
 
     def _at(self, interval: int) -> bool:
-        return (interval > 0 and self.step % interval == 0) or self.step == self.tr.train_steps
+        """At a multiple of `interval` (in total steps), at the end of the offline phase, at the end."""
+        return (interval > 0 and self.step % interval == 0) or self.step in (self.tr.train_steps, self.total_steps)
+
+    def phase(self, step: int) -> tuple[str, int]:
+        """(phase, environment steps) of the state after `step` total steps: the step that ends
+        the offline phase is offline; every later step is one environment step."""
+        env_steps = max(0, step - self.tr.train_steps)
+        return ("online" if env_steps > 0 else "offline"), env_steps
+
+    def updates(self, step: int) -> int:
+        """Gradient updates taken in the first `step` total steps."""
+        return min(step, self.tr.train_steps) + max(0, step - self.tr.train_steps) * self.tr.utd_ratio
+
+    def _saved_tree(self):
+        return {"train": self.states, "buffer": self.online.buffer} if self.online is not None else self.states
 
     def wall(self) -> float:
         return self.wall_offset + time.time() - self.t_start
@@ -419,9 +463,22 @@ class Run:
             raise out["e"]
         self.compiled = out["c"]
 
+    def _use_shard(self, step: int):
+        """Sharded data: put the shard of `step` on the device (the online phase keeps the
+        last offline shard)."""
+        if self.shards is None:
+            return
+        i, train = self.shards.at(min(step, self.tr.train_steps - 1))
+        if i != self.shard_index:
+            for v in self.data.values():
+                v.delete()  # one shard on the device at a time
+            self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
+            self.shard_index = i
+
     def step_chunk(self, boundary: int):
         """Advance towards `boundary` by one compiled call of at most chunk_size steps, sized
         to take about max_chunk_seconds."""
+        self._use_shard(self.step)
         n_arg = jnp.asarray(1, jnp.int32)
         if self.compiled is None:
             self._compile(n_arg)
@@ -440,6 +497,19 @@ class Run:
         self.step += n
         if not os.path.exists(os.path.join(self.run_dir, "config.gin")):
             results.atomic_write(os.path.join(self.run_dir, "config.gin"), gin.operative_config_str())
+
+    def env_step(self):
+        """One environment step of the online phase (floq/online.py) and its gradient steps."""
+        first = not getattr(self, "_online_compiled", False)
+        train0 = self.times["train_s"]
+        metrics, finite = self.online.step(self.step - self.tr.train_steps)
+        if first:  # the first call compiles the online programs: compile time, not training time
+            self._online_compiled = True
+            self.times["compile_s"] += self.times["train_s"] - train0
+            self.times["train_s"] = train0
+        self.check_finite(metrics, finite, 1)
+        self.window.append(metrics)
+        self.step += 1
 
     def check_finite(self, metrics: dict, finite, n: int):
         bad = None
@@ -478,13 +548,18 @@ class Run:
                  for k in keys}
         self.window = []
         now, train_s = time.time(), self.times["train_s"]
-        ups = (self.step - self.last_log[1]) / max(train_s - self.last_log[2], 1e-9)
+        ups = (self.updates(self.step) - self.updates(self.last_log[1])) / max(train_s - self.last_log[2], 1e-9)
+        phase, env_steps = self.phase(self.step)
         self.last_log = (now, self.step, train_s)
         rows = []
         for i, mem in enumerate(self.members):
             row = {"experiment": self.exp_name, "run": self.run_name, "seed": mem.seed, "step": self.step,
-                   "phase": "offline", "env_steps": 0, "wall_time": round(self.wall(), 3),
+                   "phase": phase, "env_steps": env_steps, "wall_time": round(self.wall(), 3),
                    "updates_per_s": round(ups, 2)}
+            if self.shards is not None:
+                row["shard"] = self.shard_index
+            if self.online is not None:
+                row.update({"online_episodes": self.online.finished[i], "online_successes": self.online.successes[i]})
             row.update({k: float(means[k][i]) for k in keys})
             rows.append(row)
         for r in rows:
@@ -524,9 +599,10 @@ class Run:
         for ev in done:
             self.times["eval_busy_s"] += ev.busy_s
             rows = []
+            phase, env_steps = self.phase(ev.step)
             for m in ev.members:
                 res = ev.summary(m.index)
-                rows.append({**self.common, "seed": m.seed, "step": ev.step, "phase": "offline", "env_steps": 0,
+                rows.append({**self.common, "seed": m.seed, "step": ev.step, "phase": phase, "env_steps": env_steps,
                              "success": res["success"], "return": res["return"],
                              "episode_length": res["episode_length"], "wall_time": round(self.wall(), 3)})
                 self.last_success = res["success"]
@@ -561,14 +637,23 @@ class Run:
         meta = {"step": self.step, "wall_time": self.wall(), "eval_rows": len(self.eval_log),
                 "train_rows": len(self.train_log), "config_hash": self.config_hash,
                 "pending_evals": pending, "times": dict(self.times)}
+        if self.online is not None:
+            meta["online"] = self.online.meta()
+        if self.shards is not None:
+            meta["shard"] = self.shards.index_at(min(self.step, self.tr.train_steps - 1))
+        meta["log_window"] = _pack_window(self.window)  # steps since the last log point (resume exactly)
         t0 = time.time()
-        self.ckpts.save(self.step, self.states, meta)
+        self.ckpts.save(self.step, self._saved_tree(), meta)
         self.times["checkpoint_s"] += time.time() - t0
         self.last_ckpt_step = self.step
         self.manifest["step"] = self.step
         self._write_manifest()
 
     def finish(self):
+        if self.online is not None:
+            self.online.close()
+        if self.shards is not None:
+            self.shards.close()
         if self.evaluator is not None:
             self._wait_evals()
         self.checkpoint()
@@ -579,7 +664,7 @@ class Run:
     # ------------------------------------------------------------------ status, signals
     def _throughput(self) -> dict:
         t = self.times
-        trained = self.step
+        trained = self.updates(self.step)
         return {"updates_per_s": round(trained / t["train_s"], 2) if t["train_s"] > 0 else None,
                 **{k: round(v, 3) for k, v in t.items()}}
 
@@ -643,11 +728,34 @@ class Run:
         from tqdm import tqdm
 
         name = self.run_name if len(self.run_name) <= 40 else "…" + self.run_name[-39:]
-        return tqdm(total=self.tr.train_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
+        return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
                     file=sys.stderr, smoothing=0.1)
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _pack_window(window: list[dict]) -> dict | None:
+    """The per-step metrics since the last log point, for a checkpoint's JSON sidecar (raw
+    float32 bytes, base64): a run resumed between two log points writes the same mean."""
+    import base64
+
+    if not window:
+        return None
+    out = {}
+    for k in sorted(window[0]):
+        a = np.ascontiguousarray(np.concatenate([np.asarray(w[k]) for w in window], axis=1))
+        out[k] = {"dtype": str(a.dtype), "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
+    return out
+
+
+def _unpack_window(packed: dict | None) -> list[dict]:
+    import base64
+
+    if not packed:
+        return []
+    return [{k: np.frombuffer(base64.b64decode(v["b64"]), dtype=v["dtype"]).reshape(v["shape"])
+             for k, v in packed.items()}]
+
+
 class _run_lock:
     """One trainer per run directory (an flock held for the whole run)."""
 

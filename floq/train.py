@@ -216,6 +216,91 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int):
     return jax.jit(program, donate_argnums=(0,))
 
 
+def init_buffer(num_members: int, length: int, example: dict) -> dict:
+    """The online replay buffer: `length` transitions per member, zeros until written
+    (the number written is the run's environment-step count, the same for every member)."""
+    return {k: jnp.zeros((num_members, length) + tuple(v.shape[1:]), v.dtype) for k, v in example.items()}
+
+
+def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balanced: bool) -> dict:
+    """A batch from the offline data and the first `n_online` buffer rows.
+
+    Not balanced: uniform over all N + n_online transitions (the released FQL code appends
+    online transitions to a buffer that starts as the dataset). Balanced: half from the
+    dataset, half from the online transitions (FQL's `balanced_sampling`)."""
+    n_data = data["observations"].shape[0]
+    if balanced:
+        k1, k2 = jax.random.split(key)
+        half = batch_size // 2
+        a = sample_batch(data, k1, half)
+        idx = jax.random.randint(k2, (batch_size - half,), 0, n_online)
+        b = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), buffer)
+        return jax.tree_util.tree_map(lambda u, v: jnp.concatenate([u, v], axis=0), a, b)
+    idx = jax.random.randint(key, (batch_size,), 0, n_data + n_online)
+    from_data = idx < n_data
+    i_data = jnp.clip(idx, 0, n_data - 1)
+    i_buf = jnp.clip(idx - n_data, 0, buffer["observations"].shape[0] - 1)
+
+    def pick(d, b):
+        u, v = jnp.take(d, i_data, axis=0), jnp.take(b, i_buf, axis=0)
+        return jnp.where(from_data.reshape((-1,) + (1,) * (u.ndim - 1)), u, v)
+
+    return {k: pick(data[k], buffer[k]) for k in buffer}
+
+
+def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool):
+    """The online phase's compiled program: (states, buffer, data, transitions, idx) ->
+    (states, buffer, metrics (members, utd), finite (members,)).
+
+    Writes each member's new transition at buffer row `idx` (= environment steps so far),
+    then takes `utd_ratio` gradient steps on batches from the dataset and the `idx + 1`
+    online transitions (see `sample_mixed`)."""
+
+    def one(state, buf, data, trans, idx):
+        buf = {k: jax.lax.dynamic_update_index_in_dim(buf[k], trans[k].astype(buf[k].dtype), idx, 0) for k in buf}
+
+        def body(s, _):
+            rng, k_data = jax.random.split(s["rng"])
+            batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced)
+            return algorithm.update(critic, {**s, "rng": rng}, batch)
+
+        state, metrics = jax.lax.scan(body, state, None, length=utd_ratio)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
+        return state, buf, metrics, finite
+
+    vone = jax.vmap(one, in_axes=(0, 0, None, 0, None))
+
+    def program(states, buffer, data, trans, idx):
+        if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:  # squeeze a size-1 member axis
+            sq = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
+            out = one(sq(states), sq(buffer), data, sq(trans), idx)
+            return jax.tree_util.tree_map(lambda x: x[None], out)
+        return vone(states, buffer, data, trans, idx)
+
+    return jax.jit(program, donate_argnums=(0, 1))
+
+
+def exploration_key(seed: int, env_step):
+    """Key of member `seed`'s exploration noise at environment step `env_step`."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0x6F6E6C), env_step)
+
+
+def make_explorer(algorithm, action_dim: int):
+    """(policy params (members, ...), obs (members, O), seeds (members,), env_step) -> actions:
+    the one-step policy with its sampling noise, one action per member (FQL's
+    `sample_actions(temperature=1)`), seeded by (seed, env_step) so a resume repeats it."""
+
+    @jax.jit
+    def act(params, obs, seeds, env_step):
+        def one(p, o, s):
+            z = jax.random.normal(exploration_key(s, env_step), (action_dim,))
+            return algorithm.act_from_noise(p, o[None], z[None])[0]
+
+        return jax.vmap(one)(params, obs, seeds)
+
+    return act
+
+
 def init_states(algorithm, critic, seeds, ex_obs, ex_act):
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     return jax.jit(jax.vmap(lambda k: algorithm.init(k, critic, ex_obs, ex_act)))(keys)

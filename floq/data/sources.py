@@ -62,14 +62,26 @@ class Task:
       discount: gamma.
       source: 'ogbench' | 'path' | 'generate' (see module docstring).
       dataset_path: a local train file; when non-empty it is used whatever `source` says.
-      dataset_dir: OGBench download/cache dir for source='ogbench' ('' = ~/.ogbench/data).
+      dataset_dir: one of two things, told apart by what the folder holds:
+        - a sharded dataset (OGBench's `<name>-100m-v0/` or `-1b-v0/` folders): a folder holding
+          numbered train files `<stem>-<number>.npz`, each with its `-val` twin, or a folder named
+          `*-<N>m-v<k>` / `*-<N>b-v<k>` (then it must hold such files). Training then uses one
+          shard at a time, switching every `shard_interval` gradient steps (floq.data.shards;
+          `Task.shards()`); this wins over `source` (but not over `dataset_path`);
+        - otherwise the OGBench download/cache dir for source='ogbench' ('' = ~/.ogbench/data),
+          which holds `<name>-v0.npz` files (no number) and is never sharded.
       generate_episodes: episodes to generate for source='generate'.
       generate_seed: seed of the generated dataset.
       standin: allow noisy random-walk stand-in data for locomotion (tests only).
       episode_length: generated episode length override (0 = OGBench's).
       success_timing: 'post' (ogbench < 1.2 rule, as in the FQL and floq papers) or 'pre'.
       r_min, r_max: pin the reward range (None: read from the training data).
-      max_transitions: use only the first N transitions (0 = all).
+      max_transitions: use only the first N transitions (0 = all; of each shard when sharded).
+      shard_interval: sharded datasets: gradient steps per shard (gin macro SHARD_INTERVAL;
+        1000 = horizon-reduction's --dataset_replace_interval default; 0 = stay on shard 0).
+        The shard of the step after `s` completed steps is (s // shard_interval) % shards.
+      num_shards: sharded datasets: use only the first N shards (0 = all; horizon-reduction's
+        --num_datasets).
     """
 
     env: str = "cube-single-play"
@@ -84,6 +96,8 @@ class Task:
     episode_length: int = 0
     success_timing: str = "post"
     max_transitions: int = 0
+    shard_interval: int = 1000
+    num_shards: int = 0
 
     def __post_init__(self):
         from floq.config import check_fields
@@ -101,6 +115,9 @@ class Task:
             raise ValueError(f"discount must be in (0, 1), got {self.discount}")
         if self.source == "generate" and self.generate_episodes < 1:
             raise ValueError(f"generate_episodes must be >= 1, got {self.generate_episodes}")
+        if self.shard_interval < 0 or self.num_shards < 0:
+            raise ValueError(f"shard_interval and num_shards must be >= 0, got {self.shard_interval}, "
+                             f"{self.num_shards}")
 
     @property
     def dataset_name(self) -> str:
@@ -112,6 +129,26 @@ class Task:
 
     def env_kwargs(self) -> dict:
         return {"success_timing": self.success_timing}
+
+    @property
+    def sharded(self) -> bool:
+        """True when `dataset_dir` is a sharded dataset (see `dataset_dir`); `dataset_path` wins."""
+        if not self.dataset_dir or self.dataset_path:
+            return False
+        from floq.data.shards import is_shard_dir
+
+        return is_shard_dir(self.dataset_dir)
+
+    def shards(self, validate: bool = True, prefetch: bool = True):
+        """The sharded dataset of `dataset_dir` (floq.data.shards.ShardedData), validated against
+        the environment; None when the task is not sharded (then use `load`)."""
+        if not self.sharded:
+            return None
+        from floq.data.shards import ShardedData
+
+        return ShardedData(os.path.expanduser(self.dataset_dir), self.dataset_name, interval=self.shard_interval,
+                           num_shards=self.num_shards, env_kwargs=self.env_kwargs(),
+                           max_transitions=self.max_transitions, validate=validate, prefetch=prefetch)
 
     def resolve_path(self, progress: bool = True) -> str | None:
         """The local train file to load (None: let ogbench download)."""

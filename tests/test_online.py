@@ -1,0 +1,119 @@
+"""Offline-to-online fine-tuning (floq/online.py): both phases in the CSVs, the replay buffer's
+contents follow the singletask rules, batches mix dataset and online data as FQL does, and a
+run killed with SIGKILL in the online phase resumes to the same CSVs and parameters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from floq_test_utils import REPO, floq_cmd
+
+from floq.train import sample_mixed
+
+CLOCK = ["wall_time", "updates_per_s", "run"]
+ONLINE_ARGS = ["gin/experiments/smoke.gin", "gin/critics/floq.gin", "--bind", "TRAIN_STEPS=100",
+               "--bind", "ONLINE_STEPS=240", "--bind", "NUM_SEEDS=2", "--bind", "EVAL_INTERVAL=170",
+               "--bind", "LOG_INTERVAL=80", "--bind", "CHECKPOINT_INTERVAL=30", "--bind", "CHUNK_SIZE=50"]
+
+
+def _csvs(run_dir):
+    ev = pd.read_csv(os.path.join(run_dir, "eval.csv")).drop(columns=CLOCK, errors="ignore")
+    tr = pd.read_csv(os.path.join(run_dir, "train.csv")).drop(columns=CLOCK, errors="ignore")
+    return ev, tr
+
+
+def _final(run_dir):
+    import orbax.checkpoint as ocp
+
+    ck = os.path.join(run_dir, "checkpoints")
+    last = max(int(d.split("_")[1]) for d in os.listdir(ck) if d.startswith("step_") and not d.endswith(".json"))
+    tree = ocp.PyTreeCheckpointer().restore(os.path.join(ck, f"step_{last}"))
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_sample_mixed_follows_fql():
+    n, L = 10, 6
+    data = {"observations": jnp.zeros((n, 1)), "rewards": jnp.zeros((n,))}
+    buf = {"observations": jnp.ones((L, 1)), "rewards": jnp.ones((L,))}
+    key = jax.random.PRNGKey(0)
+    # Uniform over dataset + the first n_online rows; rows beyond n_online are never drawn.
+    b = sample_mixed(data, {**buf, "rewards": buf["rewards"].at[3:].set(7.0)}, 3, key, 4000, balanced=False)
+    frac = float(np.mean(np.asarray(b["observations"][:, 0])))
+    assert abs(frac - 3 / 13) < 0.03
+    assert set(np.unique(np.asarray(b["rewards"]))) <= {0.0, 1.0}
+    # Balanced: exactly half from each (FQL's balanced_sampling).
+    b = sample_mixed(data, buf, 2, key, 256, balanced=True)
+    assert np.asarray(b["observations"][:128]).sum() == 0 and np.asarray(b["observations"][128:]).min() == 1
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, smoke_dataset):
+    run_dir = tmp_path_factory.mktemp("online") / "uninterrupted"
+    res = floq_cmd("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir
+
+
+def test_online_run_has_both_phases(reference_run):
+    import json
+
+    ev, tr = _csvs(reference_run)
+    # Evaluations at 0, 100 (end of the offline phase), 170 and 340 (the end), for 2 seeds.
+    assert list(ev["step"]) == [0, 0, 100, 100, 170, 170, 340, 340]
+    assert list(ev["phase"]) == ["offline"] * 4 + ["online"] * 4
+    assert list(ev["env_steps"]) == [0, 0, 0, 0, 70, 70, 240, 240]
+    online = tr[tr["phase"] == "online"]
+    assert list(online["step"].unique()) == [160, 240, 320, 340]
+    assert (online["env_steps"] == online["step"] - 100).all()
+    # cube-single episodes end at success or after 200 steps: each seed finished one by env step 240.
+    assert (online.groupby("seed")["online_episodes"].max() >= 1).all()
+    meta = json.load(open(os.path.join(reference_run, "run.json")))
+    assert meta["status"] == "done" and meta["step"] == 340
+    assert meta["protocol"]["online_steps"] == 240 and meta["env_s"] > 0
+
+    # The buffer: every online step written, masks 0 exactly where the env terminated, and
+    # rewards from the same singletask rule as the dataset (the same set of values).
+    params = _final(reference_run)
+    buf = {k.split("'")[3]: v for k, v in params.items() if k.startswith("['buffer']")}
+    assert buf["observations"].shape[:2] == (2, 240)
+    assert np.abs(buf["observations"]).sum(axis=-1).min() > 0
+    assert set(np.unique(buf["masks"])) <= {0.0, 1.0}
+    assert buf["rewards"].max() <= 0 and buf["rewards"].min() >= meta["protocol"]["data_r_min"]
+    # The seeds explore differently.
+    assert not np.allclose(buf["actions"][0], buf["actions"][1])
+
+
+def test_sigkill_in_online_phase_resumes_exactly(reference_run, tmp_path):
+    ref_ev, ref_tr = _csvs(reference_run)
+    ref = _final(reference_run)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", *ONLINE_ARGS, "--run-dir", str(run_dir)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "checkpoints" / "step_210.json"  # 110 env steps into the online phase
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    interrupted = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert interrupted, "the run finished before it could be killed in the online phase"
+    res = floq_cmd("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr
+    ev, tr = _csvs(run_dir)
+    pd.testing.assert_frame_equal(ev, ref_ev)
+    pd.testing.assert_frame_equal(tr, ref_tr)
+    got = _final(run_dir)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        assert np.array_equal(got[k], ref[k]), k
