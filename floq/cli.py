@@ -18,8 +18,10 @@ USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --versio
 
   run FILE.gin [...] [--bind 'X = v'] [--out DIR]    train and evaluate one run
       [--logger wandb|tensorboard] [--debug]          (trackers beside the CSV files)
+  run RUN_DIR | RUN_DIR/config.gin                   that run again (resume, or "already done")
   status DIR [DIR ...]                               runs under DIR: status, progress, ETA
   sweep FILE.gin [--launcher local|slurm|ray]        run a declared sweep
+      [--retry-failed] [--dry-run]                    (--retry-failed: failed and diverged runs too)
   data generate DATASET --episodes N [--out DIR]     make an OGBench dataset locally
   analyze RESULTS_DIR --out REPORT_DIR               figures and tables
   bench [--quick]                                    throughput measurements
@@ -56,9 +58,50 @@ def _logger_binding(names) -> str:
     return "Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip(" ") + ")"
 
 
+def rerun_target(gin_files, bind, tag, run_dir, out):
+    """What ``floq run`` trains when given a run directory or its ``config.gin``.
+
+    Returns ``(gin_files, run_dir, tags)``: a run directory among ``gin_files`` becomes its
+    ``config.gin``; when that is the only file and no ``--bind``, ``--tag`` or ``--run-dir``
+    is given, the run is the same run: its own directory (or, with ``--out``, the directory
+    of that name under ``OUT/<experiment>/``) and run.json's tags, so a done run says it is
+    done and an unfinished one resumes. With more files, bindings or tags it is a new run
+    built from that config (``run_dir`` and ``tags`` are then ``None``). Raises ConfigError
+    (via floq.results) for a directory that is not a run directory.
+    """
+    from floq import results
+
+    files, found = [], []
+    for path in gin_files:
+        target = results.run_dir_of(path)
+        if target is None:
+            files.append(path)
+            continue
+        config = os.path.join(target[0], results.CONFIG_NAME)
+        if not os.path.isfile(config):
+            from floq.config import ConfigError
+
+            raise ConfigError(f"{target[0]} holds no {results.CONFIG_NAME} yet (it is written after the "
+                              f"first training step): run it with its own files and --run-dir {target[0]}")
+        files.append(config)
+        found.append(target)
+    if len(gin_files) != 1 or not found or bind or tag or run_dir is not None:
+        return files, run_dir, None
+    old_dir, manifest = found[0]
+    if out is not None:
+        experiment = str(manifest.get("experiment") or os.path.basename(os.path.dirname(old_dir)))
+        old_dir = results.safe_run_dir(out, experiment, os.path.basename(old_dir))
+    tags = manifest.get("tags")
+    return files, old_dir, dict(tags) if isinstance(tags, dict) else {}
+
+
 def _run(argv) -> int:
-    p = argparse.ArgumentParser(prog="floq run", description="Train and evaluate one run from gin files.")
-    p.add_argument("gin_files", nargs="+", help="gin files; later files override earlier ones")
+    p = argparse.ArgumentParser(
+        prog="floq run", description="Train and evaluate one run from gin files.",
+        epilog="A run directory, or the config.gin in one, given alone is that run again: the same run "
+               "directory and tags (a done run says so; an unfinished one resumes).")
+    p.add_argument("gin_files", nargs="+",
+                   help="gin files; later files override earlier ones (or a run directory, or its config.gin)")
     p.add_argument("--bind", action="append", default=[], metavar="'Name.param = value'",
                    help="gin binding applied after the files (repeatable)")
     p.add_argument("--out", default=None, help="results root (default: Trainer.out_dir, 'runs')")
@@ -91,9 +134,12 @@ def _run(argv) -> int:
 
             check_loggers(a.logger)  # a missing package is one line, before anything loads
             bindings.append(_logger_binding(a.logger))
+        gin_files, run_dir, same_tags = rerun_target(a.gin_files, a.bind, a.tag, a.run_dir, a.out)
+        if same_tags is not None:
+            tags = same_tags
         from floq.train import run
 
-        run_dir = run(a.gin_files, bindings, out_dir=a.out, run_dir=a.run_dir, tags=tags, force=a.force,
+        run_dir = run(gin_files, bindings, out_dir=a.out, run_dir=run_dir, tags=tags, force=a.force,
                       retry_failed=a.retry_failed)
     except ConfigError as e:
         if a.debug:

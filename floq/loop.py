@@ -282,6 +282,10 @@ class Run:
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
             "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
         }
+        prev = self.previous or {}
+        if prev.get("config_hash") == self.config_hash:  # the same run, maybe resumed from its own config.gin
+            self.manifest["gin_files"] = prev.get("gin_files", self.gin_files)
+            self.manifest["bindings"] = prev.get("bindings", self.bindings)
         self.common = {"experiment": self.exp_name, "run": self.run_name, "env": exp.task.env,
                        "task": exp.task.task, "task_id": exp.task.task_id, "dataset": exp.task.dataset_name,
                        "algorithm": self.algo.name, "critic": critic.name, "eval_episodes": tr.eval_episodes,

@@ -185,6 +185,40 @@ def run_reason(run_dir: str) -> str | None:
     return f"{reason} (step {man['step']})" if man.get("step") is not None else reason
 
 
+#: The operative config the trainer writes into a run directory; `floq run RUN/config.gin`
+#: (or `floq run RUN`) runs that run again.
+CONFIG_NAME = "config.gin"
+
+
+def run_dir_of(path: str) -> tuple[str, dict] | None:
+    """`(run directory, its run.json)` when `path` is a run directory or the config.gin in one
+    (a directory that holds run.json); None for any other path (an ordinary gin file).
+
+    A directory without run.json, or a run directory whose run.json cannot be read, is a
+    ConfigError (one line)."""
+    from floq.config import ConfigError
+
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(full):
+        run_dir = full
+    elif os.path.basename(full) == CONFIG_NAME:
+        run_dir = os.path.dirname(full)
+    else:
+        return None
+    manifest = os.path.join(run_dir, "run.json")
+    if not os.path.isfile(manifest):
+        if run_dir == full:
+            raise ConfigError(f"{path} is a directory but not a run directory (no run.json in it)")
+        return None  # a config.gin of one's own, outside a run directory
+    try:
+        man = read_json(manifest)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{manifest} cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(man, dict):
+        raise ConfigError(f"{manifest} is not a run manifest (not a JSON object)")
+    return run_dir, man
+
+
 # --------------------------------------------------------------------------------------
 # Run directories: names, writability, the trainer's lock
 # --------------------------------------------------------------------------------------

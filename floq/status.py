@@ -126,7 +126,10 @@ def read_run(run_dir: str, name: str | None = None) -> RunInfo:
     steps = [_int((manifest or {}).get("step"))]
     steps += [_int(r.get("step")) for r in train[-64:]] + [_int(r.get("step")) for r in evals[-64:]]
     steps = [s for s in steps if s is not None]
-    train_steps = _int(((manifest or {}).get("protocol") or {}).get("train_steps"))
+    protocol = (manifest or {}).get("protocol") or {}
+    train_steps = _int(protocol.get("train_steps"))
+    if train_steps is not None:  # offline-to-online runs: total steps = offline steps + env steps
+        train_steps += _int(protocol.get("online_steps")) or 0
     if train_steps is None and evals:
         train_steps = _int(evals[-1].get("train_steps"))
     success = _by_step(evals, "success")

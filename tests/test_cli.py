@@ -21,11 +21,12 @@ from floq.config import REPO_ROOT, ConfigError
 def fake_train(monkeypatch, tmp_path):
     """floq.train replaced by a module whose run() records its arguments and does `action`."""
     calls = []
-    state = {"action": None}
+    state = {"action": None, "targets": []}
 
     def run(gin_files, bindings, out_dir=None, run_dir=None, tags=None, force=False, retry_failed=False):
         calls.append({"gin_files": gin_files, "bindings": list(bindings), "tags": tags, "force": force,
                       "retry_failed": retry_failed})
+        state["targets"].append((out_dir, run_dir))
         if state["action"] is not None:
             raise state["action"]
         d = tmp_path / "run"
@@ -94,6 +95,80 @@ def test_success_prints_the_run_dir_and_the_summary(fake_train, capsys):
     assert calls == [{"gin_files": ["a.gin", "b.gin"], "bindings": ["X = 1"], "tags": {"k": "v"}, "force": False,
                       "retry_failed": False}]
     assert out.splitlines()[0].startswith("results: ") and "0% -> best 50%@1k -> 25%@2k" in out
+
+
+def _run_dir(root, tags):
+    """A finished run directory as the trainer leaves it: run.json and config.gin."""
+    d = root / "runs" / "smoke" / "floq_cube_task1_critic_flow_steps=3"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"experiment": "smoke", "status": "done", "tags": tags}))
+    (d / "config.gin").write_text("CRITIC_FLOW_STEPS = 3\n")
+    return d
+
+
+def test_a_run_dirs_config_gin_reruns_that_run(fake_train, tmp_path, capsys):
+    """`floq run RUN/config.gin` (or `floq run RUN`) targets RUN itself with run.json's tags, so
+    a done run says it is done; with --out, the run of that name under OUT/<experiment>/."""
+    calls, state = fake_train
+    tags = {"critic_flow_steps": 3, "foo": "bar"}
+    d = _run_dir(tmp_path, tags)
+    config = str(d / "config.gin")
+    for arg in (config, str(d), os.path.relpath(config)):
+        assert cli.main(["run", arg, "--retry-failed"]) == 0
+        assert calls[-1] == {"gin_files": [config], "bindings": [], "tags": tags, "force": False,
+                             "retry_failed": True}
+        assert state["targets"][-1] == (None, str(d))
+    out = tmp_path / "elsewhere"
+    assert cli.main(["run", config, "--out", str(out)]) == 0
+    assert calls[-1]["tags"] == tags
+    assert state["targets"][-1] == (str(out), str(out / "smoke" / d.name))
+
+    # More files, bindings, tags or an explicit --run-dir: a new run from that config.
+    for extra in (["--bind", "SEED = 1"], ["--tag", "k=v"], ["--run-dir", str(tmp_path / "x")], ["b.gin"]):
+        assert cli.main(["run", str(d), *extra]) == 0
+        assert calls[-1]["gin_files"][0] == config
+        assert calls[-1]["tags"] == ({"k": "v"} if "--tag" in extra else {})
+        assert state["targets"][-1][1] == (str(tmp_path / "x") if "--run-dir" in extra else None)
+    capsys.readouterr()
+
+
+def test_not_a_run_directory_is_one_line_exit_2(fake_train, tmp_path, capsys):
+    calls, _ = fake_train
+    assert cli.main(["run", str(tmp_path)]) == 2
+    assert err_lines(capsys)[1] == [f"floq run: error: {tmp_path} is a directory but not a run directory "
+                                    "(no run.json in it)"]
+    d = _run_dir(tmp_path, {})
+    (d / "config.gin").unlink()
+    assert cli.main(["run", str(d)]) == 2
+    assert err_lines(capsys)[1][0].startswith(f"floq run: error: {d} holds no config.gin yet")
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "config.gin").write_text("X = 1\n")  # a config.gin outside a run directory
+    assert cli.main(["run", str(tmp_path / "own" / "config.gin")]) == 0
+    assert calls[-1]["gin_files"] == [str(tmp_path / "own" / "config.gin")] and calls[-1]["tags"] == {}
+
+
+@pytest.mark.slow
+def test_config_gin_of_a_real_run_is_that_run(tmp_path, smoke_dataset):
+    """End to end: a run's config.gin, run from elsewhere, finds the same run (its directory,
+    tags and specs hash) and says it is done; nothing new is written."""
+    from floq_test_utils import floq_cmd
+
+    first = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=20", "--bind", "EVAL_INTERVAL=0",
+                     "--bind", "CRITIC_FLOW_STEPS=3", "--tag", "foo=bar", "--out", str(tmp_path / "out"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = first.stdout.split("results: ", 1)[1].splitlines()[0].strip()
+    before = {n: os.path.getmtime(os.path.join(run_dir, n)) for n in ("run.json", "eval.csv", "train.csv")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for arg in (os.path.join(run_dir, "config.gin"), run_dir):
+        again = floq_cmd("run", arg, cwd=str(elsewhere))
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert f"floq: {run_dir} is already done; nothing to do" in again.stdout
+        assert f"results: {run_dir}" in again.stdout
+    assert not os.listdir(elsewhere)  # no new run under ./runs
+    assert {n: os.path.getmtime(os.path.join(run_dir, n)) for n in before} == before
+    assert json.loads(open(os.path.join(run_dir, "run.json")).read())["tags"] == {"critic_flow_steps": 3,
+                                                                                 "foo": "bar"}
 
 
 def test_unexpected_error_is_one_line_exit_1(fake_train, capsys):

@@ -17,8 +17,9 @@ from typing import Callable, Mapping, Sequence
 from floq.launch import runner as runner_lib
 from floq.launch.runner import Outcome, Run
 
-#: ``on_state(run_name, state, info)``; state is ``'running' | 'done' | 'failed'``;
-#: info may hold ``reason`` (failed), ``job_id``, ``host``.
+#: ``on_state(run_name, state, info)``; state is ``'running' | 'done' | 'failed' |
+#: 'diverged'`` (:attr:`Outcome.state`); info may hold ``reason`` (failed, diverged),
+#: ``job_id``, ``host``.
 StateCallback = Callable[[str, str, Mapping[str, object]], None]
 
 
@@ -129,11 +130,8 @@ class PollingLauncher(Launcher):
                                 on_state(name, "running", handle.info())
                             del pending[name]
                             outcomes[name] = outcome
-                            on_state(
-                                name,
-                                "done" if outcome.ok else "failed",
-                                {**handle.info(), "reason": outcome.reason},
-                            )
+                            info = {**handle.info(), "reason": outcome.reason}
+                            on_state(name, outcome.state, info)
                     if pending:
                         time.sleep(self.poll_s)
             except BaseException:

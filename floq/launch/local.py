@@ -110,7 +110,7 @@ class LocalLauncher(Launcher):
                 if stop.is_set() and not outcome.ok:
                     return  # interrupted: leave it unfinished, not failed
                 outcomes[run.name] = outcome
-                report(run.name, "done" if outcome.ok else "failed", {**info, "reason": outcome.reason})
+                report(run.name, outcome.state, {**info, "reason": outcome.reason})
 
         threads = [
             threading.Thread(target=work, args=(slot,), name=f"floq-local-{slot}", daemon=True)

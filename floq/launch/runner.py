@@ -6,8 +6,8 @@ DIR --tag k=v`` as a child process, appends its stdout and stderr to ``DIR/log.t
 and reports whether the run is done (``run.json`` says ``"status": "done"``) or why not
 (the last line of the log).
 
-Standard library only: Slurm and Ray workers unpickle this module, and the trainer's
-own imports happen in the child process.
+Standard library only (and :mod:`floq.results`, which is too): Slurm and Ray workers
+unpickle this module, and the trainer's own imports happen in the child process.
 """
 
 from __future__ import annotations
@@ -27,12 +27,18 @@ import threading
 import time
 from typing import Mapping, Sequence
 
+# run_status / run_reason are floq.results' (standard library only, like this module);
+# re-exported here for the launchers.
+from floq.results import run_reason, run_status  # noqa: F401
+
 #: Lines the launcher itself writes into log.txt start with this.
 LOG_MARK = "==== floq launch"
 #: The file in a run directory that holds the run's output (CONTRACTS.md).
 LOG_NAME = "log.txt"
 #: Seconds a terminated child gets to exit (and maybe save) before SIGKILL.
 TERMINATE_GRACE_S = 30.0
+#: ``floq run``'s exit status for a run that diverged (floq/cli.py's EXIT_DIVERGED).
+EXIT_DIVERGED = 3
 
 # Child processes started by execute() in this process (for cleanup on signals).
 _ACTIVE: dict[int, subprocess.Popen] = {}
@@ -52,6 +58,8 @@ class Run:
       bindings: gin bindings applied after the files, e.g. ``('CRITIC_FLOW_STEPS = 2',)``.
       run_dir: the run directory (absolute path).
       tags: ``{column name: value}``; each becomes an eval.csv column.
+      retry_failed: pass ``--retry-failed`` (``floq sweep --retry-failed``): a run that
+        diverged trains again from its last good checkpoint instead of being refused.
     """
 
     name: str
@@ -59,6 +67,7 @@ class Run:
     bindings: tuple[str, ...]
     run_dir: str
     tags: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    retry_failed: bool = False
 
     @property
     def log_path(self) -> str:
@@ -73,6 +82,8 @@ class Run:
         cmd += ["--run-dir", self.run_dir]
         for key, value in self.tags.items():
             cmd += ["--tag", f"{key}={value}"]
+        if self.retry_failed:
+            cmd.append("--retry-failed")
         return cmd
 
 
@@ -84,11 +95,19 @@ class Outcome:
       ok: the run is done (exit code 0 and ``run.json`` status ``done``).
       reason: why not (one line), or ``None`` when ok.
       returncode: the child's exit code (``None`` when it never started).
+      diverged: the run diverged (``floq run`` exited 3, or 0, and run.json says
+        ``diverged``): a result, not a crash; sweeps count it apart from failures.
     """
 
     ok: bool
     reason: str | None = None
     returncode: int | None = None
+    diverged: bool = False
+
+    @property
+    def state(self) -> str:
+        """The sweep state this outcome puts a run in: ``'done' | 'diverged' | 'failed'``."""
+        return "done" if self.ok else "diverged" if self.diverged else "failed"
 
 
 def default_runner() -> list[str]:
@@ -99,43 +118,6 @@ def default_runner() -> list[str]:
 def package_root() -> str:
     """The directory that holds the ``floq`` package (put on the child's PYTHONPATH)."""
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_status(run_dir: str) -> str:
-    """``'absent' | 'partial' | 'done' | 'diverged' | 'failed'`` (``floq.results.run_status``
-    when it is importable; the same rule otherwise): run.json's ``done``, ``diverged`` and
-    ``failed`` are final; ``running``, ``preempted`` (or a missing run.json beside
-    checkpoints) are ``partial``, which a new launch resumes."""
-    try:
-        from floq.results import run_status as results_run_status
-    except ImportError:
-        results_run_status = None
-    if results_run_status is not None:
-        return results_run_status(run_dir)
-    manifest = os.path.join(run_dir, "run.json")
-    try:
-        with open(manifest) as f:
-            status = json.load(f).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status in ("done", "diverged", "failed"):
-        return status
-    if status is not None or os.path.isdir(os.path.join(run_dir, "checkpoints")):
-        return "partial"
-    return "absent"
-
-
-def run_reason(run_dir: str) -> str | None:
-    """The reason (and step) run.json gives for a diverged or failed run, else ``None``."""
-    try:
-        with open(os.path.join(run_dir, "run.json")) as f:
-            man = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(man, dict) or man.get("status") not in ("diverged", "failed"):
-        return None
-    reason = str(man.get("reason") or man["status"])
-    return f"{reason} (step {man['step']})" if man.get("step") is not None else reason
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -314,6 +296,7 @@ def execute(
                     "ok": outcome.ok,
                     "reason": outcome.reason,
                     "returncode": outcome.returncode,
+                    "diverged": outcome.diverged,
                 },
             )
         return outcome
@@ -401,10 +384,13 @@ def _execute_child(
         )
     if returncode != 0:
         recorded = run_reason(run.run_dir)  # the trainer's own account (diverged, failed)
-        return Outcome(False, recorded or last or f"exit code {returncode}", returncode)
+        diverged = returncode == EXIT_DIVERGED and run_status(run.run_dir) == "diverged"
+        return Outcome(False, recorded or last or f"exit code {returncode}", returncode, diverged)
     status = run_status(run.run_dir)
     if status in ("diverged", "failed"):
-        return Outcome(False, f"{status}: {run_reason(run.run_dir)}", returncode)
+        return Outcome(
+            False, f"{status}: {run_reason(run.run_dir)}", returncode, status == "diverged"
+        )
     if status != "done":
         return Outcome(
             False,

@@ -93,7 +93,12 @@ class _JobHandle(Handle):
         except Exception as e:
             marker = runner_lib.read_marker(self.state_dir, self.run.name) or {}
             if marker.get("launch_id") == self.launch_id and "ok" in marker and not marker["ok"]:
-                return Outcome(False, marker.get("reason"), marker.get("returncode"))
+                return Outcome(
+                    False,
+                    marker.get("reason"),
+                    marker.get("returncode"),
+                    bool(marker.get("diverged", False)),
+                )
             try:
                 state = self.job.state
             except Exception:

@@ -10,10 +10,15 @@ the others to a launcher (local processes, Slurm, Ray), and keeps
 ``<out>/<sweep name>/sweep.json`` up to date::
 
     {"sweep": "sweep_smoke", "file": ..., "launcher": "local", "updated": ...,
-     "counts": {"pending": 0, "running": 1, "done": 6, "failed": 1},
-     "runs": [{"name": ..., "state": "pending | running | done | failed",
+     "counts": {"pending": 0, "running": 1, "done": 5, "failed": 1, "diverged": 1},
+     "runs": [{"name": ..., "state": "pending | running | done | failed | diverged",
                "reason": "<last line of its log>" | null, "run_dir": ..., "log": ...,
                "bindings": [...], "tags": {...}, "attempts": 1, ...}, ...]}
+
+A run that diverged (run.json ``diverged``, ``floq run`` exit 3) is ``diverged``, never
+``done``; like a failed run it is not launched again unless ``--retry-failed``, which the
+sweep also passes to each run's ``floq run`` (so a diverged run trains again from its last
+good checkpoint instead of being refused).
 
 Validation happens before anything is launched; each problem is one line
 (:class:`SweepError`) and ``floq sweep`` exits with status 2.
@@ -76,7 +81,9 @@ RESERVED_COLUMNS = frozenset(
         "success_timing",
     )
 )
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed", "diverged")
+#: States a run stays in until ``--retry-failed``.
+KEPT_STATES = ("failed", "diverged")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MAX_NAME = 200
 
@@ -1303,9 +1310,10 @@ class SweepState:
 
     def progress_line(self) -> str:
         c = self.counts()
+        diverged = f"{c['diverged']} diverged, " if c["diverged"] else ""
         return (
             f"[{self.plan.name}] {c['done']} done, {c['running']} running, "
-            f"{c['failed']} failed, {c['pending']} pending"
+            f"{c['failed']} failed, {diverged}{c['pending']} pending"
         )
 
     def set(
@@ -1320,9 +1328,9 @@ class SweepState:
                 entry["started"] = _now()
                 entry["reason"] = None
                 entry["finished"] = None
-            elif state in ("done", "failed"):
+            elif state in ("done", *KEPT_STATES):
                 entry["finished"] = _now()
-                entry["reason"] = info.get("reason") if state == "failed" else None
+                entry["reason"] = info.get("reason") if state in KEPT_STATES else None
             for key in ("job_id", "task_id", "host", "gpu"):
                 if info.get(key) is not None:
                     entry[key] = info[key]
@@ -1332,6 +1340,7 @@ class SweepState:
                     "running": f"running (log: {entry['log']})",
                     "done": "done",
                     "failed": f"failed: {entry['reason']} (log: {entry['log']})",
+                    "diverged": f"diverged: {entry['reason']} (log: {entry['log']})",
                     "pending": "pending",
                 }[state]
                 self.echo(f"{self.progress_line()} | {name} {detail}")
@@ -1402,6 +1411,33 @@ def _describe_run(run: Run) -> str:
     return (f"[{' '.join(files)}] " if files else "") + text
 
 
+def kept_state(status: str, recorded: str | None) -> str | None:
+    """``'failed' | 'diverged'`` for a run that stays so until ``--retry-failed``, else ``None``.
+
+    Args:
+      status: what its run directory holds (:func:`floq.results.run_status`).
+      recorded: its state in the sweep's previous ``sweep.json`` (``None``: none).
+
+    run.json's ``diverged`` always counts (the trainer refuses the run without
+    ``--retry-failed``); a ``failed`` that sweep.json recorded counts unless the run is
+    done (a crashed trainer may leave run.json ``running``); a ``diverged`` that sweep.json
+    recorded counts only while run.json still says so (the run may have been retried since).
+    """
+    if status == "done":
+        return None
+    if status == "diverged":
+        return "diverged"
+    if recorded == "failed":
+        return "failed"
+    return None
+
+
+def _kept_text(counts: Mapping[str, int], suffix: str) -> str:
+    """', 1 failed, 2 diverged<suffix>' (empty when there are none)."""
+    parts = [f"{counts[s]} {s}" for s in KEPT_STATES if counts.get(s)]
+    return f", {', '.join(parts)}{suffix}" if parts else ""
+
+
 def run_sweep(
     sweep_file: str,
     launcher="local",
@@ -1420,15 +1456,17 @@ def run_sweep(
     """Runs (or lists) a sweep; returns its summary (what ``sweep.json`` holds).
 
     Runs that are done are skipped; unfinished runs resume (they are simply launched
-    again on the same run directory). Runs that failed before stay failed unless
-    ``retry_failed``. One failing run never stops the others.
+    again on the same run directory). Runs that failed or diverged before (:func:`kept_state`)
+    stay so unless ``retry_failed``, which also reaches each launched run's ``floq run``
+    (``--retry-failed``). One failing run never stops the others.
 
     Args:
       sweep_file: the sweep gin file.
       launcher: ``'local' | 'slurm' | 'ray'`` or a :class:`floq.launch.base.Launcher`.
       out_dir: the sweeps' output directory (default ``sweeps/``).
       dry_run: list the runs and the estimated GPU-hours; write and launch nothing.
-      retry_failed: launch runs that ``sweep.json`` records as failed again.
+      retry_failed: launch runs that failed or diverged again, with ``floq run
+        --retry-failed`` (a diverged run resumes from its last good checkpoint).
       runner: the ``floq run`` command prefix (default ``python -m floq run``).
       parse: gin parsing function for validation (default ``floq.config.parse``).
       echo: where progress lines go (default ``print`` with flush).
@@ -1449,14 +1487,16 @@ def run_sweep(
     previous = SweepState.read(plan.summary_path) or {}
     prev_states = {r.get("name"): r for r in previous.get("runs", [])}
 
+    kept = {
+        r.name: kept_state(statuses[r.name], prev_states.get(r.name, {}).get("state"))
+        for r in plan.runs
+    }
+
     if dry_run:
-        failed = [
+        todo = [
             r
             for r in plan.runs
-            if statuses[r.name] != "done" and prev_states.get(r.name, {}).get("state") == "failed"
-        ]
-        todo = [
-            r for r in plan.runs if statuses[r.name] != "done" and (retry_failed or r not in failed)
+            if statuses[r.name] != "done" and (retry_failed or kept[r.name] is None)
         ]
         width = max(len(r.name) for r in plan.runs)
         echo(
@@ -1467,16 +1507,15 @@ def run_sweep(
             status = {"absent": "new", "partial": "resume"}.get(
                 statuses[run.name], statuses[run.name]
             )
-            if status != "done" and prev_states.get(run.name, {}).get("state") == "failed":
-                status = "failed" if not retry_failed else "retry"
-            echo(f"  {run.name:<{width}}  {status:<7}  {_describe_run(run)}")
+            if kept[run.name] is not None:
+                status = kept[run.name] if not retry_failed else "retry"
+            echo(f"  {run.name:<{width}}  {status:<8}  {_describe_run(run)}")
         done = sum(1 for r in plan.runs if statuses[r.name] == "done")
-        kept = (
-            f", {len(failed)} failed (not retried without --retry-failed)"
-            if failed and not retry_failed
-            else ""
+        kept_counts = {s: sum(1 for k in kept.values() if k == s) for s in KEPT_STATES}
+        kept_note = (
+            "" if retry_failed else _kept_text(kept_counts, " (not retried without --retry-failed)")
         )
-        echo(f"{len(plan.runs)} runs: {done} done{kept}, {len(todo)} to run")
+        echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
         if estimate:
             for line in estimate_lines(plan, todo, bench_dir):
                 echo(line)
@@ -1505,21 +1544,23 @@ def run_sweep(
     with _SweepLock(plan.sweep_dir):
         state = SweepState(plan, launcher_name, echo)
         todo = []
-        kept_failed = 0
+        kept_counts = {s: 0 for s in KEPT_STATES}
         for run in plan.runs:
             entry = state.entries[run.name]
             if statuses[run.name] == "done":
                 entry["state"], entry["reason"] = "done", None
-            elif entry["state"] == "failed" and not retry_failed:
-                kept_failed += 1
+            elif kept[run.name] is not None and not retry_failed:
+                if entry["state"] != kept[run.name]:  # e.g. run.json says diverged
+                    entry["state"] = kept[run.name]
+                    entry["reason"] = runner_lib.run_reason(run.run_dir) or entry["reason"]
+                kept_counts[kept[run.name]] += 1
             else:
                 entry["state"], entry["reason"] = "pending", None
-                todo.append(run)
+                # `floq run` refuses a diverged run without it; harmless for the others.
+                todo.append(dataclasses.replace(run, retry_failed=True) if retry_failed else run)
         state.write()
         c = state.counts()
-        note = (
-            f", {kept_failed} failed before (--retry-failed runs them again)" if kept_failed else ""
-        )
+        note = _kept_text(kept_counts, " before (--retry-failed runs them again)")
         echo(
             f"sweep {plan.name}: {len(plan.runs)} runs, {c['done']} done{note}; "
             f"{len(todo)} to run with {launcher.describe()} -> {plan.sweep_dir}"
@@ -1538,6 +1579,7 @@ def run_sweep(
     c = summary["counts"]
     echo(
         f"sweep {plan.name} finished: {c['done']} done, {c['failed']} failed"
+        + (f", {c['diverged']} diverged" if c["diverged"] else "")
         + (f", {c['pending'] + c['running']} unfinished" if c["pending"] + c["running"] else "")
         + f" ({plan.summary_path})"
     )
@@ -1578,7 +1620,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--retry-failed",
         action="store_true",
-        help="run again the runs that sweep.json records as failed",
+        help="run again the runs that failed or diverged, each with `floq run --retry-failed` "
+        "(a diverged run trains again from its last good checkpoint)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="local: runs at once (default: one per GPU, or 1)"

@@ -70,6 +70,20 @@ def fake_base(tmp_path):
     return write_sweep
 
 
+#: The 2 x 2 x 2 sweep the fake-trainer tests of every launcher run.
+GRID = """
+Sweep.name = 'grid'
+Sweep.axes = {'CRITIC_FLOW_STEPS': [1, 2], 'TASK_ID': [1, 2]}
+Sweep.seeds = [0, 1]
+"""
+
+
+@pytest.fixture
+def grid_file(fake_base):
+    """The sweep file of :data:`GRID` (8 runs named ``critic_flow_steps=K,task_id=T,seed=S``)."""
+    return fake_base(GRID)
+
+
 @pytest.fixture
 def control(tmp_path, monkeypatch):
     """Sets the fake trainer's control file; returns a function to rewrite it."""

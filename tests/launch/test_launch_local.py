@@ -5,6 +5,7 @@ Exercises: skip-done, resume, failure isolation, sweep.json states, --retry-fail
 """
 
 import csv
+import dataclasses
 import json
 import os
 import threading
@@ -17,11 +18,6 @@ from floq.launch import sweep
 from floq.launch.local import LocalLauncher
 from floq.launch.runner import Run
 
-GRID = """
-Sweep.name = 'grid'
-Sweep.axes = {'CRITIC_FLOW_STEPS': [1, 2], 'TASK_ID': [1, 2]}
-Sweep.seeds = [0, 1]
-"""
 FAILING = "critic_flow_steps=2,task_id=1,seed=1"
 
 
@@ -38,8 +34,8 @@ def _sweep_json(out):
         return json.load(f)
 
 
-def test_fake_sweep_skip_failure_retry(fake_base, parse, fake_runner, control, tmp_path):
-    file = fake_base(GRID)
+def test_fake_sweep_skip_failure_retry(grid_file, parse, fake_runner, control, tmp_path):
+    file = grid_file
     out = str(tmp_path / "out")
     control(fail=[FAILING])
     lines = []
@@ -51,7 +47,7 @@ def test_fake_sweep_skip_failure_retry(fake_base, parse, fake_runner, control, t
     states = {r["name"]: r["state"] for r in summary["runs"]}
     assert states.pop(FAILING) == "failed"
     assert set(states.values()) == {"done"}
-    assert summary["counts"] == {"pending": 0, "running": 0, "done": 7, "failed": 1}
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 7, "failed": 1, "diverged": 0}
     recorded = _sweep_json(out)
     assert recorded["counts"] == summary["counts"]
     failed = next(r for r in recorded["runs"] if r["name"] == FAILING)
@@ -95,12 +91,81 @@ def test_fake_sweep_skip_failure_retry(fake_base, parse, fake_runner, control, t
         workers=2,
         retry_failed=True,
     )
-    assert summary["counts"] == {"pending": 0, "running": 0, "done": 8, "failed": 0}
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 8, "failed": 0, "diverged": 0}
     counts = {r["name"]: len(_invocations(r["run_dir"])) for r in summary["runs"]}
     assert counts.pop(FAILING) == 2
     assert set(counts.values()) == {1}
     entry = next(r for r in _sweep_json(out)["runs"] if r["name"] == FAILING)
     assert (entry["state"], entry["reason"], entry["attempts"]) == ("done", None, 2)
+
+
+DIVERGING = "critic_flow_steps=1,task_id=2,seed=0"
+
+
+def test_run_command_carries_retry_failed(tmp_path):
+    run = Run("r", ("a.gin",), ("X = 1",), str(tmp_path / "r"), {"x": 1})
+    assert run.command(["floq-run"]) == [
+        "floq-run", "a.gin", "--bind", "X = 1", "--run-dir", str(tmp_path / "r"), "--tag", "x=1"]
+    retry = dataclasses.replace(run, retry_failed=True)
+    assert retry.command(["floq-run"]) == run.command(["floq-run"]) + ["--retry-failed"]
+    assert retry.command()[-1] == "--retry-failed"  # with the default `python -m floq run` too
+
+
+def test_diverged_runs_count_apart_and_retry_with_the_flag(
+    grid_file, parse, fake_runner, control, tmp_path
+):
+    """A run that diverges is 'diverged' (never done, not a failure); it is not launched again
+    until --retry-failed, which reaches its `floq run` (the fake trainer, like floq's, refuses
+    a diverged run without it)."""
+    file = grid_file
+    out = str(tmp_path / "out")
+    sweep_dir = os.path.join(out, "grid")
+    control(fail=[FAILING], diverge=[DIVERGING])
+    lines = []
+
+    def run_sweep(**kw):
+        return sweep.run_sweep(
+            file, "local", out, runner=fake_runner, parse=parse, echo=lines.append, workers=2, **kw
+        )
+
+    summary = run_sweep()
+    expected = {"pending": 0, "running": 0, "done": 6, "failed": 1, "diverged": 1}
+    assert summary["counts"] == expected
+    entry = {r["name"]: r for r in summary["runs"]}[DIVERGING]
+    assert (entry["state"], entry["reason"]) == ("diverged", "critic/loss is nan (seed 0) (step 2)")
+    assert any(f"{DIVERGING} diverged: critic/loss is nan" in l for l in lines)
+    assert lines[-1].startswith("sweep grid finished: 6 done, 1 failed, 1 diverged (")
+    assert _invocations(entry["run_dir"])[0].split()[2:] == []  # no --retry-failed yet
+
+    # Again: nothing is launched; the driver says why.
+    lines.clear()
+    summary = run_sweep()
+    assert summary["counts"] == expected
+    assert "1 failed, 1 diverged before (--retry-failed runs them again)" in lines[0]
+    assert all(len(_invocations(r["run_dir"])) == 1 for r in summary["runs"])
+
+    # Without sweep.json, run.json alone keeps the diverged run from being launched.
+    os.unlink(os.path.join(sweep_dir, "sweep.json"))
+    lines.clear()
+    sweep.run_sweep(file, out_dir=out, dry_run=True, parse=parse, echo=lines.append, estimate=False)
+    assert any(l.split()[:2] == [DIVERGING, "diverged"] for l in lines)
+    assert lines[-1] == "8 runs: 6 done, 1 diverged (not retried without --retry-failed), 1 to run"
+
+    # --retry-failed: both launched again, each with `floq run --retry-failed`.
+    control()
+    lines.clear()
+    summary = run_sweep(retry_failed=True)
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 8, "failed": 0, "diverged": 0}
+    for name in (DIVERGING, FAILING):
+        calls = _invocations(os.path.join(sweep_dir, name))
+        assert len(calls) == 2 and calls[-1].split()[2:] == ["retry"]
+        with open(os.path.join(sweep_dir, name, "log.txt")) as f:
+            launched = [l for l in f if l.startswith(runner_lib.LOG_MARK) and "--run-dir" in l]
+        assert launched[-1].rstrip().endswith("--retry-failed")
+    with open(os.path.join(sweep_dir, DIVERGING, "run.json")) as f:
+        assert json.load(f)["status"] == "done"
+    done = [r["name"] for r in summary["runs"] if r["name"] not in (DIVERGING, FAILING)]
+    assert all(len(_invocations(os.path.join(sweep_dir, n))) == 1 for n in done)  # not re-run
 
 
 def test_unfinished_runs_resume(fake_base, parse, fake_runner, control, tmp_path):
@@ -123,8 +188,8 @@ def test_unfinished_runs_resume(fake_base, parse, fake_runner, control, tmp_path
     assert "training 4/4" in log and "training 1/4" not in log  # resumed at step 3
 
 
-def test_dry_run_lists_and_estimates(fake_base, parse, tmp_path):
-    file = fake_base(GRID)
+def test_dry_run_lists_and_estimates(grid_file, parse, tmp_path):
+    file = grid_file
     out = str(tmp_path / "out")
     lines = []
     summary = sweep.run_sweep(

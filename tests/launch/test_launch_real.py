@@ -49,7 +49,7 @@ def _check(sweep_dir):
     with open(os.path.join(sweep_dir, "sweep.json")) as f:
         summary = json.load(f)
     assert [r["name"] for r in summary["runs"]] == NAMES
-    assert summary["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 0}, summary
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 0, "diverged": 0}, summary
     for name, steps in zip(NAMES, ("1", "2")):
         with open(os.path.join(sweep_dir, name, "eval.csv")) as f:
             rows = list(csv.DictReader(f))
@@ -80,32 +80,26 @@ def test_real_local_sweep_via_cli(tmp_path):
     file = _write_sweep(tmp_path, "real_local")
     out = str(tmp_path / "out")
     cmd = [sys.executable, "-m", "floq", "sweep", file, "--out", out, "--workers", "2"]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=str(tmp_path),
-        env={**os.environ, "PYTHONPATH": spec.REPO_ROOT},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "sweep real_local finished: 2 done, 0 failed" in proc.stdout
+
+    def floq_sweep(timeout):
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(tmp_path),
+            env={**os.environ, "PYTHONPATH": spec.REPO_ROOT},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "sweep real_local finished: 2 done, 0 failed" in floq_sweep(400)
     sweep_dir = os.path.join(out, "real_local")
     _check(sweep_dir)
     sizes = _log_sizes(sweep_dir)
     # Re-running is a no-op: nothing is launched.
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-        env={**os.environ, "PYTHONPATH": spec.REPO_ROOT},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 runs, 2 done; 0 to run" in proc.stdout
+    assert "2 runs, 2 done; 0 to run" in floq_sweep(120)
     assert _log_sizes(sweep_dir) == sizes
 
 

@@ -130,7 +130,7 @@ def test_crashed_trainer_is_reported_and_sweep_goes_on(fake_base, parse, slow_tr
     lines = []
     summary = sweep.run_sweep(file, "local", str(tmp_path / "out"), runner=slow_trainer, parse=parse,
                               echo=lines.append, workers=1)
-    assert summary["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 1, "diverged": 0}
     entry = {r["name"]: r for r in summary["runs"]}[crashing]
     assert entry["reason"] == "killed by SIGSEGV (last line: about to crash)"
     failed_line = next(l for l in lines if f"{crashing} failed" in l)
@@ -176,7 +176,7 @@ def test_ray_startup_failure_is_one_line_with_remedy(fake_base, parse, fake_runn
     assert msg.startswith("Ray could not start a local instance (The current node timed out during startup")
     assert "RAY_raylet_start_wait_time_s=120 ray start --head" in msg and "--ray-address=auto" in msg
     summary = read_summary(out / "r")
-    assert summary["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0}
+    assert summary["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "diverged": 0}
 
 
 def test_ray_connect_failure_names_the_address(monkeypatch):

@@ -12,54 +12,42 @@ from floq.launch import sweep  # noqa: E402
 from floq.launch.runner import Run  # noqa: E402
 from floq.launch.slurm import RunJob, SlurmLauncher  # noqa: E402
 
-GRID = """
-Sweep.name = 'grid'
-Sweep.axes = {'CRITIC_FLOW_STEPS': [1, 2], 'TASK_ID': [1, 2]}
-Sweep.seeds = [0, 1]
-"""
 FAILING = "critic_flow_steps=1,task_id=2,seed=0"
 
 
-def test_submitit_local_sweep(fake_base, parse, fake_runner, control, tmp_path):
-    file = fake_base(GRID)
+DIVERGING = "critic_flow_steps=2,task_id=1,seed=1"
+
+
+def test_submitit_local_sweep(grid_file, parse, fake_runner, control, tmp_path):
+    file = grid_file
     out = str(tmp_path / "out")
-    control(fail=[FAILING])
+    control(fail=[FAILING], diverge=[DIVERGING])
     lines = []
-    summary = sweep.run_sweep(
-        file,
-        "slurm",
-        out,
-        runner=fake_runner,
-        parse=parse,
-        echo=lines.append,
-        cluster="local",
-        time_min=5,
-        gpus=0,
-    )
+
+    def run_sweep(**kw):
+        return sweep.run_sweep(file, "slurm", out, runner=fake_runner, parse=parse, echo=lines.append,
+                               cluster="local", time_min=5, gpus=0, **kw)
+
+    summary = run_sweep()
     assert summary["launcher"] == "slurm"
-    assert summary["counts"] == {"pending": 0, "running": 0, "done": 7, "failed": 1}
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 6, "failed": 1, "diverged": 1}
     by_name = {r["name"]: r for r in summary["runs"]}
     assert by_name[FAILING]["reason"] == f"floq run: error: fake failure of {FAILING}"
+    # The job raised (Slurm lists it FAILED); the start marker still says it diverged.
+    assert by_name[DIVERGING]["state"] == "diverged"
+    assert by_name[DIVERGING]["reason"] == "critic/loss is nan (seed 0) (step 2)"
     assert all(r["job_id"] for r in summary["runs"])  # one submitit job per run
     assert sum(" running (log: " in l for l in lines) == 8
-    # --retry-failed: only the failed run is submitted again.
+    # --retry-failed: only the failed and the diverged run are submitted again, with the flag.
     control()
-    summary = sweep.run_sweep(
-        file,
-        "slurm",
-        out,
-        runner=fake_runner,
-        parse=parse,
-        echo=lines.append,
-        cluster="local",
-        time_min=5,
-        gpus=0,
-        retry_failed=True,
-    )
+    summary = run_sweep(retry_failed=True)
     assert summary["counts"]["done"] == 8
     for run in summary["runs"]:
         with open(os.path.join(run["run_dir"], "invocations")) as f:
-            assert len(f.read().splitlines()) == (2 if run["name"] == FAILING else 1)
+            calls = f.read().splitlines()
+        retried = run["name"] in (FAILING, DIVERGING)
+        assert len(calls) == (2 if retried else 1)
+        assert calls[-1].endswith(" retry") == retried
 
 
 def test_requeue_on_timeout_resumes(tmp_path, fake_runner, control):
