@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# benchmarks/gpu_check.sh: floq's trainer on an NVIDIA GPU, in one script of < 10 minutes.
+#
+#   bash benchmarks/gpu_check.sh              on a machine with an NVIDIA GPU
+#   bash benchmarks/gpu_check.sh --dry-run    print every command it would run; run nothing
+#   bash benchmarks/gpu_check.sh --cpu        the same steps at tiny sizes on the CPU (a few
+#                                             minutes; output in a temp dir unless --out)
+#   options: --out DIR (default benchmarks/results; --cpu: a new temp dir)
+#            --venv DIR (default .venv-gpu; --cpu: .venv)
+#            --real-critic monolithic|floq (the 50k-step run; default monolithic = FQL)
+#   env:     FLOQ_WHEELS=DIR  install from the wheels in DIR (no index), e.g. made elsewhere with
+#                             `pip download -d DIR '.[cuda]' setuptools wheel`
+#
+# Steps (each time-boxed so that the whole stays under 10 minutes):
+#   1. venv + `pip install -e '.[cuda]'` (skipped when the venv already imports floq and sees a GPU)
+#   2. floq bench: matmul peak (8192^3), updates/s of FQL (monolithic) and floq at the paper
+#      configuration for 1, 2, 4, 8 vmapped seeds, bf16, the per-step loop, and the overhead of
+#      asynchronous evaluation on a short real training run (eval_overhead, paper sizes)
+#   3. floq data generate cube-double-play-v0 (100 episodes, one worker per core)
+#   4. a 50k-step real run on it (async evaluation every 10k steps, 50 episodes); stopped with
+#      SIGTERM at its time box (status 'preempted', partial figures kept)
+# Output: <out>/gpu_<device>_<date>.csv and .md (the bench table + targets, then the real run).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+DRY=0
+CPU=0
+OUT=""
+VENV=""
+REAL_CRITIC="monolithic"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY=1 ;;
+    --cpu) CPU=1 ;;
+    --out) OUT="$2"; shift ;;
+    --venv) VENV="$2"; shift ;;
+    --real-critic) REAL_CRITIC="$2"; shift ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$REAL_CRITIC" in monolithic|floq) ;; *) echo "gpu_check.sh: --real-critic monolithic|floq" >&2; exit 2 ;; esac
+
+T0=$(date +%s)
+DATE=$(date +%Y%m%d)
+if [[ $CPU == 1 ]]; then
+  DEVICE="cpu$(nproc)"
+  VENV="${VENV:-.venv}"
+  if [[ -z "$OUT" ]]; then
+    if [[ $DRY == 1 ]]; then OUT=/tmp/floq-gpu-check-cpu-XXXXXX; else OUT=$(mktemp -d /tmp/floq-gpu-check-cpu-XXXXXX); fi
+  fi
+  export JAX_PLATFORMS=cpu
+else
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr '[:upper:]' '[:lower:]' \
+             | sed 's/[^a-z0-9]\+/-/g; s/^-//; s/-$//')
+  elif [[ $DRY == 1 ]]; then
+    DEVICE="nvidia-gpu"
+  else
+    echo "gpu_check.sh: no NVIDIA GPU (nvidia-smi -L failed); use --cpu to test the script" >&2
+    exit 1
+  fi
+  VENV="${VENV:-.venv-gpu}"
+  OUT="${OUT:-$REPO/benchmarks/results}"
+fi
+NAME="gpu_${DEVICE}_${DATE}"
+WORK="${FLOQ_GPU_CHECK_WORK:-/tmp/floq-gpu-check-work-$$}"
+PY="$VENV/bin/python"
+export FLOQ_DATA_DIR="$WORK/data"
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$REPO/.floq_cache/jax}"
+export TF_CPP_MIN_LOG_LEVEL=2
+
+# Sizes: the GPU check, and its tiny twin for --cpu.
+if [[ $CPU == 1 ]]; then
+  BENCH_SIZE=(--tiny --configs tiny --seed-configs tiny --seed-counts 1,2 --matmul-n 256
+              --overhead-config smoke --overhead-steps 80)
+  GEN=(--episodes 2 --val-episodes 1 --episode-length 101 --workers 2)
+  REAL_STEPS=300; REAL_EVAL=100; REAL_EPISODES=2; REAL_CONFIG=smoke
+  REAL_SIZE=(--bind BATCH_SIZE=32 --bind ACTOR_WIDTH=32 --bind ACTOR_DEPTH=2 --bind CRITIC_WIDTH=32
+             --bind CRITIC_DEPTH=2 --bind FLOW_FIELD_DEPTH=2 --bind DISTILL_WIDTH=32 --bind DISTILL_DEPTH=2
+             --bind CRITIC_FLOW_STEPS=2 --bind NOISE_SAMPLES=4 --bind CHUNK_SIZE=50 --bind Trainer.eval_workers=1)
+  BOX_INSTALL=300; BOX_BENCH=420; BOX_DATA=120; BOX_REAL=180
+else
+  BENCH_SIZE=(--configs paper --seed-configs paper --seed-counts 1,2,4,8 --matmul-n 8192 --repeats 3
+              --overhead-config paper --overhead-steps 2000)
+  GEN=(--episodes 100 --workers "$(nproc)")
+  REAL_STEPS=50000; REAL_EVAL=10000; REAL_EPISODES=50; REAL_CONFIG=paper
+  REAL_SIZE=(--bind CHUNK_SIZE=1000)
+  BOX_INSTALL=150; BOX_BENCH=240; BOX_DATA=45; BOX_REAL=120
+fi
+
+LOG=()
+say() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*" >&2; }
+# run BOX_SECONDS CMD...: print the command; run it (unless --dry-run) under a time box.
+run() {
+  local box="$1"; shift
+  printf '+ timeout %s' "$box"; printf ' %q' "$@"; printf '\n'
+  [[ $DRY == 1 ]] && return 0
+  local t=$(date +%s) rc=0
+  timeout --signal=TERM --kill-after=60 "$box" "$@" || rc=$?
+  LOG+=("$(printf '%s' "$*" | tr '\n' ' ' | cut -c1-110) -> exit $rc, $(( $(date +%s) - t )) s")
+  return $rc
+}
+
+say "device $DEVICE; venv $VENV; out $OUT/$NAME.{csv,md}; work $WORK$([[ $DRY == 1 ]] && echo '; DRY RUN')"
+[[ $DRY == 1 ]] || mkdir -p "$OUT" "$WORK"
+
+# 1. venv + floq --------------------------------------------------------------------------
+EXTRA=".[cuda]"; [[ $CPU == 1 ]] && EXTRA="."
+CHECK="import jax, floq; import sys; sys.exit(0 if $([[ $CPU == 1 ]] && echo True || echo "jax.devices()[0].platform == 'gpu'") else 1)"
+if [[ $DRY == 0 && -x "$PY" ]] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
+  say "1. $VENV already has floq and sees the device: no install"
+else
+  say "1. venv + floq$EXTRA$([[ $DRY == 1 ]] && echo " (at run time: skipped when $VENV already imports floq and sees the device)")"
+  [[ -x "$PY" ]] || run 120 python3 -m venv "$VENV"
+  if [[ -n "${FLOQ_WHEELS:-}" ]]; then
+    run "$BOX_INSTALL" "$PY" -m pip install -q --no-index --find-links "$FLOQ_WHEELS" setuptools wheel
+    run "$BOX_INSTALL" "$PY" -m pip install -q --no-index --find-links "$FLOQ_WHEELS" --no-build-isolation -e "$EXTRA"
+  else
+    run "$BOX_INSTALL" "$PY" -m pip install -q -e "$EXTRA"
+  fi
+  run 120 "$PY" -c "$CHECK"
+fi
+run 60 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
+
+# 2. floq bench: peak, throughput x seeds, bf16, per-step, eval overhead ---------------------
+say "2. floq bench"
+[[ $DRY == 1 ]] || rm -f "$OUT/$NAME.csv" "$OUT/$NAME.md"  # no stale table from an earlier run today
+run "$BOX_BENCH" "$PY" -m floq bench "${BENCH_SIZE[@]}" --critics monolithic,floq \
+  --only throughput,per_step,bf16,seeds,eval_overhead --out "$OUT" --name "$NAME.csv" || say "bench failed (rc $?)"
+
+# 3. data ------------------------------------------------------------------------------------
+say "3. floq data generate cube-double-play-v0"
+run "$BOX_DATA" "$PY" -m floq data generate cube-double-play-v0 "${GEN[@]}" --out "$WORK/data" --no-progress \
+  || say "data generation failed (rc $?)"
+TRAIN_FILE="$WORK/data/cube-double-play-v0.npz"
+if [[ $DRY == 0 ]]; then
+  TRAIN_FILE=$(ls "$WORK"/data/cube-double-play-v0*.npz 2>/dev/null | grep -v -- '-val' | head -1 || true)
+fi
+
+# 4. the real run ----------------------------------------------------------------------------
+say "4. ${REAL_STEPS}-step run ($REAL_CRITIC) on $TRAIN_FILE"
+RUN_DIR="$WORK/runs/real_$REAL_CRITIC"
+run "$BOX_REAL" "$PY" -m floq run gin/algorithms/fql.gin "gin/critics/$REAL_CRITIC.gin" gin/tasks/cube-double-play.gin \
+  --bind "DATASET_PATH='$TRAIN_FILE'" --bind "TRAIN_STEPS=$REAL_STEPS" --bind "EVAL_INTERVAL=$REAL_EVAL" \
+  --bind "EVAL_EPISODES=$REAL_EPISODES" --bind "LOG_INTERVAL=$(( REAL_EVAL / 2 ))" \
+  --bind "CHECKPOINT_INTERVAL=$(( REAL_STEPS / 2 ))" --bind Trainer.async_eval=True --bind Trainer.progress=False \
+  --bind "EXPERIMENT='gpu_check'" "${REAL_SIZE[@]}" --run-dir "$RUN_DIR" \
+  || say "the real run ended with rc $? (143/124: time box reached, partial figures kept)"
+
+# 5. one CSV + Markdown ------------------------------------------------------------------------
+say "5. results -> $OUT/$NAME.{csv,md}"
+[[ $DRY == 1 ]] || printf '%s\n' "${LOG[@]:-}" > "$WORK/steps.log"
+run 60 env FLOQ_STEPS_LOG="$WORK/steps.log" FLOQ_TOTAL_S="$(( $(date +%s) - T0 ))" "$PY" - "$OUT/$NAME.csv" "$RUN_DIR" \
+  "$REAL_CRITIC" "$REAL_CONFIG" <<'EOF'
+import csv, json, os, sys
+from benchmarks.bench import markdown, write_csv
+path, run_dir, critic, config = sys.argv[1:5]
+rows = list(csv.DictReader(open(path))) if os.path.exists(path) else []
+man = json.load(open(os.path.join(run_dir, "run.json"))) if os.path.exists(os.path.join(run_dir, "run.json")) else {}
+ev = list(csv.DictReader(open(os.path.join(run_dir, "eval.csv")))) if os.path.exists(os.path.join(run_dir, "eval.csv")) else []
+if man:
+    t = {k: man.get(k) for k in ("setup_s", "compile_s", "train_s", "eval_wait_s", "eval_busy_s", "checkpoint_s")}
+    rows.append({"benchmark": "real_run", "critic": critic, "config": config, "seeds": 1, "workers": man.get("eval", {}).get("workers"),
+                 "precision": "float32", "updates_per_s": man.get("updates_per_s"), "device": man.get("device"),
+                 "jax_version": man.get("packages", {}).get("jax"),
+                 "notes": f"cube-double-play (generated), status {man.get('status')} at step {man.get('step')} of "
+                          f"{man.get('protocol', {}).get('train_steps')}; wall {man.get('wall_time_s')} s; "
+                          + ", ".join(f"{k} {v}" for k, v in t.items())
+                          + "; success " + " ".join(f"{r['step']}:{float(r['success']):.2f}" for r in ev)})
+write_csv(rows, path)
+md_path = os.path.splitext(path)[0] + ".md"
+bench_rows = rows[:-1] if man else rows
+md = (open(md_path).read() if os.path.exists(md_path)  # the bench's table + targets; else rebuilt from the CSV
+      else f"# {os.path.basename(path)} (floq bench stopped early: partial rows)\n\n" + markdown(bench_rows) + "\n")
+md += "\n## Real run\n\n" + (markdown([rows[-1]]) if man else "(no run.json)") + "\n"
+md += "\n## Steps\n\n" + "\n".join(f"- `{s}`" for s in open(os.environ["FLOQ_STEPS_LOG"]).read().splitlines() if s.strip())
+md += f"\n\ntotal {int(os.environ['FLOQ_TOTAL_S']) / 60:.1f} min\n"
+open(md_path, "w").write(md)
+print(f"wrote {path} and {md_path}")
+EOF
+say "done in $(( $(date +%s) - T0 )) s"
+printf '  %s\n' "${LOG[@]:-}" >&2
+[[ $DRY == 1 || -n "${FLOQ_GPU_CHECK_WORK:-}" ]] || rm -rf "$WORK"
