@@ -146,6 +146,14 @@ def test_folder_walk_finds_runs_and_sweeps(tmp_path, sweep_dir):
 
 
 def test_status_command(tmp_path, sweep_dir, capsys):
+    # `floq status` reads the wall clock, the fixture dated its files from NOW (set at import,
+    # minutes ago in a long suite): shift them so their ages are what the fixture meant.
+    shift = time.time() - NOW
+    for root, _, files in os.walk(sweep_dir):
+        for f in files:
+            p = os.path.join(root, f)
+            st = os.stat(p)
+            os.utime(p, (st.st_atime + shift, st.st_mtime + shift))
     assert main(["status", sweep_dir]) == 0
     out = capsys.readouterr().out
     assert "k=2,seed=0" in out and "ETA 25m" in out.replace("ETA 24m", "ETA 25m")
