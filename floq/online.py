@@ -46,6 +46,7 @@ class OnlinePhase:
         tr = run.tr
         self.length = tr.online_steps
         self.seeds = [m.seed for m in run.members]
+        self._seed_arr = jnp.asarray(self.seeds, jnp.int32)
         ex = {k: np.asarray(v[:1]) for k, v in run.data.items() if k in KEYS}
         self.buffer = init_buffer(len(run.members), self.length, ex)
         self.program = make_online_program(run.algo, run.critic, tr.batch_size, tr.utd_ratio, tr.balanced_sampling)
@@ -114,7 +115,7 @@ class OnlinePhase:
             self._start(env_steps)
         t0 = time.time()
         pp = policy_params(run.states["params"])
-        actions = np.asarray(self.act(pp, jnp.asarray(self.obs), jnp.asarray(self.seeds, jnp.int32),
+        actions = np.asarray(self.act(pp, jnp.asarray(self.obs), self._seed_arr,
                                       jnp.asarray(env_steps, jnp.int32)))
         t1 = time.time()
         trans = {k: [] for k in KEYS}

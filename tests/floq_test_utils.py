@@ -17,3 +17,21 @@ def floq_cmd(*args, cwd=REPO, timeout=600, env=None):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "floq", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def kill_after_checkpoint(args, run_dir, step: int, timeout: float = 300):
+    """Start `floq run ARGS --run-dir RUN_DIR`, SIGKILL it once the checkpoint of `step` is on
+    disk; returns whether the run was still going when killed (else the kill proved nothing)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", *args, "--run-dir", str(run_dir)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = os.path.join(str(run_dir), "checkpoints", f"step_{step}.json")
+    deadline = time.time() + timeout
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    interrupted = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return interrupted

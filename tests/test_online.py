@@ -5,10 +5,6 @@ run killed with SIGKILL in the online phase resumes to the same CSVs and paramet
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import REPO, floq_cmd
+from floq_test_utils import floq_cmd, kill_after_checkpoint
 
 from floq.train import sample_mixed
 
@@ -97,15 +93,7 @@ def test_sigkill_in_online_phase_resumes_exactly(reference_run, tmp_path):
     ref_ev, ref_tr = _csvs(reference_run)
     ref = _final(reference_run)
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", *ONLINE_ARGS, "--run-dir", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run_dir / "checkpoints" / "step_210.json"  # 110 env steps into the online phase
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    interrupted = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    interrupted = kill_after_checkpoint(ONLINE_ARGS, run_dir, 210)  # 110 env steps into the online phase
     assert interrupted, "the run finished before it could be killed in the online phase"
     res = floq_cmd("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
     assert res.returncode == 0, res.stderr[-3000:]

@@ -5,16 +5,11 @@ same CSVs and parameters as an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 
-from floq_test_utils import REPO, floq_cmd
-from test_online import CLOCK, _final
+from floq_test_utils import floq_cmd, kill_after_checkpoint
+from test_online import _csvs, _final
 from test_shards import _make_folder, _source_files
 
 
@@ -22,11 +17,6 @@ def _args(folder):
     return ["gin/experiments/smoke.gin", "--bind", f"DATASET_DIR='{folder}'", "--bind", "SHARD_INTERVAL=40",
             "--bind", "TRAIN_STEPS=200", "--bind", "LOG_INTERVAL=20", "--bind", "EVAL_INTERVAL=100",
             "--bind", "CHECKPOINT_INTERVAL=30", "--bind", "CHUNK_SIZE=50"]
-
-
-def _csvs(run_dir):
-    return tuple(pd.read_csv(os.path.join(run_dir, f)).drop(columns=CLOCK, errors="ignore")
-                 for f in ("eval.csv", "train.csv"))
 
 
 def test_sharded_run_rotates_and_resumes_exactly(tmp_path):
@@ -44,15 +34,7 @@ def test_sharded_run_rotates_and_resumes_exactly(tmp_path):
     assert meta["protocol"]["shards"] == 3 and meta["protocol"]["shard_interval"] == 40
 
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", *args, "--run-dir", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run_dir / "checkpoints" / "step_90.json"  # mid-shard (shard 2 runs from 80 to 120)
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    interrupted = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    interrupted = kill_after_checkpoint(args, run_dir, 90)  # mid-shard (shard 2 runs from 80 to 120)
     assert interrupted, "the run finished before it could be killed"
     res = floq_cmd("run", *args, "--run-dir", str(run_dir))
     assert res.returncode == 0, res.stderr[-3000:]
