@@ -33,6 +33,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
 import traceback
 
@@ -230,7 +231,7 @@ class EvalService:
     """
 
     def __init__(self, policy_bytes: bytes, env_kwargs: dict, num_workers: int, envs_per_worker: int,
-                 episodes: int, start_timeout: float = 600.0):
+                 episodes: int, start_timeout: float = 600.0, wait_ready: bool = True):
         self.num_workers = int(num_workers)
         self.width = int(envs_per_worker)
         self.episodes = int(episodes)
@@ -252,13 +253,34 @@ class EvalService:
             p.start()
             self.procs.append(p)
             self.ctrls.append(parent)
-        ready, deadline = 0, time.time() + start_timeout
-        while ready < self.num_workers:
+        # Parameters go to the workers from a sender thread: a pipe blocks once its buffer is
+        # full until the worker reads it, which a busy (or still starting) worker does only
+        # between units; the training loop must never wait for that.
+        self._outbox: queue.Queue = queue.Queue()
+        self._send_error: list = []
+        self._sender = threading.Thread(target=self._send_loop, daemon=True)
+        self._sender.start()
+        self._ready = 0
+        if not wait_ready:  # asynchronous evaluation: training starts while workers import
+            return
+        deadline = time.time() + start_timeout
+        while self._ready < self.num_workers:
             kind, _, msg = self._get(deadline - time.time())
             if kind == "error":
                 self.close()
                 raise RuntimeError(f"evaluation worker failed to start:\n{msg}")
-            ready += kind == "ready"
+            self._ready += kind == "ready"
+
+    def _send_loop(self):
+        while True:
+            msg = self._outbox.get()
+            if msg is None:
+                return
+            for c in self.ctrls:
+                try:
+                    c.send(msg)
+                except (BrokenPipeError, OSError) as e:  # a dead worker: _drain reports it
+                    self._send_error.append(e)
 
     # -- plumbing ------------------------------------------------------------------
     def _get(self, timeout: float):
@@ -287,9 +309,8 @@ class EvalService:
         arr[list(unit[2])] = res
         ev.units_left -= 1
         ev.busy_s += busy
-        if ev.done:
-            for c in self.ctrls:
-                c.send(("drop", ev.eval_id))
+        if ev.done and self.ctrls:
+            self._outbox.put(("drop", ev.eval_id))
 
     def _drain(self, block_s: float = 0.0):
         deadline = time.time() + block_s
@@ -303,7 +324,10 @@ class EvalService:
                 return
             if kind == "error":
                 self.close()
-                raise RuntimeError(f"evaluation failed in a worker:\n{payload}")
+                where = "failed to start" if unit is None else "failed in a worker"
+                raise RuntimeError(f"evaluation {where}:\n{payload}")
+            if kind == "ready":
+                self._ready += 1
             if kind == "done":
                 self._record(unit, *payload)
             block_s = 0.0
@@ -321,8 +345,7 @@ class EvalService:
         if self.num_workers <= 0:
             self._local_units.extend((u, payload[u[1]]) for u in units)
             return
-        for c in self.ctrls:
-            c.send(("params", ev.eval_id, payload))
+        self._outbox.put(("params", ev.eval_id, payload))
         for u in units:
             self._tasks.put(u)
 
@@ -363,11 +386,12 @@ class EvalService:
         self._record(unit, res, time.time() - t0)
 
     def close(self):
-        for c in self.ctrls:
-            try:
-                c.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
+        sender = getattr(self, "_sender", None)
+        if sender is not None and sender.is_alive():
+            self._outbox.put(("close", None))
+            self._outbox.put(None)
+            sender.join(timeout=5)
+        self._sender = None
         for p in self.procs:
             p.join(timeout=2)
             if p.is_alive():

@@ -44,7 +44,8 @@ import numpy as np
 from floq import results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, export_policy
-from floq.train import build, init_states, make_program, policy_params, update_flops
+from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, policy_params,
+                        task_view, update_flops)
 
 EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step", "phase",
                 "env_steps", "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
@@ -52,7 +53,7 @@ EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "cri
 TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "phase", "env_steps", "wall_time", "updates_per_s")
 # Bindings that describe the protocol or the plumbing rather than the thing studied: they are
 # recorded in run.json, not turned into result columns or run names.
-NOT_TAGS = {"seed", "num_seeds", "dataset_path", "data_source", "train_steps", "eval_interval", "eval_episodes",
+NOT_TAGS = {"seed", "num_seeds", "task_ids", "program_task_ids", "dataset_path", "data_source", "train_steps", "eval_interval", "eval_episodes",
             "log_interval", "checkpoint_interval", "chunk_size", "experiment", "out_dir", "progress",
             "eval_workers", "eval_envs_per_worker", "async_eval", "max_chunk_seconds", "loggers"}
 PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGHUP", "SIGINT"))
@@ -72,8 +73,14 @@ class Preempted(Exception):
     """A signal asked the run to stop; the state is checkpointed (exit 143)."""
 
 
+def task_label(task) -> str:
+    """'task2' for one task, 'tasks1,2,3,4,5' for a multi-task program."""
+    ids = getattr(task, "ids", (task.task_id,))
+    return task.task if len(ids) == 1 and not getattr(task, "task_ids", ()) else "tasks" + ",".join(map(str, ids))
+
+
 def default_run_name(exp, tags: dict) -> str:
-    parts = [exp.critic.name, exp.task.env, exp.task.task]
+    parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
     parts += [f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("seed", "task_id")]
     name = "_".join(str(p) for p in parts)
     return "".join(c if c.isalnum() or c in "-_=.," else "-" for c in name)
@@ -107,7 +114,9 @@ def spec_hash(exp) -> str:
             return (type(x).__name__, tuple((f.name, canon(getattr(x, f.name))) for f in dataclasses.fields(x)
                                             if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)
                                             and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
-                                                     and not getattr(x, "sharded", False))))
+                                                     and not getattr(x, "sharded", False))
+                                            and not (type(x).__name__ == "Task" and f.name == "task_ids"
+                                                     and not getattr(x, "task_ids", ()))))
         if isinstance(x, (list, tuple)):
             return tuple(canon(v) for v in x)
         if isinstance(x, dict):
@@ -217,30 +226,63 @@ class Run:
     # ------------------------------------------------------------------ setup
     def setup(self):
         exp, tr = self.exp, self.tr
+        # Several tasks in one program (Task.task_ids): one agent per (task, seed), task-major.
+        self.multi = bool(getattr(exp.task, "task_ids", ()))
+        self.tasks = [exp.task.for_task(t) for t in exp.task.ids] if self.multi else [exp.task]
+        if self.multi and tr.online_steps > 0:
+            raise ConfigError("Task.task_ids (several tasks in one program) trains offline only; "
+                              "run online fine-tuning one task per run (TASK_ID)")
         try:
             # OGBench's -100m shard folders (floq/data/shards.py): one shard on the device at a time.
             self.shards = exp.task.shards() if hasattr(exp.task, "shards") else None
-            if self.shards is None:
-                train, _val = exp.task.load(progress=tr.progress)
-            else:
+            if self.shards is not None and self.multi:
+                raise ConfigError("Task.task_ids (several tasks in one program) does not take sharded datasets; "
+                                  "train one task per run (TASK_ID)")
+            if self.shards is not None:
                 self.shard_index, train = self.shards.at(0)
+                ranges = [tuple(float(v) for v in self.shards.data_range())]
+            else:
+                loaded = [t.load(progress=tr.progress)[0] for t in self.tasks]
+                ranges = [(float(d["rewards"].min()), float(d["rewards"].max())) for d in loaded]
+                train = (multi_task_data(loaded, [t.dataset_name for t in self.tasks]) if self.multi
+                         else loaded[0])
+                del loaded
         except ValueError as e:
             raise ConfigError(str(e)) from None
         rule = getattr(exp.critic, "reward_range_rule", "released")
-        self.data_range = (tuple(float(v) for v in self.shards.data_range()) if self.shards is not None
-                           else (float(train["rewards"].min()), float(train["rewards"].max())))
-        r_min, r_max = reward_range(np.asarray(self.data_range, np.float32), rule)
-        critic = exp.critic.configure(exp.task.discount, r_min, r_max)
-        if tr.precision == "bfloat16":
-            critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+        self.data_range = ranges[0]
+        critics = []
+        for lo_hi in ranges:  # one configured critic per task (they differ only by reward range)
+            r_min, r_max = reward_range(np.asarray(lo_hi, np.float32), rule)
+            c = exp.critic.configure(exp.task.discount, r_min, r_max)
+            critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
+        r_min, r_max = reward_range(np.asarray(ranges[0], np.float32), rule)
+        critic = critics[0]
         self.critic, self.algo = critic, exp.algorithm
         self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
         self.obs_dim, self.act_dim = train["observations"].shape[1], train["actions"].shape[1]
         self.n_transitions = int(train["observations"].shape[0])
         ex_obs, ex_act = self.data["observations"][:2], self.data["actions"][:2]
-        self.members = [Member(i, s, exp.task.dataset_name) for i, s in enumerate(tr.seeds)]
-        self.states = init_states(self.algo, critic, tr.seeds, ex_obs, ex_act)
-        self.program = make_program(self.algo, critic, tr.batch_size, tr.chunk_size)
+        n_seeds = len(tr.seeds)
+        self.members = [Member(ti * n_seeds + i, s, t.dataset_name)
+                        for ti, t in enumerate(self.tasks) for i, s in enumerate(tr.seeds)]
+        self.member_task = [ti for ti in range(len(self.tasks)) for _ in tr.seeds]
+        if self.multi:
+            self.groups = []  # (critic, members, task columns): one per distinct critic configuration
+            distinct = []
+            for c in critics:
+                if not any(c == d for d in distinct):
+                    distinct.append(c)
+            for c in distinct:
+                tis = [ti for ti, ci in enumerate(critics) if ci == c]
+                mem = [m.index for m in self.members if self.member_task[m.index] in tis]
+                self.groups.append((c, mem, [self.member_task[m] for m in mem]))
+            seeds = [m.seed for m in self.members]
+            self.states = init_group_states(self.algo, self.groups, seeds, ex_obs, ex_act)
+            self.program = make_program(self.algo, None, tr.batch_size, tr.chunk_size, groups=self.groups)
+        else:
+            self.states = init_states(self.algo, critic, tr.seeds, ex_obs, ex_act)
+            self.program = make_program(self.algo, critic, tr.batch_size, tr.chunk_size)
         self.compiled = None
         self.online = None
         if tr.online_steps > 0:
@@ -272,16 +314,29 @@ class Run:
         }
         if self.shards is not None:
             self.protocol.update(self.shards.describe())
+        if self.multi:  # per task, in the order of task_ids
+            self.protocol.update({
+                "task_ids": list(exp.task.ids),
+                "data_r_min": [r[0] for r in ranges], "data_r_max": [r[1] for r in ranges],
+                "r_min": [getattr(c, "r_min", None) for c in critics],
+                "r_max": [getattr(c, "r_max", None) for c in critics],
+                "critic_groups": [[exp.task.ids[t] for t in sorted(set(g[2]))] for g in self.groups]})
         self.manifest = {
             "experiment": self.exp_name, "run": self.run_name, "status": "running", "seeds": tr.seeds,
             "git_commit": results.git_commit(), "packages": results.package_versions(),
-            "device": results.device_description(), "env": exp.task.env, "task": exp.task.task,
-            "task_id": exp.task.task_id, "dataset": exp.task.dataset_name, "algorithm": self.algo.name,
+            "device": results.device_description(), "env": exp.task.env, "task": task_label(exp.task),
+            "task_id": list(exp.task.ids) if self.multi else exp.task.task_id,
+            "dataset": [t.dataset_name for t in self.tasks] if self.multi else exp.task.dataset_name,
+            "algorithm": self.algo.name,
             "critic": critic.name, "params": self.algo.param_counts(critic, state1["params"]),
-            "flops_per_update": update_flops(self.algo, critic, state1, self.data, tr.batch_size),
+            "flops_per_update": update_flops(self.algo, critic, state1,
+                                             task_view(self.data, 0) if self.multi else self.data, tr.batch_size),
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
             "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
         }
+        if self.multi:
+            self.manifest["members"] = [{"task_id": exp.task.ids[self.member_task[m.index]], "seed": m.seed}
+                                        for m in self.members]
         prev = self.previous or {}
         if prev.get("config_hash") == self.config_hash:  # the same run, maybe resumed from its own config.gin
             self.manifest["gin_files"] = prev.get("gin_files", self.gin_files)
@@ -533,7 +588,7 @@ class Run:
             m = int(np.argmin(finite))
             where = f"a parameter is non-finite after step {self.step + n}"
         seed = self.members[m].seed
-        reason = f"{where} (seed {seed})"
+        reason = f"{where} (seed {seed}" + (f", {self.tasks[self.member_task[m]].task})" if self.multi else ")")
         last = self.ckpts.steps()
         self.flush()
         self._set_status("diverged", reason=reason, diverged_at=self.step + (bad[0] + 1 if bad else n),
@@ -560,6 +615,8 @@ class Run:
             row = {"experiment": self.exp_name, "run": self.run_name, "seed": mem.seed, "step": self.step,
                    "phase": phase, "env_steps": env_steps, "wall_time": round(self.wall(), 3),
                    "updates_per_s": round(ups, 2)}
+            if self.multi:
+                row.update(self._task_columns(i))
             if self.shards is not None:
                 row["shard"] = self.shard_index
             if self.online is not None:
@@ -576,8 +633,11 @@ class Run:
         if self.evaluator is None:
             p0 = jax.device_get(policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
             pb = export_policy(self.algo, p0, self.obs_dim, self.act_dim, self.tr.eval_envs_per_worker)
+            # Asynchronous evaluation does not wait for the workers to start (they import
+            # MuJoCo and the policy while the program compiles and trains).
             self.evaluator = EvalService(pb, self.exp.task.env_kwargs(), self.n_workers,
-                                         self.tr.eval_envs_per_worker, self.tr.eval_episodes)
+                                         self.tr.eval_envs_per_worker, self.tr.eval_episodes,
+                                         wait_ready=not self.async_eval)
         pp = jax.device_get(policy_params(self.states["params"]))
         snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in self.members]
         self.evaluator.submit(step, self.members, snaps)
@@ -606,7 +666,8 @@ class Run:
             phase, env_steps = self.phase(ev.step)
             for m in ev.members:
                 res = ev.summary(m.index)
-                rows.append({**self.common, "seed": m.seed, "step": ev.step, "phase": phase, "env_steps": env_steps,
+                rows.append({**self.common, **(self._task_columns(m.index) if self.multi else {}),
+                             "seed": m.seed, "step": ev.step, "phase": phase, "env_steps": env_steps,
                              "success": res["success"], "return": res["return"],
                              "episode_length": res["episode_length"], "wall_time": round(self.wall(), 3)})
                 self.last_success = res["success"]
@@ -614,6 +675,11 @@ class Run:
                 self.eval_log.append(r)
             self.eval_log.flush()
             self._to_loggers("eval", rows)
+
+    def _task_columns(self, m: int) -> dict:
+        """The task of member m of a multi-task program, as every row names it."""
+        t = self.tasks[self.member_task[m]]
+        return {"task": t.task, "task_id": t.task_id, "dataset": t.dataset_name}
 
     def _to_loggers(self, kind, rows):
         for lg in self.loggers:

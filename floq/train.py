@@ -19,6 +19,7 @@ import os
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from floq.config import ConfigError, parse
 
@@ -137,19 +138,51 @@ def build(gin_files, bindings=()) -> Experiment:
 # Compiled pieces
 # --------------------------------------------------------------------------------------
 
-def sample_batch(data: dict, key, batch_size: int) -> dict:
-    """Uniform sampling with replacement, inside the compiled step."""
+# Arrays that differ between the tasks of one environment (OGBench's singletask relabelling):
+# in a multi-task program they are (transitions, tasks); every other array is shared.
+PER_TASK = ("rewards", "masks")
+
+
+def sample_batch(data: dict, key, batch_size: int, task=None) -> dict:
+    """Uniform sampling with replacement, inside the compiled step. `task` (a traced index)
+    picks the task's column of the per-task arrays of a multi-task dataset: the same indices,
+    so a task's batch is the one its lone run would draw."""
     n = data["observations"].shape[0]
     idx = jax.random.randint(key, (batch_size,), 0, n)
-    return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+    if task is None:
+        return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+    out = {k: jnp.take(v, idx, axis=0) for k, v in data.items() if k not in PER_TASK}
+    out.update({k: data[k][idx, task] for k in PER_TASK})
+    return out
+
+
+def task_view(data: dict, t: int) -> dict:
+    """Task t's dataset of a multi-task dataset (for one-off uses such as FLOP counting)."""
+    return {k: (v[:, t] if k in PER_TASK else v) for k, v in data.items()}
+
+
+def multi_task_data(datasets: list[dict], names: list[str]) -> dict:
+    """One dataset for several tasks of one environment: the shared arrays once, rewards and
+    masks stacked as (transitions, tasks). Refuses datasets whose shared arrays differ."""
+    first = datasets[0]
+    for d, name in zip(datasets[1:], names[1:]):
+        for k in first:
+            if k in PER_TASK:
+                continue
+            if d[k].shape != first[k].shape or not np.array_equal(d[k], first[k]):
+                raise ConfigError(f"Task.task_ids: {name}'s '{k}' differ from {names[0]}'s; tasks trained in one "
+                                  f"program must share one dataset (train them as separate runs)")
+    out = {k: v for k, v in first.items() if k not in PER_TASK}
+    out.update({k: np.stack([d[k] for d in datasets], axis=1) for k in PER_TASK})
+    return out
 
 
 def make_step(algorithm, critic, batch_size: int):
-    """(state, data) -> (state, metrics) for one seed: sample a batch, then update."""
+    """(state, data[, task]) -> (state, metrics) for one agent: sample a batch, then update."""
 
-    def step(state, data):
+    def step(state, data, task=None):
         rng, k_data = jax.random.split(state["rng"])
-        batch = sample_batch(data, k_data, batch_size)
+        batch = sample_batch(data, k_data, batch_size, task)
         return algorithm.update(critic, {**state, "rng": rng}, batch)
 
     return step
@@ -179,31 +212,22 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
     return jax.jit(run_chunk, donate_argnums=(0,))
 
 
-def make_program(algorithm, critic, batch_size: int, chunk_size: int):
+def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
     """The run's one compiled program: (states, data, n) -> (states, metrics, finite).
 
     A scan over `chunk_size` steps of which the first `n` update the state (lax.cond on an
     unbatched predicate stays a real branch under vmap, so skipped steps cost nothing).
     `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros); `finite`
     (members,) says whether every parameter is finite after the call.
+
+    Multi-task programs pass `groups`: [(critic, member indices, task indices)], one entry
+    per distinct critic configuration (tasks whose reward ranges differ get differently
+    configured critics); each group is its own vmap over its members inside the one program.
     """
+    if groups is not None:
+        return _make_group_program(algorithm, groups, batch_size, chunk_size)
     step = make_step(algorithm, critic, batch_size)
-
-    def one(state, data, n):
-        metric_shapes = jax.eval_shape(step, state, data)[1]
-
-        def body(s, i):
-            def take(s):
-                return step(s, data)
-
-            def skip(s):
-                return s, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
-
-            return jax.lax.cond(i < n, take, skip, s)
-
-        state, metrics = jax.lax.scan(body, state, jnp.arange(chunk_size))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
-        return state, metrics, finite
+    one = _scan_one(step, chunk_size)
 
     vone = jax.vmap(one, in_axes=(0, None, None))
 
@@ -214,6 +238,64 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int):
         return vone(states, data, n)
 
     return jax.jit(program, donate_argnums=(0,))
+
+
+def _scan_one(step, chunk_size: int):
+    """One agent's chunk: (state, data, n[, task]) -> (state, per-step metrics, finite)."""
+
+    def one(state, data, n, task=None):
+        metric_shapes = jax.eval_shape(step, state, data, task)[1]
+
+        def body(s, i):
+            def take(s):
+                return step(s, data, task)
+
+            def skip(s):
+                return s, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+
+            return jax.lax.cond(i < n, take, skip, s)
+
+        state, metrics = jax.lax.scan(body, state, jnp.arange(chunk_size))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
+        return state, metrics, finite
+
+    return one
+
+
+def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
+    order = np.concatenate([np.asarray(m, np.int32) for _, m, _ in groups])
+    inverse = np.argsort(order)
+    parts = []
+    for critic, members, tasks in groups:
+        one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
+        parts.append((jax.vmap(one, in_axes=(0, None, None, 0)), np.asarray(members, np.int32),
+                      jnp.asarray(tasks, jnp.int32)))
+
+    def program(states, data, n):
+        outs = []
+        for vone, members, tasks in parts:
+            sub = jax.tree_util.tree_map(lambda x: x[members], states) if len(parts) > 1 else states
+            outs.append(vone(sub, data, n, tasks))
+        if len(outs) == 1:
+            return outs[0]
+        joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+        return jax.tree_util.tree_map(lambda x: x[inverse], joined)
+
+    return jax.jit(program, donate_argnums=(0,))
+
+
+def init_group_states(algorithm, groups, seeds, ex_obs, ex_act):
+    """Initial states of a multi-task program: member m (of seed seeds[m]) initialised by its
+    group's critic, exactly as a lone run of that seed (same key)."""
+    outs, order = [], []
+    for critic, members, _ in groups:
+        outs.append(init_states(algorithm, critic, [seeds[m] for m in members], ex_obs, ex_act))
+        order.extend(int(m) for m in members)
+    if len(outs) == 1 and order == list(range(len(order))):
+        return outs[0]
+    inverse = np.argsort(np.asarray(order))
+    joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+    return jax.tree_util.tree_map(lambda x: x[inverse], joined)
 
 
 def init_buffer(num_members: int, length: int, example: dict) -> dict:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import os
 import re
+import sys
 import zipfile
 
 import gin
@@ -59,6 +60,10 @@ class Task:
     Attributes:
       env: dataset family without version, e.g. 'cube-single-play'.
       task_id: singletask id (1..5).
+      task_ids: several singletask ids trained in ONE program (gin macro PROGRAM_TASK_IDS;
+        () = task_id alone; one id = that task alone). The tasks share the dataset's
+        observations and actions; each (task, seed) is its own agent with its own rewards and
+        masks, evaluated on its own task (floq/loop.py). `task_id` is then ignored.
       discount: gamma.
       source: 'ogbench' | 'path' | 'generate' (see module docstring).
       dataset_path: a local train file; when non-empty it is used whatever `source` says.
@@ -86,6 +91,7 @@ class Task:
 
     env: str = "cube-single-play"
     task_id: int = 1
+    task_ids: tuple = ()
     discount: float = 0.99
     source: str = "ogbench"
     dataset_path: str = ""
@@ -107,6 +113,15 @@ class Task:
             raise ValueError(f"unknown OGBench dataset {self.env!r}; known: {', '.join(KNOWN_ENVS)}")
         if not 1 <= int(self.task_id) <= 5:
             raise ValueError(f"task_id must be in 1..5, got {self.task_id}")
+        if isinstance(self.task_ids, (int, str)) or not all(isinstance(t, int) for t in self.task_ids):
+            raise ValueError(f"Task.task_ids must be a list of task ids (1..5), got {self.task_ids!r}")
+        object.__setattr__(self, "task_ids", tuple(int(t) for t in self.task_ids))
+        bad = [t for t in self.task_ids if not 1 <= t <= 5]
+        if bad or len(set(self.task_ids)) != len(self.task_ids):
+            raise ValueError(f"Task.task_ids must be distinct task ids in 1..5, got {list(self.task_ids)}")
+        if len(self.task_ids) == 1:  # one task is a lone run of that task (same run, same hash)
+            object.__setattr__(self, "task_id", self.task_ids[0])
+            object.__setattr__(self, "task_ids", ())
         if self.source not in SOURCES:
             raise ValueError(f"Task.source must be one of {SOURCES}, got {self.source!r}")
         if self.success_timing not in SUCCESS_TIMINGS:
@@ -118,6 +133,19 @@ class Task:
         if self.shard_interval < 0 or self.num_shards < 0:
             raise ValueError(f"shard_interval and num_shards must be >= 0, got {self.shard_interval}, "
                              f"{self.num_shards}")
+
+    @property
+    def ids(self) -> tuple:
+        """The task ids this program trains: task_ids, or (task_id,)."""
+        return self.task_ids or (int(self.task_id),)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.ids) > 1
+
+    def for_task(self, task_id: int) -> "Task":
+        """The lone task `task_id` of a multi-task spec (same data, same settings)."""
+        return dataclasses.replace(self, task_id=int(task_id), task_ids=())
 
     @property
     def dataset_name(self) -> str:
@@ -331,21 +359,39 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
         raise DataError(
             f"{task.env} needs OGBench's expert policies, which are not shipped; use source='ogbench' "
             f"(download) or, for tests only, Task.standin = True")
+    import fcntl
+    import shutil
+    import tempfile
+
     from floq.data import generate as gen
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    kwargs = {}
-    if task.episode_length:
-        kwargs["episode_length"] = task.episode_length
-    if task.env in LOCOMOTION:
-        kwargs["standin"] = True
-    train, val = gen.generate(f"{task.env}-v0", task.generate_episodes, os.path.dirname(path),
-                              seed=task.generate_seed, workers=min(2, os.cpu_count() or 1),
-                              progress=progress, **kwargs)
-    # Rename into the cache key (atomic renames; the val file first so a crash never
-    # leaves a train file without its val twin under the cache key).
-    os.replace(val, path.replace(".npz", "-val.npz"))
-    os.replace(train, path)
+    # Several trainers (a sweep's workers) may ask for the same dataset at once: one generates
+    # it under an exclusive lock, in a private temporary folder; the others wait, then find it.
+    with open(path + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"floq: waiting for another process generating {path}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isfile(path) and os.path.isfile(path.replace(".npz", "-val.npz")):
+            return path
+        kwargs = {}
+        if task.episode_length:
+            kwargs["episode_length"] = task.episode_length
+        if task.env in LOCOMOTION:
+            kwargs["standin"] = True
+        tmp = tempfile.mkdtemp(prefix=".generating-", dir=os.path.dirname(path))
+        try:
+            train, val = gen.generate(f"{task.env}-v0", task.generate_episodes, tmp,
+                                      seed=task.generate_seed, workers=min(2, os.cpu_count() or 1),
+                                      progress=progress, **kwargs)
+            # Rename into the cache key (atomic renames; the val file first so a crash never
+            # leaves a train file without its val twin under the cache key).
+            os.replace(val, path.replace(".npz", "-val.npz"))
+            os.replace(train, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -911,8 +911,9 @@ class RunCost:
     Attributes:
       flops_per_update: FLOPs of one gradient step of one seed (XLA cost analysis of the
         lowered update, loops unrolled: what run.json records).
-      updates: gradient steps x seeds (offline steps + online steps x UTD ratio).
-      env_steps: simulator steps x seeds: evaluation episodes (each to its time limit, an
+      updates: gradient steps x agents (offline steps + online steps x UTD ratio); agents =
+        seeds x tasks of the program.
+      env_steps: simulator steps x agents: evaluation episodes (each to its time limit, an
         upper bound) plus online environment steps.
       family: 'floq' or 'monolithic' (which bench rows give its rate).
       key: the configuration the FLOPs were computed for.
@@ -923,6 +924,7 @@ class RunCost:
     env_steps: float
     family: str
     key: str
+    agents: int = 1
 
 
 def _flops_cache_path() -> str:
@@ -1049,7 +1051,8 @@ def _one_cost(run, train, jax, cache, memo, flops_fn, warnings) -> RunCost | str
             cache.dirty = True
     if flops is None or not math.isfinite(flops):
         return "its update could not be lowered"
-    seeds = int(getattr(tr, "num_seeds", 1))
+    # Agents in the program: seeds x tasks (a multi-task program, Task.task_ids, is one job).
+    seeds = int(getattr(tr, "num_seeds", 1)) * len(getattr(task, "ids", (1,)))
     online = int(getattr(tr, "online_steps", 0) or 0)
     utd = float(getattr(tr, "utd_ratio", 1) or 1)
     total = tr.train_steps + online
@@ -1061,7 +1064,7 @@ def _one_cost(run, train, jax, cache, memo, flops_fn, warnings) -> RunCost | str
     n_evals += 1 if getattr(tr, "eval_at_start", True) else 0
     env_steps = seeds * (n_evals * tr.eval_episodes * horizon + online)
     family = "floq" if type(critic).__name__ == "FloqCritic" else "monolithic"
-    return RunCost(float(flops), seeds * (tr.train_steps + online * utd), float(env_steps), family, key)
+    return RunCost(float(flops), seeds * (tr.train_steps + online * utd), float(env_steps), family, key, seeds)
 
 
 def _float(row: Mapping, col: str) -> float | None:
@@ -1199,6 +1202,7 @@ def estimate_lines(plan: SweepPlan, runs: Sequence[Run], bench_dir: str | None =
     lines = []
     unknown = [r.name for r in runs if r.name not in known]
     sim_h = sum(c.env_steps for c in known.values()) / steps.value / 3600
+    agents = sum(c.agents for c in known.values())
     for label, rates in devices:
         train_h = sum(c.updates * c.flops_per_update / (rates[c.family].value * 1e9) for c in known.values()) / 3600
         where = "" if label == "GPU" else " (this machine has no GPU)"
@@ -1206,6 +1210,7 @@ def estimate_lines(plan: SweepPlan, runs: Sequence[Run], bench_dir: str | None =
             f"estimated {label}-hours{where}: {'at least ' if unknown else ''}{_fmt_hours(train_h + sim_h)} "
             f"(training {_fmt_hours(train_h)} + evaluation {_fmt_hours(sim_h)}) for {len(known)} runs, "
             f"1 {'GPU' if label == 'GPU' else 'machine'} each"
+            + (f" ({agents} agents: tasks x seeds trained together)" if agents != len(known) else "")
         )
         lines.append(f"  {label} training: FLOPs per update x updates at {_rate_text(rates, families)}")
         if label == "GPU" and len(plan.grids) > 1:

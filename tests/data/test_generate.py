@@ -225,3 +225,51 @@ def test_cli_generates(tmp_path, capsys):
     assert os.path.basename(train_path) == 'antsoccer-arena-navigate-standin-v0.npz'
     assert os.path.exists(train_path) and os.path.exists(val_path)
     assert len(_load_npz(val_path)['terminals']) == 10
+
+
+
+ENSURE = """
+import sys
+from floq.data.sources import Task, ensure_generated
+task = Task(env="cube-single-play", source="generate", generate_episodes=1, episode_length=int(sys.argv[1]))
+print(ensure_generated(task, progress=False))
+"""
+
+
+
+def test_concurrent_generation_of_one_dataset(tmp_path):
+    """Two trainers asking for the same generated dataset at once (a sweep's two workers): one
+    generates under an exclusive lock in a private folder, the other waits for it, then finds
+    the file (both once wrote the same temporary files; one failed with FileNotFoundError).
+    Here the test holds the lock: a trainer must wait, then finish once it is released."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    from floq.data.sources import Task, generated_path
+
+    env = {**os.environ, "FLOQ_DATA_DIR": str(tmp_path)}
+    task_path = None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOQ_DATA_DIR", str(tmp_path))
+        task_path = generated_path(Task(env="cube-single-play", source="generate", generate_episodes=1,
+                                        episode_length=CUBE_LEN))
+    with open(task_path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        errs = [tmp_path / f"err{i}.txt" for i in range(2)]
+        procs = [subprocess.Popen([sys.executable, "-c", ENSURE, str(CUBE_LEN)], env=env, stdout=subprocess.PIPE,
+                                  stderr=open(e, "w"), text=True) for e in errs]
+        deadline = time.time() + 120
+        while time.time() < deadline and not all("waiting for another process" in e.read_text() for e in errs):
+            assert [p.poll() for p in procs] == [None, None], "a trainer generated without taking the lock"
+            time.sleep(0.1)
+        assert all("waiting for another process" in e.read_text() for e in errs)
+        assert not os.path.exists(task_path)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e.read_text()[-500:] for e in errs]
+    assert {o[0].strip().splitlines()[-1] for o in outs} == {task_path}
+    assert os.path.isfile(task_path) and os.path.isfile(task_path.replace(".npz", "-val.npz"))
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".generating-") or n == "cube-single-play-v0.npz"
+                 or n.startswith("cube-single-play-v0-val")]
+    assert leftovers == []

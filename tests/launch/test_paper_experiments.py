@@ -15,6 +15,7 @@ from floq.train import build
 PAPER_DIR = os.path.join(spec.REPO_ROOT, "gin", "experiments", "paper")
 RUN_COUNTS = {
     "offline.gin": 750,
+    "offline_programs.gin": 150,
     "scaling_flow_steps.gin": 120,
     "scaling_capacity.gin": 81,
     "ablation_noise_coverage.gin": 45,
