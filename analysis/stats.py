@@ -735,6 +735,26 @@ def scaling_axes(final: pd.DataFrame) -> list[str]:
     return axes
 
 
+def axis_aliases(final: pd.DataFrame, axis: str) -> list[str]:
+    """Tags that only restate ``axis``: among the runs that have the axis, they vary and are
+    one-to-one with it (a sweep over ``experiment.critic = [@k4/FloqCritic(), ...]`` records
+    ``experiment_critic=floq_k4_FloqCritic`` beside ``critic_flow_steps=4``). A scaling line
+    runs along the axis, so such tags must not split it into one line per point."""
+    if axis not in final.columns:
+        return []
+    has = final[final[axis].notna()]
+    out = []
+    for t in tag_columns(final):
+        if t == axis or t in TASK_TAGS or t not in has.columns:
+            continue
+        pair = has[[axis, t]].dropna().astype(str)
+        if len(pair) < len(has) or pair[t].nunique() < 2:
+            continue
+        if (pair.groupby(axis)[t].nunique() == 1).all() and (pair.groupby(t)[axis].nunique() == 1).all():
+            out.append(t)
+    return out
+
+
 def line_families(final: pd.DataFrame, axis: str) -> pd.Series:
     """The line (hue) each run belongs to on a scaling plot over ``axis``.
 
@@ -744,7 +764,7 @@ def line_families(final: pd.DataFrame, axis: str) -> pd.Series:
     varying of width, depth, other numeric tags), so floq at width 256 over K is one line,
     floq at width 512 another, and a monolithic critic over width its own line."""
     if axis not in SCALING_MANIFEST_AXES:
-        return method_labels(final, exclude=[axis])
+        return method_labels(final, exclude=[axis, *axis_aliases(final, axis)])
     numeric = _numeric_tags(final)
     ordered = [t for t in LINE_TAGS if t in numeric] + [t for t in numeric
                                                        if t not in LINE_TAGS]

@@ -220,3 +220,25 @@ def test_poi_interval_close_to_rliable(rliable):
     assert ours["point"] == pytest.approx(p["xy"][0], abs=1e-15)
     assert ours["lo"] == pytest.approx(ci["xy"][0][0], abs=0.04)
     assert ours["hi"] == pytest.approx(ci["xy"][1][0], abs=0.04)
+
+
+def test_scaling_line_ignores_tags_that_restate_the_axis():
+    """A sweep over scoped critics (cpu_scale.gin: experiment.critic = [@floq_k4/FloqCritic(),
+    ...]) records experiment_critic beside critic_flow_steps; the K line must still be one
+    line, with the monolithic critic as its reference, and a tag that varies independently of
+    K (critic_width) must still split lines."""
+    from analysis.stats import axis_aliases, line_families
+
+    final = pd.DataFrame({
+        "algorithm": ["fql"] * 6, "critic": ["floq"] * 4 + ["monolithic"] * 2,
+        "env": ["cube"] * 6, "task": ["task1"] * 6, "seed": [0, 1, 0, 1, 0, 1],
+        "success": [0.1, 0.2, 0.3, 0.4, 0.2, 0.2],
+        "critic_flow_steps": [4, 4, 8, 8, np.nan, np.nan],
+        "experiment_critic": ["floq_k4"] * 2 + ["floq_k8"] * 2 + ["mono"] * 2,
+        "critic_width": [128, 256, 128, 256, 128, 256],
+    })
+    assert axis_aliases(final, "critic_flow_steps") == ["experiment_critic"]
+    hue = line_families(final, "critic_flow_steps")
+    assert hue.iloc[0] == hue.iloc[2] and hue.iloc[1] == hue.iloc[3]  # one line per width, across K
+    assert hue.iloc[0] != hue.iloc[1]
+    assert "experiment_critic" not in " ".join(hue)
