@@ -75,8 +75,7 @@ class Preempted(Exception):
 
 def task_label(task) -> str:
     """'task2' for one task, 'tasks1,2,3,4,5' for a multi-task program."""
-    ids = getattr(task, "ids", (task.task_id,))
-    return task.task if len(ids) == 1 and not getattr(task, "task_ids", ()) else "tasks" + ",".join(map(str, ids))
+    return "tasks" + ",".join(map(str, task.task_ids)) if task.task_ids else task.task
 
 
 def default_run_name(exp, tags: dict) -> str:
@@ -251,13 +250,12 @@ class Run:
             raise ConfigError(str(e)) from None
         rule = getattr(exp.critic, "reward_range_rule", "released")
         self.data_range = ranges[0]
+        bounds = [reward_range(np.asarray(lo_hi, np.float32), rule) for lo_hi in ranges]
         critics = []
-        for lo_hi in ranges:  # one configured critic per task (they differ only by reward range)
-            r_min, r_max = reward_range(np.asarray(lo_hi, np.float32), rule)
-            c = exp.critic.configure(exp.task.discount, r_min, r_max)
+        for lo, hi in bounds:  # one configured critic per task (they differ only by reward range)
+            c = exp.critic.configure(exp.task.discount, lo, hi)
             critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
-        r_min, r_max = reward_range(np.asarray(ranges[0], np.float32), rule)
-        critic = critics[0]
+        (r_min, r_max), critic = bounds[0], critics[0]
         self.critic, self.algo = critic, exp.algorithm
         self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
         self.obs_dim, self.act_dim = train["observations"].shape[1], train["actions"].shape[1]

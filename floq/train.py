@@ -262,9 +262,18 @@ def _scan_one(step, chunk_size: int):
     return one
 
 
+def _join_members(outs, order):
+    """Per-group outputs (member axis first) -> one tree in member order (`order` lists the
+    members of the groups, concatenated)."""
+    if len(outs) == 1 and list(order) == list(range(len(order))):
+        return outs[0]
+    joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+    inverse = np.argsort(np.asarray(order))
+    return jax.tree_util.tree_map(lambda x: x[inverse], joined)
+
+
 def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
-    order = np.concatenate([np.asarray(m, np.int32) for _, m, _ in groups])
-    inverse = np.argsort(order)
+    order = [int(m) for _, members, _ in groups for m in members]
     parts = []
     for critic, members, tasks in groups:
         one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
@@ -276,10 +285,7 @@ def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
         for vone, members, tasks in parts:
             sub = jax.tree_util.tree_map(lambda x: x[members], states) if len(parts) > 1 else states
             outs.append(vone(sub, data, n, tasks))
-        if len(outs) == 1:
-            return outs[0]
-        joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
-        return jax.tree_util.tree_map(lambda x: x[inverse], joined)
+        return _join_members(outs, order)
 
     return jax.jit(program, donate_argnums=(0,))
 
@@ -287,15 +293,9 @@ def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
 def init_group_states(algorithm, groups, seeds, ex_obs, ex_act):
     """Initial states of a multi-task program: member m (of seed seeds[m]) initialised by its
     group's critic, exactly as a lone run of that seed (same key)."""
-    outs, order = [], []
-    for critic, members, _ in groups:
-        outs.append(init_states(algorithm, critic, [seeds[m] for m in members], ex_obs, ex_act))
-        order.extend(int(m) for m in members)
-    if len(outs) == 1 and order == list(range(len(order))):
-        return outs[0]
-    inverse = np.argsort(np.asarray(order))
-    joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
-    return jax.tree_util.tree_map(lambda x: x[inverse], joined)
+    outs = [init_states(algorithm, critic, [seeds[m] for m in members], ex_obs, ex_act)
+            for critic, members, _ in groups]
+    return _join_members(outs, [int(m) for _, members, _ in groups for m in members])
 
 
 def init_buffer(num_members: int, length: int, example: dict) -> dict:
