@@ -475,6 +475,27 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
+def _restates(group: pd.DataFrame, tag: str, varying: Sequence[str]) -> bool:
+    """True when ``tag`` (not itself an abbreviated tag) is one-to-one, on every row of
+    ``group``, with a varying abbreviated tag: a sweep over ``experiment.critic =
+    [@floq_k4/FloqCritic(), ...]`` records ``experiment_critic=floq_k4_FloqCritic`` beside
+    ``critic_flow_steps=4``, and the label need only say ``K=4``. Dropping such a tag keeps
+    labels distinct because the two tags partition the rows the same way."""
+    if tag in TAG_ABBREVIATIONS:
+        return False
+    for other in varying:
+        if other == tag or other not in TAG_ABBREVIATIONS:
+            continue
+        pair = group[[tag, other]]
+        if pair.isna().any().any():
+            continue
+        pair = pair.astype(str)
+        if ((pair.groupby(tag)[other].nunique() == 1).all()
+                and (pair.groupby(other)[tag].nunique() == 1).all()):
+            return True
+    return False
+
+
 def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
                   by: Sequence[str] | None = None) -> pd.Series:
     """A human-readable method label per row.
@@ -484,8 +505,9 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     ``TAG_ABBREVIATIONS``: ``K`` = critic_flow_steps) for every tag that varies among the
     runs of that algorithm and critic (two or more distinct recorded values; a run that
     lacks the tag, e.g. one whose run.json is unreadable, does not make it vary), except
-    task-identifying tags (``TASK_TAGS``) and those in ``exclude`` (e.g. the x axis of a
-    scaling plot). With ``by``: the values of those
+    task-identifying tags (``TASK_TAGS``), those in ``exclude`` (e.g. the x axis of a
+    scaling plot) and a tag that only restates an abbreviated one (``_restates``:
+    ``experiment_critic=floq_k4_FloqCritic`` beside ``K=4``). With ``by``: the values of those
     columns joined by ``/``.
     """
     if df.empty:
@@ -502,6 +524,7 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     for (algo, critic), group in df.groupby(["algorithm", "critic"], sort=False):
         base = f"{algo}:{critic}" if multi_algo else str(critic)
         varying = [c for c in tags if group[c].dropna().astype(str).nunique() > 1]
+        varying = [c for c in varying if not _restates(group, c, varying)]
         if not varying:
             labels.loc[group.index] = base
             continue

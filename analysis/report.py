@@ -485,7 +485,9 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
           f"- Environments: {', '.join(_sorted(final['env']))}; "
           f"tasks: {final['task_key'].nunique()}.",
           *(["- Method labels abbreviate tags: "
-             + ", ".join(f"{v} = {k}" for k, v in TAG_ABBREVIATIONS.items()) + "."]
+             + ", ".join(f"{v} = {k}" for k, v in TAG_ABBREVIATIONS.items())
+             + "; a tag one-to-one with one of these (e.g. a swept critic's name beside K) "
+             "is left out."]
             if final["method"].str.contains("(", regex=False).any() else []),
           f"- Final score per run seed: {proto.description}; here: {rule}.",
           f"- Phase scored: {', '.join(_sorted(final['phase']))}"

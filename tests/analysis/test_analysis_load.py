@@ -52,6 +52,22 @@ def test_method_label_only_names_varying_tags(tmp_path):
     assert sorted(by_run["method"].unique()) == ["f16", "f4", "m"]
 
 
+def test_method_label_drops_a_tag_that_only_restates_k(tmp_path):
+    """cpu_scale.gin sweeps experiment.critic over scoped FloqCritics: experiment_critic is
+    one-to-one with K and the label says K only; a tag that is not one-to-one with K (two
+    names for K=8) still names its runs, so no two runs share a label."""
+    for name, k in (("floq_k4_FloqCritic", 4), ("floq_k8_FloqCritic", 8)):
+        make_run(tmp_path, name, env="e", task="task1", critic="floq", success=ramp(0.5),
+                 tags={"critic_flow_steps": k, "experiment_critic": name})
+    df = load.load_results(tmp_path)
+    assert sorted(df["method"].unique()) == ["floq (K=4)", "floq (K=8)"]
+    make_run(tmp_path, "other_k8", env="e", task="task1", critic="floq", success=ramp(0.5),
+             tags={"critic_flow_steps": 8, "experiment_critic": "other_k8"})
+    df = load.load_results(tmp_path)
+    assert df.groupby("run_dir")["method"].first().nunique() == 3
+    assert "floq (K=8, experiment_critic=other_k8)" in set(df["method"])
+
+
 def _bad(tmp_path, name, text=None, manifest_text=None):
     run = make_run(tmp_path, name, env="e", task="task1", critic="c", success=ramp(0.5))
     if text is not None:
