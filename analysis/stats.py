@@ -774,7 +774,8 @@ def line_families(final: pd.DataFrame, axis: str) -> pd.Series:
         varying = [t for t in ordered if g[t].dropna().astype(str).nunique() > 1]
         primary = varying[0] if varying else None
         if primary not in cache:
-            cache[primary] = method_labels(final, exclude=[primary] if primary else [])
+            cache[primary] = method_labels(
+                final, exclude=[primary, *axis_aliases(final, primary)] if primary else [])
         hue.loc[g.index] = cache[primary].loc[g.index]
     return hue
 

@@ -242,3 +242,9 @@ def test_scaling_line_ignores_tags_that_restate_the_axis():
     assert hue.iloc[0] == hue.iloc[2] and hue.iloc[1] == hue.iloc[3]  # one line per width, across K
     assert hue.iloc[0] != hue.iloc[1]
     assert "experiment_critic" not in " ".join(hue)
+    # on a FLOPs axis the line runs along K: the tag restating K must not split it either
+    final["flops_per_update"] = [4e9, 8e9, 6e9, 12e9, 1e9, 2e9]
+    hue = line_families(final, "flops_per_update")
+    assert hue.iloc[0] == hue.iloc[2] and hue.iloc[1] == hue.iloc[3]
+    assert hue.iloc[0] != hue.iloc[1]
+    assert "experiment_critic" not in " ".join(hue)
