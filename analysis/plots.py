@@ -224,8 +224,13 @@ def _legend(fig: Figure, axes, n_items: int, title: str | None = None, extra=())
 
 
 def _band(ax, x, lo, hi, color):
-    ok = np.isfinite(lo) & np.isfinite(hi)
-    if ok.any():
+    """The CI as a shaded band; a line with one point (a band of zero width) gets a vertical
+    interval bar instead, so its uncertainty is never silently dropped from the figure."""
+    ok = np.asarray(np.isfinite(lo) & np.isfinite(hi))
+    if ok.sum() == 1:
+        ax.vlines(np.asarray(x)[ok], np.asarray(lo)[ok], np.asarray(hi)[ok], colors=[color],
+                  alpha=0.6, linewidth=2.0)
+    elif ok.any():
         ax.fill_between(np.asarray(x)[ok], np.asarray(lo)[ok], np.asarray(hi)[ok],
                         color=color, alpha=_BAND_ALPHA, linewidth=0)
 

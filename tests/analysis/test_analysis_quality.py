@@ -246,6 +246,21 @@ def test_scaling_lines_join_only_one_family(tmp_path):
                                                                             400 * 512e6]
 
 
+def test_a_one_point_scaling_line_still_shows_its_interval():
+    """cpu_scale's monolithic critic is one point on the FLOPs axis: a band of zero width
+    would draw nothing, so its CI must appear as a vertical bar from lo to hi."""
+    from matplotlib.collections import LineCollection
+    est = pd.DataFrame({"env": ["cube"] * 3, "hue": ["floq", "floq", "monolithic"],
+                        "x": [2e9, 4e9, 1e9], "point": [0.3, 0.35, 0.2],
+                        "lo": [0.2, 0.25, 0.1], "hi": [0.4, 0.45, 0.3],
+                        "reference": [False] * 3})
+    fig = plots.plot_scaling(est, "FLOPs per update")
+    bars = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    segs = [np.asarray(seg) for c in bars for seg in c.get_segments()]
+    assert len(segs) == 1
+    np.testing.assert_allclose(segs[0], [[1e9, 10.0], [1e9, 30.0]])
+
+
 def test_report_has_a_compute_axis(tmp_path):
     index = report.build_report(_width_sweep(tmp_path / "res"), tmp_path / "out", reps=20,
                                 formats=PNG)
