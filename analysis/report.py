@@ -316,7 +316,28 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         if axis == "compute_total":
             caption += "; compute = train_steps x flops_per_update of each run"
         md += [_fig_block(figs, f"{stem}.csv", caption), ""]
+    md += _no_params_axis_note(final, axes)
     return md
+
+
+def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
+    """Say why there is no success-vs-parameters figure when the runs have parameter counts
+    but none varies within a critic family (a sweep over floq's K: K changes compute, not
+    parameters), so a missing figure is never mistaken for an omission."""
+    if "params_critic" not in final.columns or {"params_critic", "params_total"} & set(axes):
+        return []
+    counts = pd.to_numeric(final["params_critic"], errors="coerce")
+    if counts.isna().all():
+        return []
+    parts = []
+    for method, g in final.assign(_p=counts).groupby("method", sort=False):
+        vals = sorted({int(v) for v in g["_p"].dropna()})
+        if vals:
+            parts.append(f"{method}: {', '.join(f'{v:,}' for v in vals)}")
+    return ["No success-vs-parameters figure: the critic's parameter count does not vary "
+            "within any critic family in these runs (floq's K changes compute per update, "
+            "not parameters). Critic parameters: " + "; ".join(_sorted(pd.Series(parts)))
+            + ".", ""]
 
 
 def _report_colors(final: pd.DataFrame) -> dict:

@@ -272,6 +272,27 @@ def test_report_has_a_compute_axis(tmp_path):
     assert set(est["hue"]) == {"floq (width=256)", "floq (width=512)", "monolithic"}
 
 
+def test_a_k_sweep_report_says_why_there_is_no_parameters_figure(tmp_path):
+    """floq's K changes FLOPs, not parameters (cpu_scale): the report must say so and give the
+    counts rather than silently leave out the success-vs-parameters figure; a width sweep,
+    whose parameter counts vary, gets the figure and no such sentence."""
+    root = tmp_path / "k"
+    for k in (1, 2, 4):
+        make_run(root, f"floq_k{k}", env="e", task="task1", critic="floq",
+                 success=ramp(0.2 + 0.02 * k), tags={"critic_flow_steps": k},
+                 params_critic=166148, flops=1e9 * k)
+    make_run(root, "mono", env="e", task="task1", critic="monolithic", success=ramp(0.2),
+             params_critic=120000, flops=8e8)
+    text = open(report.build_report(root, tmp_path / "out_k", reps=20, formats=PNG)).read()
+    assert "No success-vs-parameters figure" in text
+    assert "floq (K=1): 166,148" in text and "monolithic: 120,000" in text
+    assert not list((tmp_path / "out_k").glob("scaling_params_*"))
+    wide = open(report.build_report(_width_sweep(tmp_path / "w"), tmp_path / "out_w", reps=20,
+                                    formats=PNG)).read()
+    assert "No success-vs-parameters figure" not in wide
+    assert list((tmp_path / "out_w").glob("scaling_params_critic.png"))
+
+
 # ------------------------------------------------------------------ A10 readability
 def _overlaps(fig) -> list:
     fig.canvas.draw()
