@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export FLOQ_DATA_DIR ?= $(CURDIR)/.floq_cache/data
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test test-full install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest tests
+
+test-full: $(VENV)/.installed-dev
+	FLOQ_FULL_TESTS=1 $(PY) -m pytest tests
 
 clean:
 	rm -rf runs/quickstart reports/quickstart .pytest_cache

@@ -9,6 +9,9 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(REPO, ".floq_cache")
+# Long end-to-end tests (marked slow) run a small form under `make test` and their full form
+# with FLOQ_FULL_TESTS=1 (`make test-full`): more kill points, evaluator variants, groups.
+FULL = os.environ.get("FLOQ_FULL_TESTS", "") not in ("", "0")
 
 
 def floq_cmd(*args, cwd=REPO, timeout=600, env=None):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import REPO, floq_cmd
+from floq_test_utils import FULL, REPO, floq_cmd
 from test_seeds_and_resume import RESUME_ARGS, _csvs, _final_params
 
 ASYNC = ["--bind", "Trainer.async_eval=True", "--bind", "Trainer.eval_workers=1"]
@@ -78,12 +78,13 @@ def test_sigkill_with_pending_async_eval_resumes_identically(tmp_path, smoke_dat
     assert ref_ev["step"].tolist() == [0, 100, 200, 300] and len(ref_tr) == 6
 
     # Asynchronous evaluation on and off: the same rows.
-    res = floq_cmd("run", *RESUME_ARGS, *SYNC, "--run-dir", str(sync_dir))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads((sync_dir / "run.json").read_text())["eval"]["async"] is False
-    sync_ev, sync_tr = _csvs(sync_dir)
-    pd.testing.assert_frame_equal(sync_ev, ref_ev, obj="eval.csv, async off vs on")
-    pd.testing.assert_frame_equal(sync_tr, ref_tr, obj="train.csv, async off vs on")
+    if FULL:  # async off vs on (the small form leaves it to test_loop's evaluator variants)
+        res = floq_cmd("run", *RESUME_ARGS, *SYNC, "--run-dir", str(sync_dir))
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert json.loads((sync_dir / "run.json").read_text())["eval"]["async"] is False
+        sync_ev, sync_tr = _csvs(sync_dir)
+        pd.testing.assert_frame_equal(sync_ev, ref_ev, obj="eval.csv, async off vs on")
+        pd.testing.assert_frame_equal(sync_tr, ref_tr, obj="train.csv, async off vs on")
 
     interrupted = []
     for step in PENDING_AT:

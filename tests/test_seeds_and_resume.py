@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import REPO, floq_cmd
+from floq_test_utils import FULL, REPO, floq_cmd
 
 from floq.agents.fql import FQL
 from floq.critics.flow import FloqCritic
@@ -89,6 +89,7 @@ def _start(run_dir):
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path, smoke_dataset):
     ref_dir = tmp_path / "uninterrupted"
     res = floq_cmd("run", *RESUME_ARGS, "--run-dir", str(ref_dir))
@@ -99,8 +100,8 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, smoke_dataset):
 
     rng = np.random.default_rng(0)
     # Kill after checkpoint N has appeared, plus a random extra delay: mid-chunk, mid-eval,
-    # mid-checkpoint, wherever it lands.
-    kill_points = [50, 150, 250]
+    # mid-checkpoint, wherever it lands. Small form: one kill, mid-run.
+    kill_points = [50, 150, 250] if FULL else [150]
     outcomes = []
     for n in kill_points:
         run_dir = tmp_path / f"killed_after_{n}"
@@ -124,4 +125,4 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, smoke_dataset):
         pd.testing.assert_frame_equal(tr, ref_tr)
         outcomes.append((n, finished_first))
     # At least some kills must have interrupted the run for the test to mean anything.
-    assert sum(not f for _, f in outcomes) >= 2, outcomes
+    assert sum(not f for _, f in outcomes) >= (2 if FULL else 1), outcomes
