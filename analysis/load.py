@@ -475,25 +475,25 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
-def _restates(group: pd.DataFrame, tag: str, varying: Sequence[str]) -> bool:
-    """True when ``tag`` (not itself an abbreviated tag) is one-to-one, on every row of
-    ``group``, with a varying abbreviated tag: a sweep over ``experiment.critic =
-    [@floq_k4/FloqCritic(), ...]`` records ``experiment_critic=floq_k4_FloqCritic`` beside
-    ``critic_flow_steps=4``, and the label need only say ``K=4``. Dropping such a tag keeps
-    labels distinct because the two tags partition the rows the same way."""
-    if tag in TAG_ABBREVIATIONS:
+def one_to_one(frame: pd.DataFrame, a: str, b: str) -> bool:
+    """True when columns ``a`` and ``b`` are recorded on every row of ``frame`` and each value
+    of one goes with exactly one value of the other (they partition the rows the same way)."""
+    pair = frame[[a, b]]
+    if pair.isna().any().any():
         return False
-    for other in varying:
-        if other == tag or other not in TAG_ABBREVIATIONS:
-            continue
-        pair = group[[tag, other]]
-        if pair.isna().any().any():
-            continue
-        pair = pair.astype(str)
-        if ((pair.groupby(tag)[other].nunique() == 1).all()
-                and (pair.groupby(other)[tag].nunique() == 1).all()):
-            return True
-    return False
+    pair = pair.astype(str)
+    return bool((pair.groupby(a)[b].nunique() == 1).all()
+                and (pair.groupby(b)[a].nunique() == 1).all())
+
+
+def _restates(group: pd.DataFrame, tag: str, varying: Sequence[str]) -> bool:
+    """True when ``tag`` (not itself an abbreviated tag) is ``one_to_one`` on ``group`` with a
+    varying abbreviated tag: a sweep over ``experiment.critic = [@floq_k4/FloqCritic(), ...]``
+    records ``experiment_critic=floq_k4_FloqCritic`` beside ``critic_flow_steps=4``, and the
+    label need only say ``K=4``. Dropping such a tag keeps labels distinct."""
+    return tag not in TAG_ABBREVIATIONS and any(
+        other != tag and other in TAG_ABBREVIATIONS and one_to_one(group, tag, other)
+        for other in varying)
 
 
 def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
@@ -507,7 +507,8 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     lacks the tag, e.g. one whose run.json is unreadable, does not make it vary), except
     task-identifying tags (``TASK_TAGS``), those in ``exclude`` (e.g. the x axis of a
     scaling plot) and a tag that only restates an abbreviated one (``_restates``:
-    ``experiment_critic=floq_k4_FloqCritic`` beside ``K=4``). With ``by``: the values of those
+    ``experiment_critic=floq_k4_FloqCritic`` beside ``K=4``; decided before ``exclude``, so
+    excluding K also drops the tag that restates it). With ``by``: the values of those
     columns joined by ``/``.
     """
     if df.empty:
@@ -517,14 +518,15 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
         if missing:
             raise AnalysisError(f"cannot label methods by missing column(s) {missing}")
         return df[list(by)].astype(str).agg("/".join, axis=1)
-    exclude = set(exclude) | set(TASK_TAGS)
+    exclude = set(exclude)
     multi_algo = df["algorithm"].nunique() > 1
-    tags = [c for c in tag_columns(df) if c not in exclude]
+    tags = [c for c in tag_columns(df) if c not in TASK_TAGS]
     labels = pd.Series("", index=df.index, dtype=object)
     for (algo, critic), group in df.groupby(["algorithm", "critic"], sort=False):
         base = f"{algo}:{critic}" if multi_algo else str(critic)
         varying = [c for c in tags if group[c].dropna().astype(str).nunique() > 1]
-        varying = [c for c in varying if not _restates(group, c, varying)]
+        varying = [c for c in varying
+                   if c not in exclude and not _restates(group, c, varying)]
         if not varying:
             labels.loc[group.index] = base
             continue

@@ -336,8 +336,8 @@ def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
             parts.append(f"{method}: {', '.join(f'{v:,}' for v in vals)}")
     return ["No success-vs-parameters figure: the critic's parameter count does not vary "
             "within any critic family in these runs (floq's K changes compute per update, "
-            "not parameters). Critic parameters: " + "; ".join(_sorted(pd.Series(parts)))
-            + ".", ""]
+            "not parameters). Critic parameters: "
+            + "; ".join(sorted(parts, key=tables.natural_key)) + ".", ""]
 
 
 def _report_colors(final: pd.DataFrame) -> dict:

@@ -28,8 +28,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import (AnalysisError, PHASES, TASK_TAGS, method_labels, padded_matrix,
-                           tag_columns)
+from analysis.load import (AnalysisError, PHASES, TASK_TAGS, method_labels, one_to_one,
+                           padded_matrix, tag_columns)
 
 __all__ = [
     "Protocol", "parse_protocol", "PROTOCOLS",
@@ -747,10 +747,7 @@ def axis_aliases(final: pd.DataFrame, axis: str) -> list[str]:
     for t in tag_columns(final):
         if t == axis or t in TASK_TAGS or t not in has.columns:
             continue
-        pair = has[[axis, t]].dropna().astype(str)
-        if len(pair) < len(has) or pair[t].nunique() < 2:
-            continue
-        if (pair.groupby(axis)[t].nunique() == 1).all() and (pair.groupby(t)[axis].nunique() == 1).all():
+        if has[t].astype(str).nunique() >= 2 and one_to_one(has, axis, t):
             out.append(t)
     return out
 
@@ -774,8 +771,7 @@ def line_families(final: pd.DataFrame, axis: str) -> pd.Series:
         varying = [t for t in ordered if g[t].dropna().astype(str).nunique() > 1]
         primary = varying[0] if varying else None
         if primary not in cache:
-            cache[primary] = method_labels(
-                final, exclude=[primary, *axis_aliases(final, primary)] if primary else [])
+            cache[primary] = method_labels(final, exclude=[primary] if primary else [])
         hue.loc[g.index] = cache[primary].loc[g.index]
     return hue
 
