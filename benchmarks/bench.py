@@ -58,7 +58,7 @@ SHOW = ("benchmark", "critic", "config", "K", "seeds", "workers", "precision", "
         "cpu_ms_per_update", "gflop_per_update", "gflop_per_s", "peak_ratio", "cpu_peak_ratio", "speedup_vs_per_step",
         "episodes_per_s", "ratio", "vs_bare", "vs_cpu_scaling", "peak_mem_mb", "temp_mem_mb", "r2", "cpu_util",
         "load1", "notes")
-BENCHMARKS = ("throughput", "per_step", "flow_steps", "seeds", "eval", "eval_overhead", "bf16")
+BENCHMARKS = ("throughput", "per_step", "flow_steps", "seeds", "tasks", "eval", "eval_overhead", "bf16")
 CRITICS = ("monolithic", "floq")
 
 OBS_DIM, ACT_DIM = 28, 5  # OGBench cube-* observation / action sizes
@@ -126,6 +126,10 @@ class Mode:
     overhead_repeats: int = 1  # eval_overhead: (no-eval, async) pairs, median reported
     seed_configs: tuple = ()  # seeds group: configurations (default: small; tiny in tiny mode)
     scaling_s: float = 1.0  # cpu_scaling: seconds of busy work per sample
+    k_config: str = ""  # flow_steps: configuration (default: small; tiny in tiny mode)
+    task_counts: tuple = (1, 5)  # tasks: members of the multi-task program (1 = the lone program)
+    task_configs: tuple = ()  # tasks: configurations, each for every --critics critic (default: floq at small)
+    scaling_critics: tuple = ()  # seeds and tasks groups with configurations: these critics (default: --critics)
 
 
 MODES = {
@@ -201,15 +205,15 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
         return None, None
 
 
-def matmul_peak(n: int, repeats: int, calls: int = 3) -> list[tuple[float, float]]:
-    """A jitted f32 n x n @ n x n matmul (2 n^3 FLOPs): per repeat, (wall, process CPU)
-    seconds per matmul, timed over `calls` back-to-back calls."""
+def matmul_peak(n: int, repeats: int, calls: int = 3, dtype: str = "float32") -> list[tuple[float, float]]:
+    """A jitted n x n @ n x n matmul (2 n^3 FLOPs) in `dtype` (random operands, never zeros):
+    per repeat, (wall, process CPU) seconds per matmul, timed over `calls` back-to-back calls."""
     import jax
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
-    b = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dtype=dtype)
+    b = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dtype=dtype)
     f = jax.jit(jnp.matmul).lower(a, b).compile()
     f(a, b).block_until_ready()
     out = []
@@ -337,6 +341,47 @@ class PerStepTimer:
         self.finite = bool(np.isfinite(float(info["critic/loss"])))
 
 
+class ProgramTimer:
+    """The run's own program (`floq.train.make_program`, the multi-task form when tasks > 1):
+    `tasks` members, one per task of a synthetic multi-task dataset (per-task rewards and
+    masks), each `once()` one full chunk of `length` steps."""
+
+    def __init__(self, algo, critic, size: Size, host: dict, tasks: int, length: int):
+        from floq.train import PER_TASK, init_group_states, init_states, make_program, multi_task_data
+
+        self.length, self.seeds = length, tasks
+        if tasks == 1:
+            data = to_device(host)
+            self.program = make_program(algo, critic, size.batch, length)
+            self.states = init_states(algo, critic, [0], data["observations"][:2], data["actions"][:2])
+        else:
+            rng = np.random.default_rng(1)
+            per_task = [{**host, **{k: (host[k] if t == 0 else rng.permutation(host[k])) for k in PER_TASK}}
+                        for t in range(tasks)]
+            data = to_device(multi_task_data(per_task, [f"task{t + 1}" for t in range(tasks)]))
+            groups = [(critic, list(range(tasks)), list(range(tasks)))]
+            self.program = make_program(algo, critic, size.batch, length, groups=groups)
+            self.states = init_group_states(algo, groups, [0] * tasks, data["observations"][:2],
+                                            data["actions"][:2])
+        self.data = data
+        t0 = time.perf_counter()
+        self.compiled = self.program.lower(self.states, data, length).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.peak_mb, self.temp_mb = memory_mb(self.compiled)
+        self.ok = None
+        self.once()  # warm-up
+
+    def once(self) -> None:
+        import jax
+
+        self.states, _, self.ok = self.compiled(self.states, self.data, self.length)
+        jax.block_until_ready(self.states)
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.all(np.asarray(self.ok)))
+
+
 def interleave(timers: dict, repeats: int) -> dict:
     """Time every timer `repeats` times, round-robin (so that a shared machine's load drift
     hits all of them alike). Returns name -> {updates_per_s (median), best_updates_per_s,
@@ -390,6 +435,7 @@ class Bench:
         self.jax_version = jax.__version__
         self.peak_samples: list[float] = []  # matmul GFLOP per wall second
         self.peak_cpu_samples: list[float] = []  # matmul GFLOP per process-CPU second
+        self.peak_bf16_samples: list[float] = []  # bf16 matmul GFLOP per wall second (bf16 rows' peak)
         self.gflop: dict = {}
         self._chunks: dict = {}  # (critic, config, K, seeds, precision) -> ChunkTimer (reused across groups)
 
@@ -418,6 +464,8 @@ class Bench:
             self._group("flow steps", self.bench_flow_steps)
         if "seeds" in self.only and (m.seed_configs or "floq" in self.critics):
             self._group("seeds", self.bench_seeds)
+        if "tasks" in self.only and (m.task_configs or "floq" in self.critics):
+            self._group("tasks", self.bench_tasks)
         self._chunks.clear()
         if "eval" in self.only:
             self._group("evaluation", self.bench_eval)
@@ -430,6 +478,12 @@ class Bench:
     def peak_ratios(self) -> None:
         """Ratios against the peak use every matmul sample of the run. cpu_peak_ratio is the
         same ratio per process-CPU second (robust to other processes sharing the cores)."""
+        if self.peak_bf16_samples:  # bf16 rows against the bf16 matmul peak
+            bf16_peak = float(np.median(self.peak_bf16_samples))
+            for row in self.rows:
+                if row["benchmark"] != "matmul_peak" and row.get("precision") == "bfloat16" \
+                        and row.get("gflop_per_s") not in (None, ""):
+                    row["peak_ratio"] = row["gflop_per_s"] / bf16_peak
         if not self.peak_cpu_samples:
             return
         cpu_peak = float(np.median(self.peak_cpu_samples))
@@ -463,6 +517,15 @@ class Bench:
                  cpu_util=float(np.median([c / w for w, c in samples])),
                  notes=f"{when}: {n}x{n} @ {n}x{n}, median of {len(samples)}; best "
                        f"{max(gflop / w for w, _ in samples):.1f} GFLOP/s")
+        if "bf16" in self.only:  # the ceiling of the bf16 rows
+            samples = matmul_peak(n, self.mode.repeats, dtype="bfloat16")
+            self.peak_bf16_samples += [gflop / w for w, _ in samples]
+            wall = float(np.median([w for w, _ in samples]))
+            self.add(benchmark="matmul_peak", precision="bfloat16", gflop_per_update=gflop, gflop_per_s=gflop / wall,
+                     ms_per_update=1e3 * wall, cpu_ms_per_update=1e3 * float(np.median([c for _, c in samples])),
+                     cpu_util=float(np.median([c / w for w, c in samples])),
+                     notes=f"{when}: bf16 {n}x{n} @ {n}x{n} (f32 accumulation as XLA chooses), median of "
+                           f"{len(samples)}; best {max(gflop / w for w, _ in samples):.1f} GFLOP/s")
 
     def _size(self):
         return SIZES["tiny"] if self.mode.name == "tiny" else SIZES["small"]
@@ -552,7 +615,7 @@ class Bench:
 
     def bench_flow_steps(self):
         m = self.mode
-        size = self._size()
+        size = SIZES[m.k_config] if m.k_config else self._size()
         timers = {K: self.chunk("floq", size, K) for K in m.k_values}
         res = interleave(timers, m.repeats)
         ks, ms, temps, peaks = [], [], [], []
@@ -580,7 +643,7 @@ class Bench:
         --seed-configs, every critic of --critics at each of those configurations."""
         m = self.mode
         if m.seed_configs:
-            combos = [(c, SIZES[s]) for s in m.seed_configs for c in self.critics]
+            combos = [(c, SIZES[s]) for s in m.seed_configs for c in (m.scaling_critics or self.critics)]
         else:
             combos = [("floq", self._size())]
         for critic_name, size in combos:
@@ -595,6 +658,31 @@ class Bench:
                                 ratio=total / base, notes="updates_per_s per seed; ratio = seed-updates/s vs 1 seed")
             for key in [k for k in self._chunks if k[0] == critic_name and k[1] == size.name and k[3] > 1]:
                 del self._chunks[key]  # free the multi-seed programs
+
+    def bench_tasks(self):
+        """Updates/s of the multi-task program (`floq.train.make_program` with groups: one
+        environment's tasks trained together, one member per task, as `Task.task_ids` runs it)
+        vs the lone program of one member: `seed_updates_per_s` = member-updates/s,
+        `ratio` = that over the lone program's."""
+        m = self.mode
+        combos = ([(c, SIZES[s]) for s in m.task_configs for c in (m.scaling_critics or self.critics)]
+                  if m.task_configs
+                  else [("floq", self._size())])
+        for critic_name, size in combos:
+            gflop = self._gflop(critic_name, size)
+            length = chunk_length(gflop, self.peak, self.mode)
+            algo, critic = build(critic_name, size)
+            timers = {t: ProgramTimer(algo, critic, size, self.host, t, length) for t in m.task_counts}
+            res = interleave(timers, m.repeats)
+            base = None
+            for t, timer in timers.items():
+                total = res[t]["updates_per_s"] * t
+                base = base or total / t
+                self._train_row("tasks", critic_name, size, timer, res[t], gflop, seed_updates_per_s=total,
+                                ratio=total / base,
+                                notes=f"{t}-task program (one member per task, `seeds` = members); updates_per_s per "
+                                      f"member; ratio = member-updates/s vs {m.task_counts[0]} member(s); "
+                                      f"compile {timer.compile_s:.1f}s")
 
     def bench_eval(self):
         """Evaluation throughput, side by side in one round-robin (see the README):
@@ -876,6 +964,19 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
                 cpu = ps[0]["cpu_ms_per_update"] / r[0]["cpu_ms_per_update"]
                 out.append((f"small, {critic}, {bench_name}: >= 2x per-step updates/s", f"{got:.2f}x [{cpu:.2f}x]",
                             verdict(got >= 2, cpu >= 2)))
+    for r in find(benchmark="throughput", critic="floq", config="paper"):
+        out.append(("paper, floq: >= 1000 updates/s (one seed, float32)", f"{r['updates_per_s']:.0f} updates/s",
+                    verdict(r["updates_per_s"] >= 1000)))
+    for r in find(benchmark="bf16", critic="floq", config="paper"):
+        out.append(("paper, floq, bf16: >= 1000 updates/s (one seed)", f"{r['updates_per_s']:.0f} updates/s",
+                    verdict(r["updates_per_s"] >= 1000)))
+    for r in find(benchmark="seeds", seeds=8):
+        out.append((f"{r['config']}, {r['critic']}: 8 vmapped seeds >= 6x one seed's updates/s", f"{r['ratio']:.2f}x",
+                    verdict(r["ratio"] >= 6)))
+    for r in rows:
+        if r["benchmark"] == "tasks" and r.get("seeds", 1) > 1:
+            out.append((f"{r['config']}, {r['critic']}: {r['seeds']}-task program >= 0.75 x {r['seeds']} x one task's "
+                        f"updates/s", f"{r['ratio']:.2f}x", verdict(r["ratio"] >= 0.75 * r["seeds"])))
     ks = [r for r in rows if r["benchmark"] == "flow_steps"]
     if len(ks) >= 2:
         _, _, r2 = fit_line([r["K"] for r in ks], [r["ms_per_update"] for r in ks])
@@ -974,6 +1075,15 @@ def main(argv=None) -> int:
                    "(default: 1,2,4,8; quick 1,2)")
     p.add_argument("--seed-configs", default=None,
                    help="configurations of the seeds group, each for every --critics critic (default: floq at small)")
+    p.add_argument("--k-config", default=None, help="configuration of the flow_steps group (default: small)")
+    p.add_argument("--k-values", default=None, help="comma-separated K of the flow_steps group (default 1,2,4,8,16,32)")
+    p.add_argument("--task-counts", default=None,
+                   help="comma-separated members of the tasks group's programs, the first the baseline (default 1,5)")
+    p.add_argument("--task-configs", default=None,
+                   help="configurations of the tasks group, each for every --critics critic (default: floq at small)")
+    p.add_argument("--scaling-critics", default=None,
+                   help="critics of the seeds and tasks groups when --seed-configs/--task-configs are given "
+                        "(default: --critics)")
     p.add_argument("--matmul-n", type=int, default=None, help="matmul_peak size n (default 2048; use 8192 on a GPU)")
     p.add_argument("--eval-workers", default=None,
                    help="comma-separated worker counts of the eval group (default: 1,<cores>; quick 1,2)")
@@ -1003,18 +1113,41 @@ def main(argv=None) -> int:
     try:
         if a.seed_counts:
             mode = dataclasses.replace(mode, seed_counts=tuple(int(x) for x in a.seed_counts.split(",") if x.strip()))
+        if a.k_values:
+            mode = dataclasses.replace(mode, k_values=tuple(int(x) for x in a.k_values.split(",") if x.strip()))
+        if a.task_counts:
+            mode = dataclasses.replace(mode, task_counts=tuple(int(x) for x in a.task_counts.split(",") if x.strip()))
         if a.eval_workers:
             mode = dataclasses.replace(mode, eval_workers=tuple(int(x) for x in a.eval_workers.split(",")
                                                                 if x.strip()))
     except ValueError:
-        print("floq bench: --seed-counts and --eval-workers take comma-separated integers", file=sys.stderr)
+        print("floq bench: --seed-counts, --k-values, --task-counts and --eval-workers take comma-separated integers",
+              file=sys.stderr)
         return 2
+    if a.scaling_critics:
+        sc = tuple(s.strip() for s in a.scaling_critics.split(",") if s.strip())
+        if not sc or any(c not in CRITICS for c in sc):
+            print(f"floq bench: --scaling-critics must name some of {CRITICS}", file=sys.stderr)
+            return 2
+        mode = dataclasses.replace(mode, scaling_critics=sc)
     if a.seed_configs:
         sc = tuple(s.strip() for s in a.seed_configs.split(",") if s.strip())
         if not sc or any(s not in SIZES for s in sc):
             print(f"floq bench: --seed-configs must name some of {tuple(SIZES)}", file=sys.stderr)
             return 2
         mode = dataclasses.replace(mode, seed_configs=sc)
+    for opt, field in (("k_config", "k_config"), ("task_configs", "task_configs")):
+        val = getattr(a, opt)
+        if val:
+            names = tuple(x.strip() for x in val.split(",") if x.strip())
+            if not names or any(x not in SIZES for x in names) or (field == "k_config" and len(names) != 1):
+                print(f"floq bench: --{opt.replace('_', '-')} must name {'one' if field == 'k_config' else 'some'} "
+                      f"of {tuple(SIZES)}", file=sys.stderr)
+                return 2
+            mode = dataclasses.replace(mode, **{field: names[0] if field == "k_config" else names})
+    if any(n < 1 for n in mode.seed_counts + mode.task_counts + mode.k_values):
+        print("floq bench: --seed-counts, --k-values and --task-counts must be >= 1", file=sys.stderr)
+        return 2
     if a.matmul_n:
         mode = dataclasses.replace(mode, matmul_n=a.matmul_n)
     if a.configs:

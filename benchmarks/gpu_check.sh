@@ -7,18 +7,24 @@
 #                                             minutes; output in a temp dir unless --out)
 #   options: --out DIR (default benchmarks/results; --cpu: a new temp dir)
 #            --venv DIR (default .venv-gpu; --cpu: .venv)
-#            --real-critic monolithic|floq (the 50k-step run; default monolithic = FQL)
-#   env:     FLOQ_WHEELS=DIR  install from the wheels in DIR (no index), e.g. made elsewhere with
-#                             `pip download -d DIR '.[cuda]' setuptools wheel`
+#            --real-critic monolithic|floq (the real run; default floq)
+#            --python PY  use this interpreter as it is, no venv: its jax (with its CUDA plugin)
+#                         is used; floq's other needs come from --wheels, installed with --no-deps
+#                         into a folder on PYTHONPATH (a machine with no network, e.g. the lent H200)
+#            --wheels DIR wheels to install (no index); with --python: `pip install --no-deps
+#                         --target`; else into the venv
+#   env:     FLOQ_WHEELS=DIR  the same as --wheels
 #
-# Steps (each time-boxed so that the whole stays under 10 minutes):
-#   1. venv + `pip install -e '.[cuda]'` (skipped when the venv already imports floq and sees a GPU)
-#   2. floq bench: matmul peak (8192^3), updates/s of FQL (monolithic) and floq at the paper
-#      configuration for 1, 2, 4, 8 vmapped seeds, bf16, the per-step loop, and the overhead of
-#      asynchronous evaluation on a short real training run (eval_overhead, paper sizes)
-#   3. floq data generate cube-double-play-v0 (100 episodes, one worker per core)
-#   4. a 50k-step real run on it (async evaluation every 10k steps, 50 episodes); stopped with
-#      SIGTERM at its time box (status 'preempted', partial figures kept)
+# Steps (each time-boxed so that the whole stays under 8 minutes on an H200):
+#   1. venv + `pip install -e '.[cuda]'` (skipped when the venv already imports floq and sees a GPU),
+#      or with --python: the wheels into a target folder, the repository on PYTHONPATH
+#   2. floq bench: f32 and bf16 matmul peaks (8192^3), updates/s of FQL (monolithic) and floq at
+#      the paper configuration (f32, bf16, the per-step loop), 1, 2, 4, 8, 16 vmapped seeds, a
+#      5-task program, time and memory per update vs K in {1, 2, 4, 8, 16, 32} (paper config)
+#   3. benchmarks/profile_update.py: a jax.profiler trace of paper floq (f32, bf16), summarised
+#   4. floq data generate cube-double-play-v0 (100 episodes, one worker per core)
+#   5. a 20k-step real run on it (paper config, async evaluation every 5k steps, 50 episodes,
+#      one worker per core but one); stopped with SIGTERM at its time box ('preempted', kept)
 # Output: <out>/gpu_<device>_<date>.csv and .md (the bench table + targets, then the real run).
 set -euo pipefail
 
@@ -29,7 +35,9 @@ DRY=0
 CPU=0
 OUT=""
 VENV=""
-REAL_CRITIC="monolithic"
+REAL_CRITIC="floq"
+SYSPY=""
+WHEELS="${FLOQ_WHEELS:-}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY=1 ;;
@@ -37,7 +45,9 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift ;;
     --venv) VENV="$2"; shift ;;
     --real-critic) REAL_CRITIC="$2"; shift ;;
-    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --python) SYSPY="$2"; shift ;;
+    --wheels) WHEELS="$2"; shift ;;
+    -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -69,27 +79,30 @@ fi
 NAME="gpu_${DEVICE}_${DATE}"
 WORK="${FLOQ_GPU_CHECK_WORK:-/tmp/floq-gpu-check-work-$$}"
 PY="$VENV/bin/python"
+[[ -n "$SYSPY" ]] && PY="$SYSPY"
 export FLOQ_DATA_DIR="$WORK/data"
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$REPO/.floq_cache/jax}"
 export TF_CPP_MIN_LOG_LEVEL=2
 
 # Sizes: the GPU check, and its tiny twin for --cpu.
 if [[ $CPU == 1 ]]; then
-  BENCH_SIZE=(--tiny --configs tiny --seed-configs tiny --seed-counts 1,2 --matmul-n 256
-              --overhead-config smoke --overhead-steps 80)
+  BENCH_SIZE=(--tiny --configs tiny --seed-configs tiny --seed-counts 1,2,4 --matmul-n 256
+              --k-config tiny --k-values 1,2,4 --task-configs tiny --task-counts 1,5)
+  PROFILE=(--config tiny --steps 16 --rows 1000)
   GEN=(--episodes 2 --val-episodes 1 --episode-length 101 --workers 2)
-  REAL_STEPS=300; REAL_EVAL=100; REAL_EPISODES=2; REAL_CONFIG=smoke
+  REAL_STEPS=300; REAL_EVAL=100; REAL_EPISODES=4; REAL_CONFIG=smoke
   REAL_SIZE=(--bind BATCH_SIZE=32 --bind ACTOR_WIDTH=32 --bind ACTOR_DEPTH=2 --bind CRITIC_WIDTH=32
              --bind CRITIC_DEPTH=2 --bind FLOW_FIELD_DEPTH=2 --bind DISTILL_WIDTH=32 --bind DISTILL_DEPTH=2
-             --bind CRITIC_FLOW_STEPS=2 --bind NOISE_SAMPLES=4 --bind CHUNK_SIZE=50 --bind Trainer.eval_workers=1)
-  BOX_INSTALL=300; BOX_BENCH=420; BOX_DATA=120; BOX_REAL=180
+             --bind CRITIC_FLOW_STEPS=2 --bind NOISE_SAMPLES=4 --bind CHUNK_SIZE=50 --bind Trainer.eval_workers=2)
+  BOX_INSTALL=300; BOX_BENCH=420; BOX_PROFILE=120; BOX_DATA=120; BOX_REAL=180
 else
-  BENCH_SIZE=(--configs paper --seed-configs paper --seed-counts 1,2,4,8 --matmul-n 8192 --repeats 3
-              --overhead-config paper --overhead-steps 2000)
+  BENCH_SIZE=(--configs paper --seed-configs paper --seed-counts 1,2,4,8,16 --matmul-n 8192 --repeats 3 --scaling-critics floq
+              --k-config paper --k-values 1,2,4,8,16,32 --task-configs paper --task-counts 1,5)
+  PROFILE=(--config paper --steps 64)
   GEN=(--episodes 100 --workers "$(nproc)")
-  REAL_STEPS=50000; REAL_EVAL=10000; REAL_EPISODES=50; REAL_CONFIG=paper
-  REAL_SIZE=(--bind CHUNK_SIZE=1000)
-  BOX_INSTALL=150; BOX_BENCH=240; BOX_DATA=45; BOX_REAL=120
+  REAL_STEPS=20000; REAL_EVAL=5000; REAL_EPISODES=50; REAL_CONFIG=paper
+  REAL_SIZE=(--bind CHUNK_SIZE=1000 --bind Trainer.eval_workers=$(( $(nproc) - 1 )))
+  BOX_INSTALL=60; BOX_BENCH=${FLOQ_BOX_BENCH:-270}; BOX_PROFILE=45; BOX_DATA=50; BOX_REAL=${FLOQ_BOX_REAL:-100}
 fi
 
 LOG=()
@@ -111,7 +124,15 @@ say "device $DEVICE; venv $VENV; out $OUT/$NAME.{csv,md}; work $WORK$([[ $DRY ==
 # 1. venv + floq --------------------------------------------------------------------------
 EXTRA=".[cuda]"; [[ $CPU == 1 ]] && EXTRA="."
 CHECK="import jax, floq; import sys; sys.exit(0 if $([[ $CPU == 1 ]] && echo True || echo "jax.devices()[0].platform == 'gpu'") else 1)"
-if [[ $DRY == 0 && -x "$PY" ]] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
+if [[ -n "$SYSPY" ]]; then
+  say "1. $SYSPY as it is (its jax), wheels from ${WHEELS:-nowhere} into $WORK/site, the repository on PYTHONPATH"
+  if [[ -n "$WHEELS" ]]; then
+    run "$BOX_INSTALL" "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$WORK/site" $([[ $DRY == 1 ]] && echo "$WHEELS/*.whl" || ls "$WHEELS"/*.whl)
+  fi
+  export PYTHONPATH="$WORK/site:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+  [[ $DRY == 1 ]] || "$PY" -c "$CHECK" || { say "$PY cannot import floq or sees no device"; "$PY" -c "import jax, floq; print(jax.devices())"; exit 1; }
+elif [[ $DRY == 0 && -x "$PY" ]] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
   say "1. $VENV already has floq and sees the device: no install"
 else
   say "1. venv + floq$EXTRA$([[ $DRY == 1 ]] && echo " (at run time: skipped when $VENV already imports floq and sees the device)")"
@@ -124,16 +145,24 @@ else
   fi
   run 120 "$PY" -c "$CHECK"
 fi
-run 60 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
+run 60 "$PY" -c "import jax, mujoco, ogbench, flax, optax; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
+[[ $DRY == 1 || $CPU == 1 ]] || nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv || true
 
 # 2. floq bench: peak, throughput x seeds, bf16, per-step, eval overhead ---------------------
 say "2. floq bench"
 [[ $DRY == 1 ]] || rm -f "$OUT/$NAME.csv" "$OUT/$NAME.md"  # no stale table from an earlier run today
 run "$BOX_BENCH" "$PY" -m floq bench "${BENCH_SIZE[@]}" --critics monolithic,floq \
-  --only throughput,per_step,bf16,seeds,eval_overhead --out "$OUT" --name "$NAME.csv" || say "bench failed (rc $?)"
+  --only throughput,per_step,bf16,seeds,tasks,flow_steps --out "$OUT" --name "$NAME.csv" || say "bench failed (rc $?)"
 
-# 3. data ------------------------------------------------------------------------------------
-say "3. floq data generate cube-double-play-v0"
+# 3. profile ---------------------------------------------------------------------------------
+say "3. profile of one chunk (jax.profiler trace, summarised)"
+for prec in float32 bfloat16; do
+  run "$BOX_PROFILE" "$PY" -m benchmarks.profile_update "${PROFILE[@]}" --critic floq --precision "$prec" --out "$WORK/profile" \
+    || say "profile ($prec) failed (rc $?)"
+done
+
+# 4. data ------------------------------------------------------------------------------------
+say "4. floq data generate cube-double-play-v0"
 run "$BOX_DATA" "$PY" -m floq data generate cube-double-play-v0 "${GEN[@]}" --out "$WORK/data" --no-progress \
   || say "data generation failed (rc $?)"
 TRAIN_FILE="$WORK/data/cube-double-play-v0.npz"
@@ -141,8 +170,8 @@ if [[ $DRY == 0 ]]; then
   TRAIN_FILE=$(ls "$WORK"/data/cube-double-play-v0*.npz 2>/dev/null | grep -v -- '-val' | head -1 || true)
 fi
 
-# 4. the real run ----------------------------------------------------------------------------
-say "4. ${REAL_STEPS}-step run ($REAL_CRITIC) on $TRAIN_FILE"
+# 5. the real run ----------------------------------------------------------------------------
+say "5. ${REAL_STEPS}-step run ($REAL_CRITIC) on $TRAIN_FILE"
 RUN_DIR="$WORK/runs/real_$REAL_CRITIC"
 run "$BOX_REAL" "$PY" -m floq run gin/algorithms/fql.gin "gin/critics/$REAL_CRITIC.gin" gin/tasks/cube-double-play.gin \
   --bind "DATASET_PATH='$TRAIN_FILE'" --bind "TRAIN_STEPS=$REAL_STEPS" --bind "EVAL_INTERVAL=$REAL_EVAL" \
@@ -151,10 +180,10 @@ run "$BOX_REAL" "$PY" -m floq run gin/algorithms/fql.gin "gin/critics/$REAL_CRIT
   --bind "EXPERIMENT='gpu_check'" "${REAL_SIZE[@]}" --run-dir "$RUN_DIR" \
   || say "the real run ended with rc $? (143/124: time box reached, partial figures kept)"
 
-# 5. one CSV + Markdown ------------------------------------------------------------------------
-say "5. results -> $OUT/$NAME.{csv,md}"
+# 6. one CSV + Markdown ------------------------------------------------------------------------
+say "6. results -> $OUT/$NAME.{csv,md}"
 [[ $DRY == 1 ]] || printf '%s\n' "${LOG[@]:-}" > "$WORK/steps.log"
-run 60 env FLOQ_STEPS_LOG="$WORK/steps.log" FLOQ_TOTAL_S="$(( $(date +%s) - T0 ))" "$PY" - "$OUT/$NAME.csv" "$RUN_DIR" \
+run 60 env FLOQ_STEPS_LOG="$WORK/steps.log" FLOQ_PROFILE_DIR="$WORK/profile" FLOQ_TOTAL_S="$(( $(date +%s) - T0 ))" "$PY" - "$OUT/$NAME.csv" "$RUN_DIR" \
   "$REAL_CRITIC" "$REAL_CONFIG" <<'EOF'
 import csv, json, os, sys
 from benchmarks.bench import markdown, write_csv
@@ -177,6 +206,16 @@ bench_rows = rows[:-1] if man else rows
 md = (open(md_path).read() if os.path.exists(md_path)  # the bench's table + targets; else rebuilt from the CSV
       else f"# {os.path.basename(path)} (floq bench stopped early: partial rows)\n\n" + markdown(bench_rows) + "\n")
 md += "\n## Real run\n\n" + (markdown([rows[-1]]) if man else "(no run.json)") + "\n"
+if man and man.get("wall_time_s"):
+    wall = float(man["wall_time_s"])
+    parts = {k: float(man.get(k) or 0) for k in ("setup_s", "compile_s", "train_s", "eval_wait_s", "checkpoint_s")}
+    md += ("\nWall time split: " + ", ".join(f"{k[:-2]} {v:.1f} s ({v / wall:.0%})" for k, v in parts.items())
+           + f", other {wall - sum(parts.values()):.1f} s of {wall:.1f} s. Target: evaluation wait <= 10% of the wall "
+           + f"time -> {'met' if parts['eval_wait_s'] <= 0.1 * wall else 'missed'} "
+           + f"({parts['eval_wait_s'] / wall:.1%}).\n")
+import glob
+for prof in sorted(glob.glob(os.path.join(os.environ.get("FLOQ_PROFILE_DIR", ""), "profile_*.md"))):
+    md += "\n" + open(prof).read()
 md += "\n## Steps\n\n" + "\n".join(f"- `{s}`" for s in open(os.environ["FLOQ_STEPS_LOG"]).read().splitlines() if s.strip())
 md += f"\n\ntotal {int(os.environ['FLOQ_TOTAL_S']) / 60:.1f} min\n"
 open(md_path, "w").write(md)
