@@ -1051,6 +1051,47 @@ def write_csv(rows: list[dict], path: str) -> None:
     os.replace(tmp, path)
 
 
+_TRAIN_ROWS = ("throughput", "throughput_squeezed", "per_step", "bf16", "flow_steps", "seeds", "tasks")
+
+
+def fill_flops(path: str, log=print) -> list[dict]:
+    """Rows of a bench CSV without `gflop_per_update` (a device whose lowering gave no cost
+    analysis) get it from `floq.train.update_flops` computed here (XLA's HLO cost analysis,
+    lowered for the CPU: the count does not depend on the device), then `gflop_per_s` and
+    `peak_ratio` against the CSV's own matmul_peak rows of the same precision. The notes say so."""
+    rows = list(csv.DictReader(open(path)))
+    data = to_device(synthetic_data(1000))
+    cache = {}
+    peaks = {}
+    for r in rows:
+        if r["benchmark"] == "matmul_peak" and r.get("gflop_per_s"):
+            peaks.setdefault(r.get("precision") or "float32", []).append(float(r["gflop_per_s"]))
+    for r in rows:
+        if r["benchmark"] not in _TRAIN_ROWS or r.get("gflop_per_update") or r.get("critic") not in CRITICS \
+                or r.get("config") not in SIZES or not r.get("updates_per_s"):
+            continue
+        K = int(r["K"]) if r["critic"] == "floq" and str(r.get("K", "")).isdigit() else None
+        key = (r["critic"], r["config"], K)
+        if key not in cache:
+            size = SIZES[r["config"]]
+            algo, critic = build(r["critic"], size, K)
+            f = flops_per_update(algo, critic, size, data)
+            cache[key] = f / 1e9 if f else None
+            log(f"  {key}: {cache[key]} GFLOP/update")
+        g = cache[key]
+        if g is None:
+            continue
+        members = int(r.get("seeds") or 1)
+        r["gflop_per_update"] = g
+        r["gflop_per_s"] = g * float(r["updates_per_s"]) * members
+        prec = r.get("precision") or "float32"
+        if prec in peaks:
+            r["peak_ratio"] = r["gflop_per_s"] / float(np.median(peaks[prec]))
+        r["notes"] = (r.get("notes") or "") + "; gflop_per_update computed afterwards on the CPU (floq bench --fill-flops)"
+    write_csv(rows, path)
+    return rows
+
+
 class _Stopped(Exception):
     """SIGTERM (e.g. a time box) stopped the run; the rows so far are written."""
 
@@ -1092,10 +1133,20 @@ def main(argv=None) -> int:
     p.add_argument("--overhead-steps", type=int, default=None,
                    help="eval_overhead: training steps, 4 evaluations (default: 2000; quick 800)")
     p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--fill-flops", default=None, metavar="CSV",
+                   help="fill gflop_per_update / gflop_per_s / peak_ratio of an existing bench CSV's rows that lack them "
+                        "(computed here; FLOPs do not depend on the device), rewrite it and its .md table, and exit")
     p.add_argument("--cache", default=None,
                    help="persistent JAX compilation cache (default: $JAX_COMPILATION_CACHE_DIR or .floq_cache/jax; "
                         "'none' to disable). Compilation is never timed; the cache only shortens reruns.")
     a = p.parse_args(argv)
+    if a.fill_flops:
+        if not os.path.isfile(a.fill_flops):
+            print(f"floq bench: --fill-flops: no such file {a.fill_flops}", file=sys.stderr)
+            return 2
+        rows = fill_flops(a.fill_flops, log=lambda s: print(s, file=sys.stderr))
+        print(table(rows))
+        return 0
     only = tuple(s.strip() for s in a.only.split(",") if s.strip())
     bad = [s for s in only if s not in BENCHMARKS]
     if bad:

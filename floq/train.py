@@ -394,8 +394,16 @@ def update_flops(algorithm, critic, state1, data, batch_size: int) -> float | No
     try:
         with unrolled_loops():
             step = make_step(algorithm, critic, batch_size)
-            # HLO-level analysis of the lowered program: no compilation needed.
-            cost = jax.jit(step).lower(state1, data).cost_analysis()
+            # HLO-level analysis of the lowered program: no compilation needed. Lowered for
+            # the CPU whatever the device: the count is the same, and on a GPU (jax 0.11, H200)
+            # the default lowering's cost_analysis() gave nothing.
+            # Abstract arguments: arrays committed to a GPU cannot be lowered for the CPU.
+            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), (state1, data))
+            traced = jax.jit(step).trace(*abstract)
+            try:
+                cost = traced.lower(lowering_platforms=("cpu",)).cost_analysis()
+            except Exception:  # noqa: BLE001 - no CPU backend: the device's own lowering
+                cost = traced.lower().cost_analysis()
         if isinstance(cost, (list, tuple)):
             cost = cost[0]
         return float(cost.get("flops", float("nan")))

@@ -111,3 +111,28 @@ def test_squeezed_chunk_matches_trainer_chunk():
     for x, y in zip(jax.tree_util.tree_leaves((a, ma)), jax.tree_util.tree_leaves((b, mb))):
         assert x.shape == y.shape
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
+
+
+def test_tasks_group_and_fill_flops(tmp_path):
+    """The multi-task program group writes one row per member count (members in `seeds`), and
+    --fill-flops restores the FLOPs columns a device left empty to the values computed in the run."""
+    path = tmp_path / "tasks.csv"
+    rc = bench.main(["--tiny", "--only", "tasks", "--task-counts", "1,2", "--critics", "floq", "--out",
+                     str(tmp_path), "--name", "tasks.csv"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(path)))
+    tasks = [r for r in rows if r["benchmark"] == "tasks"]
+    assert [int(r["seeds"]) for r in tasks] == [1, 2]
+    assert _num(tasks[0]["ratio"]) == 1.0 and _num(tasks[1]["ratio"]) > 0
+    before = {r["seeds"]: (_num(r["gflop_per_update"]), _num(r["gflop_per_s"])) for r in tasks}
+    for r in rows:  # what a device without cost analysis writes
+        if r["benchmark"] == "tasks":
+            r["gflop_per_update"] = r["gflop_per_s"] = r["peak_ratio"] = ""
+    bench.write_csv(rows, str(path))
+    assert bench.main(["--fill-flops", str(path)]) == 0
+    after = {r["seeds"]: r for r in csv.DictReader(open(path)) if r["benchmark"] == "tasks"}
+    for seeds, (gflop, gflop_s) in before.items():
+        assert _num(after[seeds]["gflop_per_update"]) == pytest.approx(gflop, rel=1e-6)
+        assert _num(after[seeds]["gflop_per_s"]) == pytest.approx(gflop_s, rel=1e-6)
+        assert _num(after[seeds]["peak_ratio"]) > 0 and "--fill-flops" in after[seeds]["notes"]
+    assert bench.main(["--fill-flops", str(tmp_path / "missing.csv")]) == 2
