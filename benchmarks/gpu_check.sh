@@ -15,7 +15,8 @@
 #                         --target`; else into the venv
 #   env:     FLOQ_WHEELS=DIR  the same as --wheels
 #
-# Steps (each time-boxed so that the whole stays under 8 minutes on an H200):
+# Steps (each time-boxed; about 9 minutes on an H200, under the device tool's 10-minute command limit;
+# measured 2026-12-04: bench 5.5 min with FLOP counting, profile 40 s, data 27 s, real run 76 s):
 #   1. venv + `pip install -e '.[cuda]'` (skipped when the venv already imports floq and sees a GPU),
 #      or with --python: the wheels into a target folder, the repository on PYTHONPATH
 #   2. floq bench: f32 and bf16 matmul peaks (8192^3), updates/s of FQL (monolithic) and floq at
@@ -102,7 +103,7 @@ else
   GEN=(--episodes 100 --workers "$(nproc)")
   REAL_STEPS=20000; REAL_EVAL=5000; REAL_EPISODES=50; REAL_CONFIG=paper
   REAL_SIZE=(--bind CHUNK_SIZE=1000 --bind Trainer.eval_workers=$(( $(nproc) - 1 )))
-  BOX_INSTALL=60; BOX_BENCH=${FLOQ_BOX_BENCH:-270}; BOX_PROFILE=45; BOX_DATA=50; BOX_REAL=${FLOQ_BOX_REAL:-100}
+  BOX_INSTALL=60; BOX_BENCH=${FLOQ_BOX_BENCH:-380}; BOX_PROFILE=40; BOX_DATA=50; BOX_REAL=${FLOQ_BOX_REAL:-90}
 fi
 
 LOG=()
