@@ -103,6 +103,8 @@ PLUMBING = {"progress", "eval_workers", "eval_envs_per_worker", "async_eval", "m
 # Task fields that only matter for sharded datasets: left out of the hash of other runs, so
 # that adding them did not change any existing run's identity.
 SHARD_FIELDS = ("shard_interval", "num_shards")
+# Trainer fields that only matter with an online phase: left out of the hash of offline runs.
+ONLINE_FIELDS = ("buffer_size",)
 
 
 def spec_hash(exp) -> str:
@@ -112,6 +114,8 @@ def spec_hash(exp) -> str:
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             return (type(x).__name__, tuple((f.name, canon(getattr(x, f.name))) for f in dataclasses.fields(x)
                                             if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)
+                                            and not (type(x).__name__ == "Trainer" and f.name in ONLINE_FIELDS
+                                                     and not getattr(x, "online_steps", 0))
                                             and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
                                                      and not getattr(x, "sharded", False))
                                             and not (type(x).__name__ == "Task" and f.name == "task_ids"
@@ -312,6 +316,11 @@ class Run:
         }
         if self.shards is not None:
             self.protocol.update(self.shards.describe())
+        if tr.online_steps > 0:  # the released ring buffer (floq.train.sample_mixed)
+            from floq.train import buffer_capacity
+
+            self.protocol.update({"buffer_size": tr.buffer_size, "buffer_capacity": buffer_capacity(
+                self.n_transitions, tr.buffer_size, tr.balanced_sampling), "buffer_eviction": "fifo"})
         if self.multi:  # per task, in the order of task_ids
             self.protocol.update({
                 "task_ids": list(exp.task.ids),

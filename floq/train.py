@@ -46,6 +46,11 @@ class Trainer:
       online_steps, utd_ratio, balanced_sampling: offline-to-online fine-tuning (environment
         steps after train_steps offline steps; gradient steps per environment step; half
         offline, half online batches).
+      buffer_size: the online replay buffer's capacity, as the released code's `--buffer_size`
+        (default 2M): without balanced sampling the buffer starts as the dataset and holds
+        max(buffer_size, N + 1) rows, overwriting the oldest rows (dataset rows first) once
+        full; with balanced sampling the online transitions have their own buffer of
+        buffer_size rows (see `sample_mixed`).
       experiment: experiment name (a results sub-directory and a CSV column).
       out_dir: where run directories go.
       precision: 'float32' or 'bfloat16' (matmul inputs in bf16, parameters in f32).
@@ -69,6 +74,7 @@ class Trainer:
     online_steps: int = 0
     utd_ratio: int = 1
     balanced_sampling: bool = False
+    buffer_size: int = 2_000_000
     eval_at_start: bool = True
     experiment: str = "default"
     out_dir: str = "runs"
@@ -88,6 +94,8 @@ class Trainer:
         if self.eval_envs_per_worker < 1 or self.utd_ratio < 1 or self.online_steps < 0:
             raise ValueError("Trainer.eval_envs_per_worker and Trainer.utd_ratio must be >= 1, "
                              "Trainer.online_steps >= 0")
+        if self.buffer_size < 2:  # the released buffer samples its first min(written, size - 1) rows
+            raise ValueError(f"Trainer.buffer_size must be >= 2, got {self.buffer_size}")
         if self.async_eval not in ("auto", True, False):
             raise ValueError(f"Trainer.async_eval must be 'auto', True or False, got {self.async_eval!r}")
         if not self.max_chunk_seconds > 0:
@@ -304,46 +312,76 @@ def init_buffer(num_members: int, length: int, example: dict) -> dict:
     return {k: jnp.zeros((num_members, length) + tuple(v.shape[1:]), v.dtype) for k, v in example.items()}
 
 
-def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balanced: bool) -> dict:
-    """A batch from the offline data and the first `n_online` buffer rows.
+def buffer_capacity(n_data: int, buffer_size: int, balanced: bool) -> int:
+    """Rows of the released code's replay buffer (CMU-AIRe/floq main.py, as FQL's): the
+    dataset plus online rows in max(buffer_size, N + 1) rows, or, balanced, online rows
+    alone in buffer_size rows."""
+    return int(buffer_size) if balanced else max(int(buffer_size), int(n_data) + 1)
 
-    Not balanced: uniform over all N + n_online transitions (the released FQL code appends
-    online transitions to a buffer that starts as the dataset). Balanced: half from the
-    dataset, half from the online transitions (FQL's `balanced_sampling`)."""
+
+def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balanced: bool,
+                 buffer_size: int = 2_000_000) -> dict:
+    """A batch from the offline data and the first `n_online` buffer rows, as the released
+    code's ring buffer (CMU-AIRe/floq utils/datasets.py `ReplayBuffer`, FQL's the same) holds them.
+
+    Not balanced: the released buffer starts as the dataset (N rows, pointer at N) in
+    C = max(buffer_size, N + 1) rows; online transition k goes to row (N + k) mod C, so once
+    full the oldest rows are overwritten, dataset rows first; batches are uniform over its
+    min(N + n_online, C) filled rows. Balanced: half from the dataset, half uniform over a
+    separate buffer of C = buffer_size online rows (FQL's `balanced_sampling`), also FIFO.
+    The released buffer's `size = max(pointer, size)` never reaches C (the pointer wraps to
+    0 when row C - 1 is written), so batches are uniform over its first min(written, C - 1)
+    rows: row C - 1 is never drawn. floq draws exactly so.
+
+    floq keeps every online transition in `buffer` (row k = online transition k: a resume
+    replays the current episode from it) and draws the released buffer's row v, then reads
+    the transition that row holds: online transition k = the latest k < n_online with
+    k = (v - N) mod C (k = v mod C when balanced), else dataset row v. Without eviction
+    (N + n_online < C) the draws are those of uniform sampling over N + n_online rows."""
     n_data = data["observations"].shape[0]
+    cap = buffer_capacity(n_data, buffer_size, balanced)
+    n_online = jnp.asarray(n_online, jnp.int32)
+
+    def latest(r):  # the latest online transition k < n_online with k = r (mod cap); needs r < n_online
+        return r + cap * ((n_online - 1 - r) // cap)
+
     if balanced:
         k1, k2 = jax.random.split(key)
         half = batch_size // 2
         a = sample_batch(data, k1, half)
-        idx = jax.random.randint(k2, (batch_size - half,), 0, n_online)
+        v = jax.random.randint(k2, (batch_size - half,), 0, jnp.minimum(n_online, cap - 1))
+        idx = latest(v)
         b = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), buffer)
-        return jax.tree_util.tree_map(lambda u, v: jnp.concatenate([u, v], axis=0), a, b)
-    idx = jax.random.randint(key, (batch_size,), 0, n_data + n_online)
-    from_data = idx < n_data
-    i_data = jnp.clip(idx, 0, n_data - 1)
-    i_buf = jnp.clip(idx - n_data, 0, buffer["observations"].shape[0] - 1)
+        return jax.tree_util.tree_map(lambda u, w: jnp.concatenate([u, w], axis=0), a, b)
+    v = jax.random.randint(key, (batch_size,), 0, jnp.minimum(n_data + n_online, cap - 1))
+    r = jnp.where(v >= n_data, v - n_data, v - n_data + cap)  # (v - N) mod C, v in [0, C)
+    from_data = r >= n_online
+    i_data = jnp.clip(v, 0, n_data - 1)
+    i_buf = jnp.clip(latest(r), 0, buffer["observations"].shape[0] - 1)
 
     def pick(d, b):
-        u, v = jnp.take(d, i_data, axis=0), jnp.take(b, i_buf, axis=0)
-        return jnp.where(from_data.reshape((-1,) + (1,) * (u.ndim - 1)), u, v)
+        u, w = jnp.take(d, i_data, axis=0), jnp.take(b, i_buf, axis=0)
+        return jnp.where(from_data.reshape((-1,) + (1,) * (u.ndim - 1)), u, w)
 
     return {k: pick(data[k], buffer[k]) for k in buffer}
 
 
-def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool):
+def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool,
+                        buffer_size: int = 2_000_000):
     """The online phase's compiled program: (states, buffer, data, transitions, idx) ->
     (states, buffer, metrics (members, utd), finite (members,)).
 
     Writes each member's new transition at buffer row `idx` (= environment steps so far),
     then takes `utd_ratio` gradient steps on batches from the dataset and the `idx + 1`
-    online transitions (see `sample_mixed`)."""
+    online transitions, as the released code's buffer of `buffer_size` rows holds them
+    (see `sample_mixed`)."""
 
     def one(state, buf, data, trans, idx):
         buf = {k: jax.lax.dynamic_update_index_in_dim(buf[k], trans[k].astype(buf[k].dtype), idx, 0) for k in buf}
 
         def body(s, _):
             rng, k_data = jax.random.split(s["rng"])
-            batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced)
+            batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced, buffer_size)
             return algorithm.update(critic, {**s, "rng": rng}, batch)
 
         state, metrics = jax.lax.scan(body, state, None, length=utd_ratio)
