@@ -114,7 +114,8 @@ class OnlinePhase:
     # ------------------------------------------------------------------ one environment step
     def step(self, env_steps: int):
         """One environment step of every member and `utd_ratio` gradient steps; returns the
-        per-step metrics (members, utd) and the finiteness flags. Device time is added to
+        per-step metrics (members, utd), the members alive after them and the index of the
+        gradient step at which a member diverged (utd_ratio when it did not). Device time is added to
         the run's train_s, simulator time to env_s."""
         run = self.run
         if self.envs is None:
@@ -141,10 +142,10 @@ class OnlinePhase:
             self.obs[m] = nxt
         t2 = time.time()
         trans = {k: jnp.asarray(np.stack(v)) for k, v in trans.items()}
-        run.states, self.buffer, metrics, finite = self.program(run.states, self.buffer, run.data, trans,
-                                                                jnp.asarray(env_steps, jnp.int32))
-        metrics, finite = jax.device_get((metrics, finite))
+        run.states, self.buffer, metrics, alive, bad_at = self.program(
+            run.states, jnp.asarray(run.alive), self.buffer, run.data, trans, jnp.asarray(env_steps, jnp.int32))
+        metrics, alive, bad_at = jax.device_get((metrics, alive, bad_at))
         t3 = time.time()
         run.times["train_s"] += (t1 - t0) + (t3 - t2)
         run.times["env_s"] = run.times.get("env_s", 0.0) + (t2 - t1)
-        return {k: np.asarray(v) for k, v in metrics.items()}, np.asarray(finite)
+        return {k: np.asarray(v) for k, v in metrics.items()}, np.asarray(alive), np.asarray(bad_at)

@@ -221,12 +221,18 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
 
 
 def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
-    """The run's one compiled program: (states, data, n) -> (states, metrics, finite).
+    """The run's one compiled program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
 
     A scan over `chunk_size` steps of which the first `n` update the state (lax.cond on an
     unbatched predicate stays a real branch under vmap, so skipped steps cost nothing).
-    `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros); `finite`
-    (members,) says whether every parameter is finite after the call.
+    `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros).
+
+    Divergence is per member (members are independent): a step whose metrics or new
+    parameters are not all finite is not applied, and the member is frozen from then on
+    (`alive` (members,) bool in and out; its state stays the last finite one, its metrics
+    at later steps are NaN); `bad_at` (members,) is the index in the call of the step at which
+    a member diverged (chunk_size when it did not). A healthy member's state is exactly what
+    it would be without the check.
 
     Multi-task programs pass `groups`: [(critic, member indices, task indices)], one entry
     per distinct critic configuration (tasks whose reward ranges differ get differently
@@ -237,35 +243,62 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
     step = make_step(algorithm, critic, batch_size)
     one = _scan_one(step, chunk_size)
 
-    vone = jax.vmap(one, in_axes=(0, None, None))
+    vone = jax.vmap(one, in_axes=(0, 0, None, None))
 
-    def program(states, data, n):
+    def program(states, alive, data, n):
         if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:  # squeeze a size-1 member axis
-            out = one(jax.tree_util.tree_map(lambda x: x[0], states), data, n)
+            out = one(jax.tree_util.tree_map(lambda x: x[0], states), alive[0], data, n)
             return jax.tree_util.tree_map(lambda x: x[None], out)
-        return vone(states, data, n)
+        return vone(states, alive, data, n)
 
     return jax.jit(program, donate_argnums=(0,))
 
 
-def _scan_one(step, chunk_size: int):
-    """One agent's chunk: (state, data, n[, task]) -> (state, per-step metrics, finite)."""
+def _all_finite(tree):
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
 
-    def one(state, data, n, task=None):
+
+def guarded(step):
+    """`step` (state, *args) -> (state, metrics) made per-member safe: (state, alive, *args) ->
+    (state, metrics, ok). The new state is kept only when the member was alive and the step's
+    metrics and new parameters are all finite (ok); otherwise the member keeps its last finite
+    state (frozen). Metrics of a member frozen before this step are NaN."""
+
+    def g(state, alive, *args):
+        new, metrics = step(state, *args)
+        ok = alive & _all_finite(new["params"]) & _all_finite(metrics)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
+        metrics = jax.tree_util.tree_map(
+            lambda m: jnp.where(alive, m, jnp.nan).astype(m.dtype) if jnp.issubdtype(m.dtype, jnp.inexact) else m,
+            metrics)
+        return state, metrics, ok
+
+    return g
+
+
+def _scan_one(step, chunk_size: int):
+    """One agent's chunk: (state, alive, data, n[, task]) -> (state, per-step metrics, alive,
+    bad_at) (see `make_program`)."""
+    safe = guarded(step)
+
+    def one(state, alive, data, n, task=None):
         metric_shapes = jax.eval_shape(step, state, data, task)[1]
 
-        def body(s, i):
-            def take(s):
-                return step(s, data, task)
+        def body(carry, i):
+            def take(carry):
+                s, a, bad = carry
+                s, m, ok = safe(s, a, data, task)
+                return (s, ok, jnp.where(a & ~ok, i, bad)), m
 
-            def skip(s):
-                return s, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+            def skip(carry):
+                return carry, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
 
-            return jax.lax.cond(i < n, take, skip, s)
+            return jax.lax.cond(i < n, take, skip, carry)
 
-        state, metrics = jax.lax.scan(body, state, jnp.arange(chunk_size))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
-        return state, metrics, finite
+        init = (state, jnp.asarray(alive, bool), jnp.asarray(chunk_size, jnp.int32))
+        (state, alive, bad_at), metrics = jax.lax.scan(body, init, jnp.arange(chunk_size, dtype=jnp.int32))
+        return state, metrics, alive, bad_at
 
     return one
 
@@ -285,14 +318,15 @@ def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
     parts = []
     for critic, members, tasks in groups:
         one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
-        parts.append((jax.vmap(one, in_axes=(0, None, None, 0)), np.asarray(members, np.int32),
+        parts.append((jax.vmap(one, in_axes=(0, 0, None, None, 0)), np.asarray(members, np.int32),
                       jnp.asarray(tasks, jnp.int32)))
 
-    def program(states, data, n):
+    def program(states, alive, data, n):
         outs = []
         for vone, members, tasks in parts:
             sub = jax.tree_util.tree_map(lambda x: x[members], states) if len(parts) > 1 else states
-            outs.append(vone(sub, data, n, tasks))
+            sub_alive = alive[members] if len(parts) > 1 else alive
+            outs.append(vone(sub, sub_alive, data, n, tasks))
         return _join_members(outs, order)
 
     return jax.jit(program, donate_argnums=(0,))
@@ -368,36 +402,45 @@ def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balan
 
 def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool,
                         buffer_size: int = 2_000_000):
-    """The online phase's compiled program: (states, buffer, data, transitions, idx) ->
-    (states, buffer, metrics (members, utd), finite (members,)).
+    """The online phase's compiled program: (states, alive, buffer, data, transitions, idx) ->
+    (states, buffer, metrics (members, utd), alive (members,), bad_at (members,)).
+
+    Divergence is per member as in `make_program`: a frozen member's state is not updated.
 
     Writes each member's new transition at buffer row `idx` (= environment steps so far),
     then takes `utd_ratio` gradient steps on batches from the dataset and the `idx + 1`
     online transitions, as the released code's buffer of `buffer_size` rows holds them
     (see `sample_mixed`)."""
 
-    def one(state, buf, data, trans, idx):
+    def one(state, alive, buf, data, trans, idx):
         buf = {k: jax.lax.dynamic_update_index_in_dim(buf[k], trans[k].astype(buf[k].dtype), idx, 0) for k in buf}
 
-        def body(s, _):
+        def update(s):
             rng, k_data = jax.random.split(s["rng"])
             batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced, buffer_size)
             return algorithm.update(critic, {**s, "rng": rng}, batch)
 
-        state, metrics = jax.lax.scan(body, state, None, length=utd_ratio)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
-        return state, buf, metrics, finite
+        safe = guarded(update)
 
-    vone = jax.vmap(one, in_axes=(0, 0, None, 0, None))
+        def body(carry, i):
+            s, a, bad = carry
+            s, m, ok = safe(s, a)
+            return (s, ok, jnp.where(a & ~ok, i, bad)), m
 
-    def program(states, buffer, data, trans, idx):
+        init = (state, jnp.asarray(alive, bool), jnp.asarray(utd_ratio, jnp.int32))
+        (state, alive, bad_at), metrics = jax.lax.scan(body, init, jnp.arange(utd_ratio, dtype=jnp.int32))
+        return state, buf, metrics, alive, bad_at
+
+    vone = jax.vmap(one, in_axes=(0, 0, 0, None, 0, None))
+
+    def program(states, alive, buffer, data, trans, idx):
         if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:  # squeeze a size-1 member axis
             sq = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
-            out = one(sq(states), sq(buffer), data, sq(trans), idx)
+            out = one(sq(states), alive[0], sq(buffer), data, sq(trans), idx)
             return jax.tree_util.tree_map(lambda x: x[None], out)
-        return vone(states, buffer, data, trans, idx)
+        return vone(states, alive, buffer, data, trans, idx)
 
-    return jax.jit(program, donate_argnums=(0, 1))
+    return jax.jit(program, donate_argnums=(0, 2))
 
 
 def exploration_key(seed: int, env_step):
