@@ -89,7 +89,16 @@ def test_offline_table_runs_carry_each_environments_settings():
     floq = _exp(_run(plan, grid="floq-def", env="humanoidmaze-large-navigate"))
     assert (floq.algorithm.alpha, floq.trainer.batch_size, floq.task.discount) == (20, 512, 0.995)
     fql = _exp(_run(plan, grid="fql", env="humanoidmaze-large-navigate"))
-    assert (fql.algorithm.alpha, fql.trainer.batch_size) == (30, 256)  # FQL's README
+    # The floq paper's FQL column (gin/recipes/floq_paper_fql.gin): FQL's alpha 30, but batch 512
+    # as the floq README's FQL command there (issue 25 item 3).
+    assert (fql.algorithm.alpha, fql.trainer.batch_size) == (30, 512)
+    giant = _exp(_run(plan, grid="fql", env="antmaze-giant-navigate"))
+    assert (giant.algorithm.alpha, giant.trainer.batch_size, giant.critic.q_agg) == (10, 512, "min")
+    assert _exp(_run(plan, grid="fql", env="scene-play")).trainer.batch_size == 256
+    for env, shape in (("humanoidmaze-large-navigate", (4, 2)), ("antmaze-giant-navigate", (2, 4)),
+                       ("cube-double-play", (2, 2))):
+        net = _exp(_run(plan, grid="fql-resnet", env=env)).critic.net
+        assert (net.num_blocks, net.block_depth) == shape, env
     assert _exp(_run(plan, grid="fql", env="antmaze-large-navigate")).critic.q_agg == "min"
     assert _exp(_run(plan, grid="floq-def", env="antmaze-large-navigate")).critic.q_agg == "mean"
     cube = _exp(_run(plan, grid="floq-def", env="cube-double-play"))
