@@ -148,6 +148,15 @@ def _typed(v):
     return {"True": True, "False": False}.get(v, v)
 
 
+def applied_reward_rule(rule: str, balanced: bool) -> str:
+    """The rule by which the reward range is read, as the released code reads it
+    (github:CMU-AIRe/floq main.py): 'released' reads r_min/r_max from the replay buffer that
+    starts as the zero-padded dataset, so 0 is in the range; with balanced sampling its
+    training set is the raw dataset (the online rows have a buffer of their own), so the
+    range is the raw one ('data'). Other rules apply as they are."""
+    return "data" if rule == "released" and balanced else rule
+
+
 def reward_range(rewards, rule: str):
     try:
         from floq.critics.base import reward_range as rr
@@ -259,8 +268,9 @@ class Run:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         rule = getattr(exp.critic, "reward_range_rule", "released")
+        applied = applied_reward_rule(rule, tr.balanced_sampling)
         self.data_range = ranges[0]
-        bounds = [reward_range(np.asarray(lo_hi, np.float32), rule) for lo_hi in ranges]
+        bounds = [reward_range(np.asarray(lo_hi, np.float32), applied) for lo_hi in ranges]
         critics = []
         for lo, hi in bounds:  # one configured critic per task (they differ only by reward range)
             c = exp.critic.configure(exp.task.discount, lo, hi)
@@ -315,7 +325,11 @@ class Run:
             "success_timing": exp.task.success_timing,
             "r_min": getattr(critic, "r_min", None) if getattr(critic, "r_min", None) is not None else r_min,
             "r_max": getattr(critic, "r_max", None) if getattr(critic, "r_max", None) is not None else r_max,
-            "reward_range_rule": rule, "data_r_min": self.data_range[0], "data_r_max": self.data_range[1],
+            "reward_range_rule": rule, "reward_range_applied": applied,
+            "reward_range_source": ("raw dataset (balanced sampling: the released code reads r_min/r_max from "
+                                    "the dataset, not the zero-padded replay buffer)" if applied != rule else
+                                    "as the rule says"),
+            "data_r_min": self.data_range[0], "data_r_max": self.data_range[1],
             "released_r_min": min(self.data_range[0], 0.0), "released_r_max": max(self.data_range[1], 0.0),
             "time_embedding": describe.get("time_embed", "n/a"),
             "train_steps": tr.train_steps, "eval_interval": tr.eval_interval, "eval_episodes": tr.eval_episodes,
