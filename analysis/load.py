@@ -90,7 +90,7 @@ TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
                      "critic_depth": "depth"}
 # Columns added by this module.
 INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
-                    "nonfinite_loss")
+                    "nonfinite_loss", "member_diverged")
 # Columns added by stats.final_scores (never tags).
 FINAL_COLUMNS = ("score", "n_evals", "last_step", "complete", "scored_steps", "compute_total",
                  "exclude_kind", "exclude_reason", "spacing_ok", "scored_env_steps")
@@ -368,6 +368,32 @@ def _resolve_duplicates(ev: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
     return ev.drop_duplicates(key, keep="last")
 
 
+def load_diverged_members(run_dir: str | os.PathLike) -> dict:
+    """run.json ``diverged_members`` (members of a vmapped program that diverged and were
+    frozen while the others trained on) as ``{(task, seed): reason}``; empty when none or
+    unreadable (an unreadable run.json is reported by ``load_manifest``)."""
+    path = Path(run_dir) / "run.json"
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        listed = raw.get("diverged_members") or [] if isinstance(raw, dict) else []
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for d in listed if isinstance(listed, list) else []:
+        if not isinstance(d, Mapping) or "seed" not in d:
+            continue
+        try:
+            seed = int(d["seed"])
+        except (TypeError, ValueError):
+            continue
+        at = f" at step {d['step']}" if d.get("step") is not None else ""
+        what = f": {d['quantity']} non-finite" if d.get("quantity") else ""
+        out[(d.get("task"), seed)] = (f"member diverged{at}{what} (run.json diverged_members; the "
+                                      "program's other members are scored)")
+    return out
+
+
 # --------------------------------------------------------------------------- all runs
 def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
                  method_by: Sequence[str] | None = None) -> pd.DataFrame:
@@ -380,7 +406,9 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
     ``eval_interval``), ``run_dir`` (path relative to ``results_dir``), ``run_id`` (the
     run dir, plus ``#<task>`` when one directory holds several tasks: every (run dir, task)
     is a run of its own), ``task_key`` (``env/task``), ``nonfinite_loss`` (why train.csv
-    says the seed diverged, else empty) and, unless ``add_method=False``, ``method`` (see
+    says the seed diverged, else empty), ``member_diverged`` (why run.json's
+    ``diverged_members`` lists this (task, seed), else empty: only that member of a
+    program is excluded) and, unless ``add_method=False``, ``method`` (see
     ``method_labels``).
 
     Warnings name: run dirs without run.json, seeds run.json lists that eval.csv lacks, and
@@ -441,6 +469,9 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
                  or health.get((task, None)) or health.get((None, None)) or "")
             reasons.append(r)
         ev["nonfinite_loss"] = reasons
+        members = load_diverged_members(run_dir)
+        ev["member_diverged"] = [members.get((task, seed)) or members.get((None, seed)) or ""
+                                 for task, seed in zip(ev["task"], ev["seed"])]
         frames.append(ev)
     if not frames:
         return pd.DataFrame(columns=["run_dir", "run_id", *REQUIRED_EVAL_COLUMNS, "task_key"])

@@ -29,7 +29,9 @@ What counts, and what is said (never a silent wrong number):
   program training several tasks) gives one run per task, exactly as if each task had its
   own directory.
 - Only run seeds whose run.json ``status`` is ``done`` are results. ``diverged`` runs —
-  and run seeds whose train.csv has a non-finite loss — are never scored (not even as 0%);
+  and run seeds whose train.csv has a non-finite loss, and members of a program that
+  run.json ``diverged_members`` lists (the program's other members are scored) — are never
+  scored (not even as 0%);
   ``running``, ``preempted`` and ``failed`` runs, and runs without run.json whose last
   evaluation is before ``train_steps``, are partial and scored only with
   ``include_partial`` (``--include-partial``). The index lists every excluded run seed

@@ -138,8 +138,9 @@ def _is_result_row(df: pd.DataFrame) -> pd.Series:
     if "status" in df.columns:
         st = df["status"]
         ok &= st.isna() | (st.astype(str) == "done")
-    if "nonfinite_loss" in df.columns:
-        ok &= df["nonfinite_loss"].fillna("").astype(str) == ""
+    for col in ("nonfinite_loss", "member_diverged"):
+        if col in df.columns:
+            ok &= df[col].fillna("").astype(str) == ""
     return ok
 
 
@@ -168,6 +169,9 @@ def _status_of(row: Mapping) -> tuple[str, str]:
     at = (f" at step {int(sstep)}" if sstep is not None and not pd.isna(sstep) else "")
     if status == "diverged":
         return "diverged", f"diverged{at} (run.json status{reason})"
+    member = row.get("member_diverged")
+    if isinstance(member, str) and member:
+        return "diverged", member
     if isinstance(nonfinite, str) and nonfinite:
         return "diverged", f"diverged: {nonfinite}"
     last, ts = row["last_step"], row.get("train_steps")

@@ -56,6 +56,28 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# The budgets of the reference code bases, named beside ours in every leaderboard caption
+# (github:CMU-AIRe/floq main.py defaults; github:seohongpark/fql main.py and its paper).
+REFERENCE_BUDGETS = ("the released floq code's default budget is 2M gradient steps with evaluation "
+                     "every 20k (gin/recipes/released_budget.gin); FQL's protocol is 1M steps, "
+                     "evaluation every 100k, score = mean of the last three")
+
+
+def budget_text(protocol: dict, rule: str) -> str:
+    """``'Budget: 1M gradient steps per run, evaluation every 100k steps over 50 episodes;
+    score: <rule> (...reference budgets...)'`` from a table's shared protocol."""
+    from analysis.stats import format_steps
+
+    ts, ei, ee = (protocol.get(k) for k in ("train_steps", "eval_interval", "eval_episodes"))
+    known = lambda v: v is not None and not (isinstance(v, float) and np.isnan(v))  # noqa: E731
+    steps = f"{format_steps(ts)} gradient steps per run" if known(ts) else "gradient steps per run not recorded"
+    if protocol.get("phase") == "online":
+        steps += " (offline, then the online phase)"
+    every = f", evaluation every {format_steps(ei)} steps" if known(ei) else ", evaluation interval not recorded"
+    over = f" over {int(ee)} episodes" if known(ee) else ""
+    return f"Budget: {steps}{every}{over}; score: {rule} ({REFERENCE_BUDGETS})."
+
+
 def protocol_of(final: pd.DataFrame) -> dict:
     """The protocol shared by all runs: ``{field: value}`` over ``PROTOCOL_FIELDS``
     present in ``final``. Raises ValueError when runs disagree on any field."""
@@ -414,7 +436,8 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
              else f"Success rate (%) per task of {env}")
     what = ("mean over the environment's tasks of the per-task mean over seeds"
             if by == "env" else "mean over seeds")
-    caption = (f"Ours: {what}, ± half the width of the {int(confidence * 100)}% "
+    caption = (f"{budget_text(ours_protocol, rule)} "
+               f"Ours: {what}, ± half the width of the {int(confidence * 100)}% "
                f"stratified-bootstrap CI (seeds resampled within tasks; {reps} reps, "
                f"seed {seed}); n = seeds per task ({n_seeds}); score per run: "
                f"{proto.description}, here {rule}; {proto_txt}.")

@@ -9,7 +9,8 @@
       execute()       the loop below, under the run's lock and signal handlers
         while step < total:
           step_chunk()       one compiled call of n <= chunk_size steps, sized by time
-          check_finite()     non-finite loss / gradient / parameter -> status 'diverged'
+          check_finite()     a member with a non-finite loss / gradient / parameter is frozen
+                             (run.json diverged_members); none left -> status 'diverged'
           log()              at LOG_INTERVAL: one train.csv row per member (means over the window)
           evaluate()         at EVAL_INTERVAL: hand a parameter snapshot to the evaluator
           collect()          rows of finished evaluations -> eval.csv (in step order)
@@ -24,6 +25,11 @@ from the restored (identical) parameters.
 
 Failure is a state in run.json, never a silent number: 'running', 'done', 'diverged' (with
 the step, member and quantity), 'preempted' (a signal: checkpoint and exit 143), 'failed'.
+Members of a vmapped program are independent, so divergence is per member: a diverged member
+is frozen at its last finite state (the program stops updating it; no row, evaluation or
+non-finite checkpoint for it after that), recorded in run.json `diverged_members` (member,
+task, seed, step, quantity), and the run ends 'done' with them listed when the others finish;
+only when every member has diverged is the run 'diverged' (exit 3).
 """
 
 from __future__ import annotations
@@ -103,6 +109,8 @@ PLUMBING = {"progress", "eval_workers", "eval_envs_per_worker", "async_eval", "m
 # Task fields that only matter for sharded datasets: left out of the hash of other runs, so
 # that adding them did not change any existing run's identity.
 SHARD_FIELDS = ("shard_interval", "num_shards")
+# Trainer fields that only matter with an online phase: left out of the hash of offline runs.
+ONLINE_FIELDS = ("buffer_size",)
 
 
 def spec_hash(exp) -> str:
@@ -112,6 +120,8 @@ def spec_hash(exp) -> str:
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             return (type(x).__name__, tuple((f.name, canon(getattr(x, f.name))) for f in dataclasses.fields(x)
                                             if not (type(x).__name__ == "Trainer" and f.name in PLUMBING)
+                                            and not (type(x).__name__ == "Trainer" and f.name in ONLINE_FIELDS
+                                                     and not getattr(x, "online_steps", 0))
                                             and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
                                                      and not getattr(x, "sharded", False))
                                             and not (type(x).__name__ == "Task" and f.name == "task_ids"
@@ -136,6 +146,15 @@ def _typed(v):
         except ValueError:
             pass
     return {"True": True, "False": False}.get(v, v)
+
+
+def applied_reward_rule(rule: str, balanced: bool) -> str:
+    """The rule by which the reward range is read, as the released code reads it
+    (github:CMU-AIRe/floq main.py): 'released' reads r_min/r_max from the replay buffer that
+    starts as the zero-padded dataset, so 0 is in the range; with balanced sampling its
+    training set is the raw dataset (the online rows have a buffer of their own), so the
+    range is the raw one ('data'). Other rules apply as they are."""
+    return "data" if rule == "released" and balanced else rule
 
 
 def reward_range(rewards, rule: str):
@@ -249,8 +268,9 @@ class Run:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         rule = getattr(exp.critic, "reward_range_rule", "released")
+        applied = applied_reward_rule(rule, tr.balanced_sampling)
         self.data_range = ranges[0]
-        bounds = [reward_range(np.asarray(lo_hi, np.float32), rule) for lo_hi in ranges]
+        bounds = [reward_range(np.asarray(lo_hi, np.float32), applied) for lo_hi in ranges]
         critics = []
         for lo, hi in bounds:  # one configured critic per task (they differ only by reward range)
             c = exp.critic.configure(exp.task.discount, lo, hi)
@@ -282,6 +302,10 @@ class Run:
             self.states = init_states(self.algo, critic, tr.seeds, ex_obs, ex_act)
             self.program = make_program(self.algo, critic, tr.batch_size, tr.chunk_size)
         self.compiled = None
+        # Per-member divergence: a diverged member is frozen (the program no longer updates it)
+        # while the others train on; `diverged_members` says which, when and why.
+        self.alive = np.ones(len(self.members), bool)
+        self.diverged_members: list[dict] = []
         self.online = None
         if tr.online_steps > 0:
             from floq.online import OnlinePhase
@@ -301,7 +325,11 @@ class Run:
             "success_timing": exp.task.success_timing,
             "r_min": getattr(critic, "r_min", None) if getattr(critic, "r_min", None) is not None else r_min,
             "r_max": getattr(critic, "r_max", None) if getattr(critic, "r_max", None) is not None else r_max,
-            "reward_range_rule": rule, "data_r_min": self.data_range[0], "data_r_max": self.data_range[1],
+            "reward_range_rule": rule, "reward_range_applied": applied,
+            "reward_range_source": ("raw dataset (balanced sampling: the released code reads r_min/r_max from "
+                                    "the dataset, not the zero-padded replay buffer)" if applied != rule else
+                                    "as the rule says"),
+            "data_r_min": self.data_range[0], "data_r_max": self.data_range[1],
             "released_r_min": min(self.data_range[0], 0.0), "released_r_max": max(self.data_range[1], 0.0),
             "time_embedding": describe.get("time_embed", "n/a"),
             "train_steps": tr.train_steps, "eval_interval": tr.eval_interval, "eval_episodes": tr.eval_episodes,
@@ -312,6 +340,11 @@ class Run:
         }
         if self.shards is not None:
             self.protocol.update(self.shards.describe())
+        if tr.online_steps > 0:  # the released ring buffer (floq.train.sample_mixed)
+            from floq.train import buffer_capacity
+
+            self.protocol.update({"buffer_size": tr.buffer_size, "buffer_capacity": buffer_capacity(
+                self.n_transitions, tr.buffer_size, tr.balanced_sampling), "buffer_eviction": "fifo"})
         if self.multi:  # per task, in the order of task_ids
             self.protocol.update({
                 "task_ids": list(exp.task.ids),
@@ -399,6 +432,11 @@ class Run:
         self.eval_log.truncate(meta["eval_rows"])
         self.train_log.truncate(meta["train_rows"])
         self.pending_resubmit = [int(s) for s in meta.get("pending_evals", [])]
+        self.diverged_members = [dict(d) for d in meta.get("diverged_members", [])]
+        for d in self.diverged_members:
+            self.alive[int(d["member"])] = False
+        if self.diverged_members:
+            self.manifest["diverged_members"] = self.diverged_members
         self.window = _unpack_window(meta.get("log_window"))
         succ = [r.get("success") for r in self.eval_log.rows]
         if succ:
@@ -505,7 +543,7 @@ class Run:
 
         def work():
             try:
-                out["c"] = self.program.lower(self.states, self.data, n).compile()
+                out["c"] = self.program.lower(self.states, jnp.asarray(self.alive), self.data, n).compile()
             except BaseException as e:  # noqa: BLE001
                 out["e"] = e
 
@@ -543,13 +581,14 @@ class Run:
         budget = 1 if per_step is None else max(1, int(self.tr.max_chunk_seconds / max(per_step, 1e-9)))
         n = int(min(self.tr.chunk_size, boundary - self.step, budget))
         t0 = time.time()
-        self.states, metrics, finite = self.compiled(self.states, self.data, jnp.asarray(n, jnp.int32))
-        metrics, finite = jax.device_get((metrics, finite))
+        self.states, metrics, alive, bad_at = self.compiled(self.states, jnp.asarray(self.alive), self.data,
+                                                            jnp.asarray(n, jnp.int32))
+        metrics, alive, bad_at = jax.device_get((metrics, alive, bad_at))
         dt = time.time() - t0
         self.times["train_s"] += dt
         self._per_step = dt / n if per_step is None else 0.7 * per_step + 0.3 * dt / n
         metrics = {k: np.asarray(v)[:, :n] for k, v in metrics.items()}
-        self.check_finite(metrics, np.asarray(finite), n)
+        self.check_finite(metrics, np.asarray(alive), np.asarray(bad_at))
         self.window.append(metrics)
         self.step += n
         if not os.path.exists(os.path.join(self.run_dir, "config.gin")):
@@ -559,37 +598,52 @@ class Run:
         """One environment step of the online phase (floq/online.py) and its gradient steps."""
         first = not getattr(self, "_online_compiled", False)
         train0 = self.times["train_s"]
-        metrics, finite = self.online.step(self.step - self.tr.train_steps)
+        metrics, alive, bad_at = self.online.step(self.step - self.tr.train_steps)
         if first:  # the first call compiles the online programs: compile time, not training time
             self._online_compiled = True
             self.times["compile_s"] += self.times["train_s"] - train0
             self.times["train_s"] = train0
-        self.check_finite(metrics, finite, 1)
+        self.check_finite(metrics, alive, np.zeros_like(bad_at), quantity_step=bad_at)
         self.window.append(metrics)
         self.step += 1
 
-    def check_finite(self, metrics: dict, finite, n: int):
-        bad = None
-        for k in sorted(metrics):
-            v = metrics[k]
-            ok = np.isfinite(v)
-            if not ok.all():
-                m, j = np.argwhere(~ok)[np.argmin(np.argwhere(~ok)[:, 1])]
-                cand = (int(j), k, int(m))
-                bad = cand if bad is None or cand[0] < bad[0] else bad
-        if bad is None and finite.all():
+    def check_finite(self, metrics: dict, alive, bad_at, quantity_step=None):
+        """Members that diverged in the last call (alive before, not after): recorded in
+        run.json `diverged_members` (member, task, seed, step, quantity) and frozen by the
+        program; the others train on. When no member is left, the run is 'diverged' (exit 3).
+        `bad_at[m]` is the call's step index at which member m diverged (the total step is
+        self.step + bad_at + 1); `quantity_step[m]` the metrics column to name the quantity
+        from, when it differs (online: one env step of utd_ratio gradient steps)."""
+        new = [m for m in range(len(self.members)) if self.alive[m] and not alive[m]]
+        if not new:
             return
-        if bad is not None:
-            j, key, m = bad
-            where = f"{key} is {metrics[key][m, j]} at step {self.step + j + 1}"
-        else:
-            m = int(np.argmin(finite))
-            where = f"a parameter is non-finite after step {self.step + n}"
-        seed = self.members[m].seed
-        reason = f"{where} (seed {seed}" + (f", {self.tasks[self.member_task[m]].task})" if self.multi else ")")
+        for m in new:
+            j = int(bad_at[m])
+            jq = int(quantity_step[m]) if quantity_step is not None else j
+            quantity = next((k for k in sorted(metrics) if not np.all(np.isfinite(metrics[k][m, jq]))), None)
+            where = (f"{quantity} is {metrics[quantity][m, jq]}" if quantity is not None
+                     else "a parameter is non-finite")
+            step = self.step + j + 1
+            record = {"member": m, "seed": self.members[m].seed, "step": step,
+                      "quantity": quantity or "parameters"}
+            task = self.tasks[self.member_task[m]]
+            record.update({"task": task.task, "task_id": task.task_id})
+            seed_txt = f"seed {record['seed']}" + (f", {task.task}" if self.multi else "")
+            record["reason"] = f"{where} at step {step} ({seed_txt})"
+            self.diverged_members.append(record)
+            self.alive[m] = False
+        self.manifest["diverged_members"] = self.diverged_members
+        if self.alive.any():
+            self._write_manifest()
+            for d in self.diverged_members[-len(new):]:
+                print(f"floq: {self.run_name}: a member diverged: {d['reason']}; it is frozen and left out of "
+                      f"later rows, the other members train on", file=sys.stderr)
+            return
+        first = min(self.diverged_members, key=lambda d: (d["step"], d["member"]))
+        reason = first["reason"]
         last = self.ckpts.steps()
         self.flush()
-        self._set_status("diverged", reason=reason, diverged_at=self.step + (bad[0] + 1 if bad else n),
+        self._set_status("diverged", reason=reason, diverged_at=first["step"],
                          last_good_checkpoint=last[-1] if last else None)
         raise RunDiverged(f"{self.run_name} diverged: {reason}; the last good checkpoint "
                           f"({'step ' + str(last[-1]) if last else 'none'}) is kept")
@@ -610,6 +664,8 @@ class Run:
         self.last_log = (now, self.step, train_s)
         rows = []
         for i, mem in enumerate(self.members):
+            if not self.alive[i]:  # a diverged member's metrics are not results (they hold non-finite values)
+                continue
             row = {"experiment": self.exp_name, "run": self.run_name, "seed": mem.seed, "step": self.step,
                    "phase": phase, "env_steps": env_steps, "wall_time": round(self.wall(), 3),
                    "updates_per_s": round(ups, 2)}
@@ -637,8 +693,9 @@ class Run:
                                          self.tr.eval_envs_per_worker, self.tr.eval_episodes,
                                          wait_ready=not self.async_eval)
         pp = jax.device_get(policy_params(self.states["params"]))
-        snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in self.members]
-        self.evaluator.submit(step, self.members, snaps)
+        members = [m for m in self.members if self.alive[m.index]]  # a diverged member is not evaluated
+        snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in members]
+        self.evaluator.submit(step, members, snaps)
         if not self.async_eval:
             self._wait_evals()
 
@@ -704,7 +761,8 @@ class Run:
         self.times["checkpoint_s"] += time.time() - t0
         meta = {"step": self.step, "wall_time": self.wall(), "eval_rows": len(self.eval_log),
                 "train_rows": len(self.train_log), "config_hash": self.config_hash,
-                "pending_evals": pending, "times": dict(self.times)}
+                "pending_evals": pending, "times": dict(self.times),
+                "diverged_members": list(self.diverged_members)}
         if self.online is not None:
             meta["online"] = self.online.meta()
         if self.shards is not None:

@@ -10,8 +10,13 @@ come from the OGBench singletask environment, the same rules its dataset relabel
 (reward from the env, mask = 1 - terminated, terminated = success; `SUCCESS_TIMING` applies
 through the env's construction), as in FQL's main.py.
 
+The released code's buffer holds at most max(buffer_size = 2M, N + 1) rows and overwrites
+the oldest (dataset rows first) once full; `Trainer.buffer_size` (gin BUFFER_SIZE) is that
+knob and batches are drawn exactly as from that ring buffer (floq.train.sample_mixed).
+
 Exact resume. The buffer is a device array (members, online_steps, ...) that goes into every
-checkpoint. The simulator's state is not saved: every episode is reset with a seed that is a
+checkpoint (every online transition is kept; eviction is a rule of sampling, a function of
+the number written). The simulator's state is not saved: every episode is reset with a seed that is a
 function of (member seed, episode number), and its actions are in the buffer, so a resume
 re-creates the episode in progress by resetting with the same seed and replaying the stored
 actions (checked against the stored observations). The exploration noise of environment step
@@ -49,7 +54,8 @@ class OnlinePhase:
         self._seed_arr = jnp.asarray(self.seeds, jnp.int32)
         ex = {k: np.asarray(v[:1]) for k, v in run.data.items() if k in KEYS}
         self.buffer = init_buffer(len(run.members), self.length, ex)
-        self.program = make_online_program(run.algo, run.critic, tr.batch_size, tr.utd_ratio, tr.balanced_sampling)
+        self.program = make_online_program(run.algo, run.critic, tr.batch_size, tr.utd_ratio, tr.balanced_sampling,
+                                           tr.buffer_size)
         self.act = make_explorer(run.algo, run.act_dim)
         self.envs = None
         self.obs = None
@@ -108,7 +114,8 @@ class OnlinePhase:
     # ------------------------------------------------------------------ one environment step
     def step(self, env_steps: int):
         """One environment step of every member and `utd_ratio` gradient steps; returns the
-        per-step metrics (members, utd) and the finiteness flags. Device time is added to
+        per-step metrics (members, utd), the members alive after them and the index of the
+        gradient step at which a member diverged (utd_ratio when it did not). Device time is added to
         the run's train_s, simulator time to env_s."""
         run = self.run
         if self.envs is None:
@@ -135,10 +142,10 @@ class OnlinePhase:
             self.obs[m] = nxt
         t2 = time.time()
         trans = {k: jnp.asarray(np.stack(v)) for k, v in trans.items()}
-        run.states, self.buffer, metrics, finite = self.program(run.states, self.buffer, run.data, trans,
-                                                                jnp.asarray(env_steps, jnp.int32))
-        metrics, finite = jax.device_get((metrics, finite))
+        run.states, self.buffer, metrics, alive, bad_at = self.program(
+            run.states, jnp.asarray(run.alive), self.buffer, run.data, trans, jnp.asarray(env_steps, jnp.int32))
+        metrics, alive, bad_at = jax.device_get((metrics, alive, bad_at))
         t3 = time.time()
         run.times["train_s"] += (t1 - t0) + (t3 - t2)
         run.times["env_s"] = run.times.get("env_s", 0.0) + (t2 - t1)
-        return {k: np.asarray(v) for k, v in metrics.items()}, np.asarray(finite)
+        return {k: np.asarray(v) for k, v in metrics.items()}, np.asarray(alive), np.asarray(bad_at)

@@ -46,6 +46,11 @@ class Trainer:
       online_steps, utd_ratio, balanced_sampling: offline-to-online fine-tuning (environment
         steps after train_steps offline steps; gradient steps per environment step; half
         offline, half online batches).
+      buffer_size: the online replay buffer's capacity, as the released code's `--buffer_size`
+        (default 2M): without balanced sampling the buffer starts as the dataset and holds
+        max(buffer_size, N + 1) rows, overwriting the oldest rows (dataset rows first) once
+        full; with balanced sampling the online transitions have their own buffer of
+        buffer_size rows (see `sample_mixed`).
       experiment: experiment name (a results sub-directory and a CSV column).
       out_dir: where run directories go.
       precision: 'float32' or 'bfloat16' (matmul inputs in bf16, parameters in f32).
@@ -69,6 +74,7 @@ class Trainer:
     online_steps: int = 0
     utd_ratio: int = 1
     balanced_sampling: bool = False
+    buffer_size: int = 2_000_000
     eval_at_start: bool = True
     experiment: str = "default"
     out_dir: str = "runs"
@@ -88,6 +94,8 @@ class Trainer:
         if self.eval_envs_per_worker < 1 or self.utd_ratio < 1 or self.online_steps < 0:
             raise ValueError("Trainer.eval_envs_per_worker and Trainer.utd_ratio must be >= 1, "
                              "Trainer.online_steps >= 0")
+        if self.buffer_size < 2:  # the released buffer samples its first min(written, size - 1) rows
+            raise ValueError(f"Trainer.buffer_size must be >= 2, got {self.buffer_size}")
         if self.async_eval not in ("auto", True, False):
             raise ValueError(f"Trainer.async_eval must be 'auto', True or False, got {self.async_eval!r}")
         if not self.max_chunk_seconds > 0:
@@ -213,12 +221,18 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
 
 
 def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
-    """The run's one compiled program: (states, data, n) -> (states, metrics, finite).
+    """The run's one compiled program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
 
     A scan over `chunk_size` steps of which the first `n` update the state (lax.cond on an
     unbatched predicate stays a real branch under vmap, so skipped steps cost nothing).
-    `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros); `finite`
-    (members,) says whether every parameter is finite after the call.
+    `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros).
+
+    Divergence is per member (members are independent): a step whose metrics or new
+    parameters are not all finite is not applied, and the member is frozen from then on
+    (`alive` (members,) bool in and out; its state stays the last finite one, its metrics
+    at later steps are NaN); `bad_at` (members,) is the index in the call of the step at which
+    a member diverged (chunk_size when it did not). A healthy member's state is exactly what
+    it would be without the check.
 
     Multi-task programs pass `groups`: [(critic, member indices, task indices)], one entry
     per distinct critic configuration (tasks whose reward ranges differ get differently
@@ -229,35 +243,62 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
     step = make_step(algorithm, critic, batch_size)
     one = _scan_one(step, chunk_size)
 
-    vone = jax.vmap(one, in_axes=(0, None, None))
+    vone = jax.vmap(one, in_axes=(0, 0, None, None))
 
-    def program(states, data, n):
+    def program(states, alive, data, n):
         if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:  # squeeze a size-1 member axis
-            out = one(jax.tree_util.tree_map(lambda x: x[0], states), data, n)
+            out = one(jax.tree_util.tree_map(lambda x: x[0], states), alive[0], data, n)
             return jax.tree_util.tree_map(lambda x: x[None], out)
-        return vone(states, data, n)
+        return vone(states, alive, data, n)
 
     return jax.jit(program, donate_argnums=(0,))
 
 
-def _scan_one(step, chunk_size: int):
-    """One agent's chunk: (state, data, n[, task]) -> (state, per-step metrics, finite)."""
+def _all_finite(tree):
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
 
-    def one(state, data, n, task=None):
+
+def guarded(step):
+    """`step` (state, *args) -> (state, metrics) made per-member safe: (state, alive, *args) ->
+    (state, metrics, ok). The new state is kept only when the member was alive and the step's
+    metrics and new parameters are all finite (ok); otherwise the member keeps its last finite
+    state (frozen). Metrics of a member frozen before this step are NaN."""
+
+    def g(state, alive, *args):
+        new, metrics = step(state, *args)
+        ok = alive & _all_finite(new["params"]) & _all_finite(metrics)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
+        metrics = jax.tree_util.tree_map(
+            lambda m: jnp.where(alive, m, jnp.nan).astype(m.dtype) if jnp.issubdtype(m.dtype, jnp.inexact) else m,
+            metrics)
+        return state, metrics, ok
+
+    return g
+
+
+def _scan_one(step, chunk_size: int):
+    """One agent's chunk: (state, alive, data, n[, task]) -> (state, per-step metrics, alive,
+    bad_at) (see `make_program`)."""
+    safe = guarded(step)
+
+    def one(state, alive, data, n, task=None):
         metric_shapes = jax.eval_shape(step, state, data, task)[1]
 
-        def body(s, i):
-            def take(s):
-                return step(s, data, task)
+        def body(carry, i):
+            def take(carry):
+                s, a, bad = carry
+                s, m, ok = safe(s, a, data, task)
+                return (s, ok, jnp.where(a & ~ok, i, bad)), m
 
-            def skip(s):
-                return s, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+            def skip(carry):
+                return carry, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
 
-            return jax.lax.cond(i < n, take, skip, s)
+            return jax.lax.cond(i < n, take, skip, carry)
 
-        state, metrics = jax.lax.scan(body, state, jnp.arange(chunk_size))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
-        return state, metrics, finite
+        init = (state, jnp.asarray(alive, bool), jnp.asarray(chunk_size, jnp.int32))
+        (state, alive, bad_at), metrics = jax.lax.scan(body, init, jnp.arange(chunk_size, dtype=jnp.int32))
+        return state, metrics, alive, bad_at
 
     return one
 
@@ -277,14 +318,15 @@ def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
     parts = []
     for critic, members, tasks in groups:
         one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
-        parts.append((jax.vmap(one, in_axes=(0, None, None, 0)), np.asarray(members, np.int32),
+        parts.append((jax.vmap(one, in_axes=(0, 0, None, None, 0)), np.asarray(members, np.int32),
                       jnp.asarray(tasks, jnp.int32)))
 
-    def program(states, data, n):
+    def program(states, alive, data, n):
         outs = []
         for vone, members, tasks in parts:
             sub = jax.tree_util.tree_map(lambda x: x[members], states) if len(parts) > 1 else states
-            outs.append(vone(sub, data, n, tasks))
+            sub_alive = alive[members] if len(parts) > 1 else alive
+            outs.append(vone(sub, sub_alive, data, n, tasks))
         return _join_members(outs, order)
 
     return jax.jit(program, donate_argnums=(0,))
@@ -304,62 +346,101 @@ def init_buffer(num_members: int, length: int, example: dict) -> dict:
     return {k: jnp.zeros((num_members, length) + tuple(v.shape[1:]), v.dtype) for k, v in example.items()}
 
 
-def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balanced: bool) -> dict:
-    """A batch from the offline data and the first `n_online` buffer rows.
+def buffer_capacity(n_data: int, buffer_size: int, balanced: bool) -> int:
+    """Rows of the released code's replay buffer (CMU-AIRe/floq main.py, as FQL's): the
+    dataset plus online rows in max(buffer_size, N + 1) rows, or, balanced, online rows
+    alone in buffer_size rows."""
+    return int(buffer_size) if balanced else max(int(buffer_size), int(n_data) + 1)
 
-    Not balanced: uniform over all N + n_online transitions (the released FQL code appends
-    online transitions to a buffer that starts as the dataset). Balanced: half from the
-    dataset, half from the online transitions (FQL's `balanced_sampling`)."""
+
+def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balanced: bool,
+                 buffer_size: int = 2_000_000) -> dict:
+    """A batch from the offline data and the first `n_online` buffer rows, as the released
+    code's ring buffer (CMU-AIRe/floq utils/datasets.py `ReplayBuffer`, FQL's the same) holds them.
+
+    Not balanced: the released buffer starts as the dataset (N rows, pointer at N) in
+    C = max(buffer_size, N + 1) rows; online transition k goes to row (N + k) mod C, so once
+    full the oldest rows are overwritten, dataset rows first; batches are uniform over its
+    min(N + n_online, C) filled rows. Balanced: half from the dataset, half uniform over a
+    separate buffer of C = buffer_size online rows (FQL's `balanced_sampling`), also FIFO.
+    The released buffer's `size = max(pointer, size)` never reaches C (the pointer wraps to
+    0 when row C - 1 is written), so batches are uniform over its first min(written, C - 1)
+    rows: row C - 1 is never drawn. floq draws exactly so.
+
+    floq keeps every online transition in `buffer` (row k = online transition k: a resume
+    replays the current episode from it) and draws the released buffer's row v, then reads
+    the transition that row holds: online transition k = the latest k < n_online with
+    k = (v - N) mod C (k = v mod C when balanced), else dataset row v. Without eviction
+    (N + n_online < C) the draws are those of uniform sampling over N + n_online rows."""
     n_data = data["observations"].shape[0]
+    cap = buffer_capacity(n_data, buffer_size, balanced)
+    n_online = jnp.asarray(n_online, jnp.int32)
+
+    def latest(r):  # the latest online transition k < n_online with k = r (mod cap); needs r < n_online
+        return r + cap * ((n_online - 1 - r) // cap)
+
     if balanced:
         k1, k2 = jax.random.split(key)
         half = batch_size // 2
         a = sample_batch(data, k1, half)
-        idx = jax.random.randint(k2, (batch_size - half,), 0, n_online)
+        v = jax.random.randint(k2, (batch_size - half,), 0, jnp.minimum(n_online, cap - 1))
+        idx = latest(v)
         b = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), buffer)
-        return jax.tree_util.tree_map(lambda u, v: jnp.concatenate([u, v], axis=0), a, b)
-    idx = jax.random.randint(key, (batch_size,), 0, n_data + n_online)
-    from_data = idx < n_data
-    i_data = jnp.clip(idx, 0, n_data - 1)
-    i_buf = jnp.clip(idx - n_data, 0, buffer["observations"].shape[0] - 1)
+        return jax.tree_util.tree_map(lambda u, w: jnp.concatenate([u, w], axis=0), a, b)
+    v = jax.random.randint(key, (batch_size,), 0, jnp.minimum(n_data + n_online, cap - 1))
+    r = jnp.where(v >= n_data, v - n_data, v - n_data + cap)  # (v - N) mod C, v in [0, C)
+    from_data = r >= n_online
+    i_data = jnp.clip(v, 0, n_data - 1)
+    i_buf = jnp.clip(latest(r), 0, buffer["observations"].shape[0] - 1)
 
     def pick(d, b):
-        u, v = jnp.take(d, i_data, axis=0), jnp.take(b, i_buf, axis=0)
-        return jnp.where(from_data.reshape((-1,) + (1,) * (u.ndim - 1)), u, v)
+        u, w = jnp.take(d, i_data, axis=0), jnp.take(b, i_buf, axis=0)
+        return jnp.where(from_data.reshape((-1,) + (1,) * (u.ndim - 1)), u, w)
 
     return {k: pick(data[k], buffer[k]) for k in buffer}
 
 
-def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool):
-    """The online phase's compiled program: (states, buffer, data, transitions, idx) ->
-    (states, buffer, metrics (members, utd), finite (members,)).
+def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool,
+                        buffer_size: int = 2_000_000):
+    """The online phase's compiled program: (states, alive, buffer, data, transitions, idx) ->
+    (states, buffer, metrics (members, utd), alive (members,), bad_at (members,)).
+
+    Divergence is per member as in `make_program`: a frozen member's state is not updated.
 
     Writes each member's new transition at buffer row `idx` (= environment steps so far),
     then takes `utd_ratio` gradient steps on batches from the dataset and the `idx + 1`
-    online transitions (see `sample_mixed`)."""
+    online transitions, as the released code's buffer of `buffer_size` rows holds them
+    (see `sample_mixed`)."""
 
-    def one(state, buf, data, trans, idx):
+    def one(state, alive, buf, data, trans, idx):
         buf = {k: jax.lax.dynamic_update_index_in_dim(buf[k], trans[k].astype(buf[k].dtype), idx, 0) for k in buf}
 
-        def body(s, _):
+        def update(s):
             rng, k_data = jax.random.split(s["rng"])
-            batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced)
+            batch = sample_mixed(data, buf, idx + 1, k_data, batch_size, balanced, buffer_size)
             return algorithm.update(critic, {**s, "rng": rng}, batch)
 
-        state, metrics = jax.lax.scan(body, state, None, length=utd_ratio)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state["params"])]))
-        return state, buf, metrics, finite
+        safe = guarded(update)
 
-    vone = jax.vmap(one, in_axes=(0, 0, None, 0, None))
+        def body(carry, i):
+            s, a, bad = carry
+            s, m, ok = safe(s, a)
+            return (s, ok, jnp.where(a & ~ok, i, bad)), m
 
-    def program(states, buffer, data, trans, idx):
+        init = (state, jnp.asarray(alive, bool), jnp.asarray(utd_ratio, jnp.int32))
+        (state, alive, bad_at), metrics = jax.lax.scan(body, init, jnp.arange(utd_ratio, dtype=jnp.int32))
+        return state, buf, metrics, alive, bad_at
+
+    vone = jax.vmap(one, in_axes=(0, 0, 0, None, 0, None))
+
+    def program(states, alive, buffer, data, trans, idx):
         if jax.tree_util.tree_leaves(states)[0].shape[0] == 1:  # squeeze a size-1 member axis
             sq = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
-            out = one(sq(states), sq(buffer), data, sq(trans), idx)
+            out = one(sq(states), alive[0], sq(buffer), data, sq(trans), idx)
             return jax.tree_util.tree_map(lambda x: x[None], out)
-        return vone(states, buffer, data, trans, idx)
+        return vone(states, alive, buffer, data, trans, idx)
 
-    return jax.jit(program, donate_argnums=(0, 1))
+    return jax.jit(program, donate_argnums=(0, 2))
 
 
 def exploration_key(seed: int, env_step):

@@ -187,3 +187,35 @@ def test_online_macros_reach_the_trainer():
     exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"],
                 ["ONLINE_STEPS = 1000", "UTD_RATIO = 2", "BALANCED_SAMPLING = True"])
     assert (exp.trainer.online_steps, exp.trainer.utd_ratio, exp.trainer.balanced_sampling) == (1000, 2, True)
+
+
+# Issue 25 item 3: per-environment baseline shapes and the floq paper's FQL column.
+RESNET_SHAPES = {"humanoidmaze-large-navigate": (4, 2), "antmaze-giant-navigate": (2, 4)}
+
+
+@pytest.mark.parametrize("env", sorted(PAPER))
+def test_fql_resnet_takes_the_floq_readmes_shape_per_environment(env):
+    # github:CMU-AIRe/floq README: FQL-ResNet num_transformations=4, block_depth=2 on
+    # humanoidmaze-large; 2 and 4 on antmaze-giant; width 512.
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin"])
+    net = exp.critic.net
+    assert (net.num_blocks, net.block_depth) == RESNET_SHAPES.get(env, (2, 2)) and net.width == 512
+    # A binding (a scaling sweep's axis) still wins.
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin"], ["RESNET_BLOCKS = 8"])
+    assert exp.critic.net.num_blocks == 8
+
+
+@pytest.mark.parametrize("env", sorted(PAPER))
+def test_the_floq_papers_fql_column_is_a_recipe(env):
+    files = ["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", "gin/recipes/floq_paper_fql.gin",
+             f"gin/tasks/{env}.gin"]
+    exp = build(files)
+    alpha, q_agg = FQL[env]
+    want_batch = 512 if env in ("antmaze-giant-navigate", "humanoidmaze-large-navigate") else 256
+    assert (exp.algorithm.alpha, exp.critic.q_agg, exp.trainer.batch_size) == (alpha, q_agg, want_batch)
+
+
+def test_offline_recipe_names_the_floq_papers_fql_and_the_offline_alpha():
+    text = open(os.path.join(REPO, "gin", "experiments", "paper", "offline.gin")).read()
+    assert "'gin/critics/monolithic.gin', 'gin/recipes/floq_paper_fql.gin'" in text
+    assert "alpha 40 on humanoidmaze-large)" not in text and "alpha stays 30 on humanoidmaze-large offline" in text

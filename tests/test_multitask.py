@@ -57,11 +57,11 @@ def test_multi_task_program_equals_lone_programs():
         states = init_states(algo, c, seeds, ex_o, ex_a)
         prog = make_program(algo, c, 32, 10)
         for n in (10, 7):
-            states, m_alone, _ = prog(states, lone_data, jnp.asarray(n, jnp.int32))
+            states, m_alone, _, _ = prog(states, jnp.ones(2, bool), lone_data, jnp.asarray(n, jnp.int32))
         alone.append((states, m_alone))
     for n in (10, 7):
-        together, m_tog, finite = program(together, data, jnp.asarray(n, jnp.int32))
-    assert np.asarray(finite).shape == (4,) and np.asarray(finite).all()
+        together, m_tog, alive, bad_at = program(together, jnp.ones(4, bool), data, jnp.asarray(n, jnp.int32))
+    assert np.asarray(alive).shape == (4,) and np.asarray(alive).all() and (np.asarray(bad_at) == 10).all()
     for m, (t, s) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         ref, m_ref = alone[t]
         for a, b in zip(jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(ref)):

@@ -19,7 +19,10 @@ from floq.train import sample_mixed
 CLOCK = ["wall_time", "updates_per_s", "run"]
 ONLINE_ARGS = ["gin/experiments/smoke.gin", "gin/critics/floq.gin", "--bind", "TRAIN_STEPS=100",
                "--bind", "ONLINE_STEPS=240", "--bind", "NUM_SEEDS=2", "--bind", "EVAL_INTERVAL=170",
-               "--bind", "LOG_INTERVAL=80", "--bind", "CHECKPOINT_INTERVAL=30", "--bind", "CHUNK_SIZE=50"]
+               "--bind", "LOG_INTERVAL=80", "--bind", "CHECKPOINT_INTERVAL=30", "--bind", "CHUNK_SIZE=50",
+               # A tiny replay buffer: max(2, N + 1) rows, so the released FIFO eviction runs from the
+               # second online step on, and the SIGKILL test below resumes through it.
+               "--bind", "BUFFER_SIZE=2"]
 
 
 def _csvs(run_dir):
@@ -52,6 +55,45 @@ def test_sample_mixed_follows_fql():
     assert np.asarray(b["observations"][:128]).sum() == 0 and np.asarray(b["observations"][128:]).min() == 1
 
 
+def _released_ring_buffer(data_rows, online_rows, capacity):
+    """The rows of the released code's ReplayBuffer (CMU-AIRe/floq utils/datasets.py) after
+    `create_from_initial_dataset(data, capacity)` (or `create(capacity)` when data_rows is
+    empty) and one `add_transition` per online row: what a batch is uniform over."""
+    rows = [None] * capacity
+    rows[:len(data_rows)] = data_rows
+    pointer = size = len(data_rows)
+    for row in online_rows:
+        rows[pointer] = row
+        pointer = (pointer + 1) % capacity
+        size = max(pointer, size)
+    return rows[:size]
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+@pytest.mark.parametrize("n_online", [1, 2, 3, 5, 11, 40])
+def test_sample_mixed_evicts_like_the_released_buffer(balanced, n_online):
+    # Item 1 of issue 25: capacity max(buffer_size, N + 1) (balanced: buffer_size online rows),
+    # the oldest rows (dataset rows first) overwritten once full, batches uniform over what is held.
+    n, L, size = 10, 40, 12 if not balanced else 4
+    data = {"observations": jnp.arange(n, dtype=jnp.float32)[:, None]}
+    buf = {"observations": 100 + jnp.arange(L, dtype=jnp.float32)[:, None]}
+    b = sample_mixed(data, buf, n_online, jax.random.PRNGKey(1), 6000, balanced=balanced, buffer_size=size)
+    got = np.asarray(b["observations"][:, 0])
+    online = [100 + k for k in range(n_online)]
+    if balanced:
+        held = _released_ring_buffer([], online, size)
+        got = got[3000:]  # the online half
+    else:
+        held = _released_ring_buffer(list(range(n)), online, max(size, n + 1))
+    values, counts = np.unique(got, return_counts=True)
+    assert sorted(values.tolist()) == sorted(held)
+    assert counts.min() > 0.6 * len(got) / len(held)  # uniform over the held rows
+    # Without eviction, the draws are exactly those of the unbounded buffer.
+    if n + n_online < size and not balanced:
+        ref = sample_mixed(data, buf, n_online, jax.random.PRNGKey(1), 6000, balanced=False, buffer_size=10**6)
+        assert np.array_equal(np.asarray(ref["observations"]), np.asarray(b["observations"]))
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, smoke_dataset):
     run_dir = tmp_path_factory.mktemp("online") / "uninterrupted"
@@ -76,6 +118,9 @@ def test_online_run_has_both_phases(reference_run):
     meta = json.load(open(os.path.join(reference_run, "run.json")))
     assert meta["status"] == "done" and meta["step"] == 340
     assert meta["protocol"]["online_steps"] == 240 and meta["env_s"] > 0
+    n_data = meta["protocol"]["dataset_transitions"]
+    assert meta["protocol"]["buffer_size"] == 2 and meta["protocol"]["buffer_capacity"] == n_data + 1
+    assert meta["protocol"]["buffer_eviction"] == "fifo"
 
     # The buffer: every online step written, masks 0 exactly where the env terminated, and
     # rewards from the same singletask rule as the dataset (the same set of values).

@@ -28,6 +28,13 @@ from floq.critics.base import count_params, repeat_rows
 from floq.nets.specs import MLPNet
 
 
+def actor_q_key(rng):
+    """The key of a critic's random actor estimate (`actor_q`), folded from the actor loss's
+    key so that the other draws of the actor loss (and the numbers of critics without
+    `actor_q`) are unchanged."""
+    return jax.random.fold_in(rng, 0x7151)
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class FQL:
@@ -142,7 +149,11 @@ class FQL:
 
         if self.clip_actions:
             actions = jnp.clip(actions, -1, 1)
-        q = critic.q(jax.lax.stop_gradient(trainable["critic"]), obs, actions)  # (B,)
+        frozen = jax.lax.stop_gradient(trainable["critic"])
+        if hasattr(critic, "actor_q"):  # a critic whose actor estimate is random (FQL-IQN: released taus)
+            q = critic.actor_q(frozen, obs, actions, actor_q_key(rng))  # (B,)
+        else:
+            q = critic.q(frozen, obs, actions)  # (B,)
         q_loss = -q.mean()
         if self.normalize_q_loss:
             q_loss = q_loss * jax.lax.stop_gradient(1.0 / jnp.abs(q).mean())

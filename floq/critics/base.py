@@ -6,7 +6,9 @@ over parameter pytrees:
   init(rng, obs, act) -> params            {'online': ..., 'target': ...}
   loss(params, batch, next_actions, rng)   -> (scalar, metrics); gradients flow into
                                            params['online'] only
-  q(online_params, obs, act) -> (B,)       the Q the actor's loss maximises
+  q(online_params, obs, act) -> (B,)       the Q the actor's loss maximises (deterministic)
+  actor_q(online, obs, act, rng) (optional) the actor's estimate when it is random (FQL-IQN's
+                                           released random taus); the actor uses it when present
   target_update(params, tau) -> params     Polyak averaging of the target part
   num_next_actions                         how many next actions per state loss() wants
   configure(discount, r_min, r_max)        bind task facts known only after loading data

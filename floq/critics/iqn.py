@@ -32,9 +32,13 @@ The per-pair loss is summed over tau_i and averaged over tau'_j, the batch and E
 Shapes: B batch, N = num_quantiles, E = num_ensembles; rows b*N + i of the (B*N, .)
 inputs are sample i of state b (floq.critics.base.repeat_rows).
 
-q(online, obs, act), the Q the actor maximises, is the mean over num_q_samples fixed
-quantile midpoints tau_m = (m + 0.5) / M and over the ensemble: deterministic (the
-released code instead averages N random taus in the actor loss).
+The Q the actor maximises (`actor_q`, what FQL's actor loss reads when a critic has it):
+by default (actor_estimator = 'random') the released code's estimator (github:CMU-AIRe/floq
+agents/fql_iqn.py actor_loss): N = num_quantiles fractions tau ~ U[0, 1] drawn afresh per
+state and per step, Z averaged over them and over the ensemble. actor_estimator =
+'midpoints' instead averages the num_q_samples fixed midpoints tau_m = (m + 0.5) / M
+(deterministic, lower variance; floq's earlier default). q(online, obs, act) is always the
+midpoint estimate (deterministic: evaluation, tests).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
 QUANTILE_LOSSES = ("huber", "released")
+#: The Q the actor maximises: the released code's random fractions, or fixed midpoints.
+ACTOR_ESTIMATORS = ("random", "midpoints")
 
 
 def quantile_embedding(tau: jnp.ndarray, dim: int) -> jnp.ndarray:
@@ -100,6 +106,8 @@ class IQNCritic:
       quantile_embed_dim: number of cosine features of tau.
       kappa: Huber threshold (0: pure quantile loss); the scale of the 'released' loss.
       loss_type: 'huber' (Dabney et al.) or 'released' (the released code's expectile loss).
+      actor_estimator: the Q the actor's loss maximises: 'random' (the released code's
+        num_quantiles random tau per state) or 'midpoints' (num_q_samples fixed midpoints).
       reward_range_rule: how the trainer reads (r_min, r_max) from the training rewards
         (floq.critics.base.reward_range; recorded in run.json, unused by the loss).
       discount: set from the task by configure().
@@ -113,6 +121,7 @@ class IQNCritic:
     quantile_embed_dim: int = 64
     kappa: float = 1.0
     loss_type: str = "huber"
+    actor_estimator: str = "random"
     reward_range_rule: str = "released"
     discount: float = 0.99
     name: str = "iqn"
@@ -127,6 +136,8 @@ class IQNCritic:
             (self.quantile_embed_dim >= 1, f"quantile_embed_dim must be >= 1, got {self.quantile_embed_dim}"),
             (self.loss_type in QUANTILE_LOSSES, f"loss_type must be one of {QUANTILE_LOSSES}, got {self.loss_type!r}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.actor_estimator in ACTOR_ESTIMATORS,
+             f"actor_estimator must be one of {ACTOR_ESTIMATORS}, got {self.actor_estimator!r}"),
             (self.loss_type != "released" or self.kappa > 0, f"loss_type='released' needs kappa > 0, got {self.kappa}"),
             (0.0 < self.discount < 1.0, f"discount must be in (0, 1), got {self.discount}"),
             (self.reward_range_rule in REWARD_RANGE_RULES,
@@ -171,6 +182,18 @@ class IQNCritic:
     def q(self, online, obs, act):
         return self.quantile_function(online["q"], obs, act, self.q_taus()).mean(axis=(0, 2))
 
+    def actor_q(self, online, obs, act, rng):
+        """(B,) the Q the actor's loss maximises (see the module docstring). 'random': Z at
+        N = num_quantiles fractions tau ~ U[0, 1] per state (rows b * N + i, as the released
+        repeat_tensor), averaged over the ensemble and the N fractions; its mean over the
+        batch is the released code's q.mean() over B * N rows."""
+        if self.actor_estimator == "midpoints":
+            return self.q(online, obs, act)
+        b, n = obs.shape[0], self.num_quantiles
+        taus = jax.random.uniform(rng, (b * n,))
+        z = self.quantiles(online["q"], repeat_rows(obs, n), repeat_rows(act, n), taus)  # (E, B*N)
+        return z.mean(axis=0).reshape(b, n).mean(axis=1)
+
     def td_targets(self, target_q, batch, next_actions, tau_next):
         """(B, N') target samples r + gamma * mask * agg_e Z_target(s', a'_j; tau'_j)."""
         b, n, _ = next_actions.shape
@@ -208,6 +231,7 @@ class IQNCritic:
     def describe(self) -> dict:
         d = {"critic": self.name, "critic_ensembles": self.num_ensembles, "q_agg": self.q_agg,
              "iqn_quantiles": self.num_quantiles, "iqn_q_samples": self.num_q_samples,
-             "quantile_embed_dim": self.quantile_embed_dim, "kappa": self.kappa, "iqn_loss": self.loss_type}
+             "quantile_embed_dim": self.quantile_embed_dim, "kappa": self.kappa, "iqn_loss": self.loss_type,
+             "iqn_actor_estimator": self.actor_estimator}
         d.update({f"critic_{k}": v for k, v in self.net.describe().items()})
         return d

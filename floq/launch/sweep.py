@@ -1520,6 +1520,11 @@ def run_sweep(
         kept_note = (
             "" if retry_failed else _kept_text(kept_counts, " (not retried without --retry-failed)")
         )
+        if estimate:  # the budget and score rule, beside the reference code's (floq/launch/budget.py)
+            from floq.launch.budget import budget_lines
+
+            for line in budget_lines(plan.runs):
+                echo(line)
         echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
         if estimate:
             for line in estimate_lines(plan, todo, bench_dir):

@@ -145,6 +145,10 @@ def test_rule_in_steps_and_spacing_flag(tmp_path):
     assert "(3 run seeds); at" in stats.scored_steps_rule(mixed)
     lb = tables.leaderboard(final[final["run_id"] == "exp/ok"], reps=20)
     assert "here mean of the evaluations at steps 200, 300, 400" in lb.caption
+    # Issue 25 item 9: the budget and rule lead the caption, beside the reference budgets.
+    assert lb.caption.startswith("Budget: 400 gradient steps per run, evaluation every 100 steps over "
+                                 "50 episodes; score: mean of the evaluations at steps 200, 300, 400")
+    assert "released floq code's default budget is 2M gradient steps with evaluation every 20k" in lb.caption
 
 
 # ------------------------------------------------------------------ B7 NaN success

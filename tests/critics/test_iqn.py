@@ -289,3 +289,52 @@ def test_smoke_run_with_iqn(floq_data_dir, tmp_path):
         rows = f.read().strip().splitlines()
     assert len(rows) >= 3  # header + evaluations at steps 0 and 100
     assert ",iqn," in rows[1]
+
+
+# --- the actor's estimate (issue 25 item 5) ---------------------------------------------------
+
+def test_actor_estimate_is_the_released_random_taus(monkeypatch):
+    """Default: the released code's actor Q (github:CMU-AIRe/floq agents/fql_iqn.py actor_loss):
+    num_tau_samples = N random taus per state (rows repeated b*N + i), Z averaged over the
+    ensemble; its batch mean is the released q.mean() over the B*N rows. 'midpoints' keeps
+    the fixed-midpoint mean."""
+    c = small_iqn()
+    assert c.actor_estimator == "random" and c.describe()["iqn_actor_estimator"] == "random"
+    b, n = 5, c.num_quantiles
+    batch, _ = make_batch(b=b, n=n)
+    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    obs, act = batch["observations"], batch["actions"]
+    key = jax.random.PRNGKey(7)
+    q = c.actor_q(p["online"], obs, act, key)
+    assert q.shape == (b,)
+    # The released computation, literally: repeat_tensor, uniform taus (B*N, 1), mean over E.
+    taus = jax.random.uniform(key, (b * n, 1))[:, 0]
+    qs = c.quantiles(p["online"]["q"], jnp.repeat(obs, n, axis=0), jnp.repeat(act, n, axis=0), taus)
+    released = qs.mean(axis=0)  # (B*N,)
+    np.testing.assert_allclose(float(q.mean()), float(released.mean()), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(q), np.asarray(released.reshape(b, n).mean(1)), rtol=1e-5)
+    assert not np.allclose(np.asarray(q), np.asarray(c.actor_q(p["online"], obs, act, jax.random.PRNGKey(8))))
+    mid = small_iqn(actor_estimator="midpoints")
+    np.testing.assert_array_equal(np.asarray(mid.actor_q(p["online"], obs, act, key)),
+                                  np.asarray(mid.q(p["online"], obs, act)))
+    with pytest.raises(ValueError, match="actor_estimator"):
+        small_iqn(actor_estimator="fixed")
+
+    # FQL's actor loss reads actor_q with a key of its own (floq.agents.fql.actor_q_key).
+    from floq.agents.fql import FQL, _trainable, actor_q_key
+
+    seen = []
+    real = IQNCritic.actor_q
+
+    def spy(self, online, o, a, rng):
+        seen.append(rng)
+        return real(self, online, o, a, rng)
+
+    monkeypatch.setattr(IQNCritic, "actor_q", spy)
+    algo = FQL(alpha=1.0, actor_net=MLPNet(width=8, depth=2, layer_norm=False), flow_steps=2)
+    state = algo.init(jax.random.PRNGKey(1), c, obs, act)
+    trainable = _trainable(state["params"])
+    rng = jax.random.PRNGKey(3)
+    _, info = algo.actor_loss(trainable, c, batch, rng)
+    assert len(seen) == 1 and np.array_equal(np.asarray(seen[0]), np.asarray(actor_q_key(rng)))
+    assert np.isfinite(float(info["actor/q"]))

@@ -17,7 +17,7 @@ RUN_COUNTS = {
     "offline.gin": 750,
     "offline_programs.gin": 150,
     "scaling_flow_steps.gin": 120,
-    "scaling_capacity.gin": 81,
+    "scaling_capacity.gin": 114,
     "ablation_noise_coverage.gin": 45,
     "ablation_embeddings.gin": 36,
     "ablation_noise_samples.gin": 30,
@@ -89,7 +89,16 @@ def test_offline_table_runs_carry_each_environments_settings():
     floq = _exp(_run(plan, grid="floq-def", env="humanoidmaze-large-navigate"))
     assert (floq.algorithm.alpha, floq.trainer.batch_size, floq.task.discount) == (20, 512, 0.995)
     fql = _exp(_run(plan, grid="fql", env="humanoidmaze-large-navigate"))
-    assert (fql.algorithm.alpha, fql.trainer.batch_size) == (30, 256)  # FQL's README
+    # The floq paper's FQL column (gin/recipes/floq_paper_fql.gin): FQL's alpha 30, but batch 512
+    # as the floq README's FQL command there (issue 25 item 3).
+    assert (fql.algorithm.alpha, fql.trainer.batch_size) == (30, 512)
+    giant = _exp(_run(plan, grid="fql", env="antmaze-giant-navigate"))
+    assert (giant.algorithm.alpha, giant.trainer.batch_size, giant.critic.q_agg) == (10, 512, "min")
+    assert _exp(_run(plan, grid="fql", env="scene-play")).trainer.batch_size == 256
+    for env, shape in (("humanoidmaze-large-navigate", (4, 2)), ("antmaze-giant-navigate", (2, 4)),
+                       ("cube-double-play", (2, 2))):
+        net = _exp(_run(plan, grid="fql-resnet", env=env)).critic.net
+        assert (net.num_blocks, net.block_depth) == shape, env
     assert _exp(_run(plan, grid="fql", env="antmaze-large-navigate")).critic.q_agg == "min"
     assert _exp(_run(plan, grid="floq-def", env="antmaze-large-navigate")).critic.q_agg == "mean"
     cube = _exp(_run(plan, grid="floq-def", env="cube-double-play"))
@@ -128,6 +137,19 @@ def test_scaling_studies_sweep_what_they_say():
     assert (mlp.critic.net.width, mlp.critic.net.depth) == (2048, 8)
     resnet = _exp(_run(plan, grid="resnet", resnet_blocks=8))
     assert resnet.critic.net.num_blocks == 8
+    # Issue 25 item 4: the ensemble-size axis, and the compute-matched ResNet on antmaze-giant.
+    assert sorted(r.tags["critic_ensembles"] for r in plan.runs if r.tags["grid"] == "ensemble") == \
+        [2, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 16]
+    ens = _exp(_run(plan, grid="ensemble", critic_ensembles=16))
+    assert ens.critic.num_ensembles == 16 and (ens.critic.net.width, ens.critic.net.depth) == (512, 4)
+    giant = _exp(_run(plan, grid="giant-resnet", critic_width=2048, resnet_blocks=4))
+    assert giant.task.env == "antmaze-giant-navigate" and giant.task.task_id == 1
+    assert (giant.critic.net.width, giant.critic.net.num_blocks, giant.critic.net.block_depth) == (2048, 4, 4)
+    assert (giant.trainer.batch_size, giant.critic.q_agg, giant.task.discount) == (512, "min", 0.995)
+    gfloq = _exp(_run(plan, grid="giant-floq"))
+    assert gfloq.task.env == "antmaze-giant-navigate" and gfloq.critic.flow_steps == 8
+    assert {r.tags["env"] for r in plan.runs if r.tags["grid"] in ("floq", "mlp", "resnet", "ensemble")} == \
+        {"cube-double-play"}
     assert all("flow_field_depth" not in r.tags for r in plan.runs if r.tags["grid"] != "floq")
 
 
