@@ -440,11 +440,16 @@ class Run:
                     self._check_signal()
                     before = self.step
                     if self.step < offline:
+                        compiling = self.compiled is None
                         self.step_chunk(next_boundary(self.step, offline, intervals))
                     else:
+                        compiling = not getattr(self, "_online_compiled", False)
                         self.env_step()
                     if bar is not None:
-                        bar.update(self.step - before)
+                        if compiling:  # that call compiled the program: not a step's time
+                            _restart_bar(bar, self.step)
+                        else:
+                            bar.update(self.step - before)
                     if self._at(self.tr.log_interval):
                         self.log()
                     if self._at(self.tr.eval_interval):
@@ -796,8 +801,19 @@ class Run:
         from tqdm import tqdm
 
         name = self.run_name if len(self.run_name) <= 40 else "…" + self.run_name[-39:]
-        return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
-                    file=sys.stderr, smoothing=0.1)
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
+                   file=sys.stderr, smoothing=0.1)
+        bar.set_postfix_str("compiling…")
+        return bar
+
+
+def _restart_bar(bar, step: int) -> None:
+    """Start the bar's clock (rate, ETA) over at `step`, after the call that compiled the
+    program, so that compilation is neither counted as a step nor in the steps' rate."""
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = step
+    bar.set_postfix_str("")
+    bar.refresh()
 
 
 # ---------------------------------------------------------------------------------- helpers
