@@ -330,7 +330,8 @@ class Run:
             "flops_per_update": update_flops(self.algo, critic, state1,
                                              task_view(self.data, 0) if self.multi else self.data, tr.batch_size),
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
-            "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
+            "step": 0, "gin_files": [results.repo_relative(f) for f in self.gin_files],
+            "bindings": self.bindings, "data_files": self._data_files(),
         }
         if self.multi:
             self.manifest["members"] = [{"task_id": exp.task.ids[self.member_task[m.index]], "seed": m.seed}
@@ -794,6 +795,12 @@ class Run:
                     signal.signal(s, h)
 
         return _Ctx()
+
+    def _data_files(self) -> list[dict]:
+        """Path, size and sha256 of every dataset file this run reads (run.json)."""
+        files = (list(self.shards.paths) if self.shards is not None
+                 else [f for t in self.tasks for f in t.data_files()])
+        return [results.file_fingerprint(f) for f in dict.fromkeys(files)]
 
     def _progress_bar(self):
         if not self.tr.progress:
