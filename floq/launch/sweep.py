@@ -1648,6 +1648,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="gin binding applied when the file is read and to every run, e.g. "
         "\"ENVS = ['gin/tasks/scene-play.gin']\" (repeatable)",
     )
+    parser.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=("wandb", "tensorboard"),
+        help="also log every run to this tracker (repeatable; as `floq run --logger`: the "
+        "binding Trainer.loggers = (...) after --bind); the CSV files are always written",
+    )
     parser.add_argument("--launcher", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument(
         "--out",
@@ -1729,6 +1737,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.launcher == "ray":
         options["address"] = args.ray_address
     runner = shlex.split(args.runner) if args.runner else None
+    bindings = list(args.bind)
+    if args.logger:
+        from floq.loggers import check_loggers
+
+        try:
+            names = check_loggers(args.logger)  # a missing package: one line, nothing launched
+        except ValueError as e:
+            print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        bindings.append("Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip() + ")")
     from floq.launch.base import StopSignals
 
     stop = StopSignals()  # SIGTERM/SIGHUP stop the driver as SIGINT does
@@ -1741,7 +1759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 retry_failed=args.retry_failed,
                 runner=runner,
-                bindings=args.bind,
+                bindings=bindings,
                 **options,
             )
     except (SweepError, ValueError) as e:
