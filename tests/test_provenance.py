@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import gin
+
 from floq import results
 from floq.data.sources import Task, val_path_of
 
@@ -28,6 +30,7 @@ def test_file_fingerprint_is_size_and_sha256(tmp_path):
 
 
 def test_task_names_the_files_it_reads(tmp_path):
+    gin.clear_config()  # Task is gin-configurable: no bindings left by an earlier test
     train = tmp_path / "data.npz"
     train.write_bytes(b"x")
     assert Task(dataset_path=str(train)).data_files() == [str(train)]  # no -val twin yet
