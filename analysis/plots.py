@@ -11,8 +11,13 @@ and every figure takes that mapping (``colors=``), so a method has the same colo
 learning curves, aggregates, profiles, probability of improvement and scaling figures.
 Each critic family (``algorithm:critic``) gets a qualitative base colour; the
 configurations of one family that differ along an ordered axis (K, width, depth) get a
-sequential light-to-dark ramp of that base colour, in natural order (K=1 lightest).
-Legends sit outside the axes (below), x tick labels that would overlap are thinned.
+sequential light-to-dark ramp of that base colour's hue, in natural order (K=1 lightest),
+with lightness steps spread evenly over a wide range so that neighbours stay apart, and
+each configuration of a family its own marker (``config_markers``), so K values remain
+distinguishable in grey scale too. Markers sit at the measured points (evaluation steps,
+scaling points). Legends sit outside the axes (below); x tick labels that would overlap are
+thinned, and a thinned tick is removed with its label (no unlabeled tick). Files are
+written with mode 0644.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from analysis.load import natural_key
 from analysis.stats import METRIC_LABELS
 
 __all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "config_colors",
+           "config_markers", "FILE_MODE", "distinct_metrics", "point_label",
            "save_figure", "plot_learning_curves", "plot_scaling", "plot_performance_profile",
            "plot_aggregates", "plot_probability_of_improvement", "thin_xticks",
            "PUBLISHED_STYLE"]
@@ -53,6 +59,10 @@ _RC = {
     "legend.frameon": False, "axes.titlepad": 3.0, "font.family": "DejaVu Sans",
 }
 _BAND_ALPHA = 0.2
+FILE_MODE = 0o644  # figures are shared files: readable by everyone, like the tables
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+# lightness range of a family's ramp (HLS): lightest and darkest configuration
+_RAMP_LIGHT, _RAMP_DARK = 0.80, 0.22
 
 
 @contextmanager
@@ -83,6 +93,13 @@ def _shade(base, t: float) -> tuple:
     return tuple(float(v) for v in np.clip(c, 0, 1))
 
 
+def _with_lightness(base, light: float) -> tuple:
+    """``base``'s hue and saturation at HLS lightness ``light``."""
+    import colorsys
+    h, _, sat = colorsys.rgb_to_hls(*[float(v) for v in base[:3]])
+    return tuple(float(v) for v in np.clip(colorsys.hls_to_rgb(h, light, sat), 0, 1))
+
+
 def config_colors(configs: Sequence[tuple[str, str]]) -> dict[str, tuple]:
     """One colour per configuration label, fixed for a whole report.
 
@@ -90,7 +107,8 @@ def config_colors(configs: Sequence[tuple[str, str]]) -> dict[str, tuple]:
         configs: ``(label, family)`` pairs (duplicates allowed), e.g. ``("floq (K=4)",
             "fql:floq")``; family-level labels (no ``(...)``, e.g. ``"floq"`` as a line on a
             K axis) get the family's base colour, the others of a family a sequential ramp
-            of it ordered by ``natural_key`` (a single one gets the base colour).
+            of its hue ordered by ``natural_key``, lightness evenly spaced from 0.80
+            (first) to 0.22 (last) (a single one gets the base colour).
     Returns:
         ``{label: rgb}``; labels in several families keep their first family's colour.
     """
@@ -112,8 +130,37 @@ def config_colors(configs: Sequence[tuple[str, str]]) -> dict[str, tuple]:
         if len(ordered) == 1:
             out[ordered[0]] = base if not plain else _shade(base, 0.85)
         elif ordered:
-            for t, lab in zip(np.linspace(0.2, 0.92, len(ordered)), ordered):
-                out[lab] = _shade(base, float(t))
+            for light, lab in zip(np.linspace(_RAMP_LIGHT, _RAMP_DARK, len(ordered)),
+                                  ordered):
+                out[lab] = _with_lightness(base, float(light))
+    return out
+
+
+def config_markers(labels: Sequence[str]) -> dict[str, str]:
+    """One marker per label: family-level labels (no ``(...)``) a circle; the
+    configurations of a family (labels sharing the text before ``(``) cycle through
+    ``MARKERS`` in natural order, so neighbouring K values differ in shape as well as
+    shade."""
+    out: dict[str, str] = {}
+    labels = sorted(dict.fromkeys(map(str, labels)), key=natural_key)
+    by_family: dict[str, list[str]] = {}
+    for lab in labels:
+        if "(" not in lab:
+            out[lab] = "o"
+        else:
+            by_family.setdefault(lab.split("(", 1)[0].strip(), []).append(lab)
+    for fam_labels in by_family.values():
+        for i, lab in enumerate(fam_labels):
+            out[lab] = MARKERS[i % len(MARKERS)]
+    return out
+
+
+def _markers_for(markers, labels) -> dict[str, str]:
+    out = dict(markers or {})
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        out.update({k: v for k, v in config_markers(list(out) + missing).items()
+                    if k not in out})
     return out
 
 
@@ -127,7 +174,8 @@ def _colors_for(colors, labels) -> dict[str, tuple]:
 
 
 def thin_xticks(fig: Figure, axes) -> None:
-    """Drop x tick labels that would overlap their left neighbour (kept as minor ticks)."""
+    """Drop x ticks whose label would overlap their left neighbour's, tick and label
+    together (a tick without a label would leave the reader guessing its value)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     for ax in axes:
@@ -148,12 +196,13 @@ def thin_xticks(fig: Figure, axes) -> None:
             fmt = ax.xaxis.get_major_formatter()
             ax.xaxis.set_major_locator(FixedLocator(kept))
             ax.xaxis.set_major_formatter(fmt)
-            ax.xaxis.set_minor_locator(FixedLocator(dropped))
+            ax.xaxis.set_minor_locator(NullLocator())
 
 
 def save_figure(fig: Figure, out: str | os.PathLike,
                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Write ``out.<fmt>`` for each format, each via a temp file + ``os.replace``."""
+    """Write ``out.<fmt>`` for each format, each via a temp file + ``os.replace``, with
+    mode ``FILE_MODE`` (0644; a temp file is created 0600)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -164,6 +213,7 @@ def save_figure(fig: Figure, out: str | os.PathLike,
             os.close(fd)
             try:
                 fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.02)
+                os.chmod(tmp, FILE_MODE)
                 os.replace(tmp, dst)
             except BaseException:
                 if os.path.exists(tmp):
@@ -192,11 +242,11 @@ def _grid(fig: Figure, n: int, ncols: int, sharey: bool = True, sharex: bool = F
 def _steps_formatter(x, _pos=None) -> str:
     if x == 0:
         return "0"
-    if abs(x) >= 1e12:
+    if abs(x) >= 1e18:
         mant, exp = f"{x:.1e}".split("e")
         mant = mant.rstrip("0").rstrip(".")
         return f"{mant}e{int(exp)}"
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, suf in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             v = x / div
             return f"{v:.{0 if float(v).is_integer() else 1}f}{suf}"
@@ -251,17 +301,23 @@ PHASE_LINE = dict(color="0.35", linestyle=":", linewidth=0.9)
 def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = None,
                          colors: Mapping[str, tuple] | None = None,
                          ylabel: str = "Success (%)",
-                         boundaries: pd.DataFrame | None = None) -> Figure:
-    """Success vs gradient step, one panel per environment, one line (+CI band) per method.
+                         boundaries: pd.DataFrame | None = None,
+                         markers: Mapping[str, str] | None = None,
+                         titles: Mapping[str, str] | None = None) -> Figure:
+    """Success vs gradient step, one panel per environment, one line (+CI band) per method,
+    with a marker (``markers``, default ``config_markers``) at every evaluation step.
 
     Args:
         curves: ``stats.curve_estimates`` output: ``env, method, step, point, lo, hi``.
         boundaries: ``stats.phase_boundaries`` output (``env, step``): a dotted vertical
             line marks the end of the offline phase in that environment's panel.
+        titles: ``{env: panel title}`` (default: the environment's name).
     """
     envs = sorted(curves["env"].unique(), key=natural_key)
     methods = sorted(curves["method"].unique(), key=natural_key)
     colors = _colors_for(colors, methods)
+    markers = _markers_for(markers, methods)
+    msize = 2.6 if curves["step"].nunique() <= 25 else 0
     width, ncols, ph = _panel_layout(len(envs))
     with style():
         fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
@@ -277,7 +333,8 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                         else np.zeros(len(g), bool))
                 y = 100 * g["point"].to_numpy(float)
                 full_y = np.where(part, np.nan, y)
-                ax.plot(g["step"], full_y, color=colors[m], label=m)
+                ax.plot(g["step"], full_y, color=colors[m], label=m, marker=markers[m],
+                        markersize=msize, markeredgewidth=0)
                 if part.any():  # steps some of the method's tasks lack: dotted
                     any_partial = True
                     near = part | np.convolve(part, [1, 1, 1], "same").astype(bool)
@@ -287,7 +344,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
             if boundaries is not None and len(boundaries):
                 for step in sorted(boundaries.loc[boundaries["env"] == env, "step"]):
                     ax.axvline(step, label="offline → online", **PHASE_LINE)
-            ax.set_title(env)
+            ax.set_title((titles or {}).get(env, env))
             ax.set_xlabel("Gradient steps")
             ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
             ax.set_ylim(-2, 102)
@@ -321,10 +378,29 @@ PUBLISHED_STYLE = dict(color="0.15", linestyle=":", linewidth=1.0, markersize=4.
 _PUBLISHED_MARKERS = ("X", "D", "^", "s", "v")
 
 
+def _parts(label: str) -> list[str]:
+    inner = label.split("(", 1)[1].rsplit(")", 1)[0] if "(" in label else ""
+    return [p.strip() for p in inner.split(",") if p.strip()]
+
+
+def point_label(label: str, hue: str) -> str:
+    """What tells a point apart on its line: the parts of its configuration ``label``
+    that the line's ``hue`` lacks (``"floq (K=4)"`` on line ``"floq"`` -> ``"K=4"``);
+    "" when the point is the whole line's configuration."""
+    if not isinstance(label, str) or not label or " / " in label or label == hue:
+        return ""
+    hue_parts = set(_parts(hue))
+    return ", ".join(p for p in _parts(label) if p not in hue_parts)
+
+
 def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | None = None,
                  colors: Mapping[str, tuple] | None = None, logx: bool | str = "auto",
                  ylabel: str = "Final success (%)",
-                 published: pd.DataFrame | None = None) -> Figure:
+                 published: pd.DataFrame | None = None,
+                 markers: Mapping[str, str] | None = None,
+                 points: pd.DataFrame | None = None,
+                 titles: Mapping[str, str] | None = None,
+                 label_points: bool = True) -> Figure:
     """Final success vs a numeric axis, one panel per environment, one line per hue.
 
     Args:
@@ -339,10 +415,24 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
         published: rows ``env, x, point, label`` (``published.scaling_rows``) drawn in
             black, dotted, with hollow markers and their label (which says 'published')
             in the panels of matching environments.
+        markers: ``{configuration label: marker}`` (default ``config_markers``).
+        points: per-seed scores ``env, hue, x, score`` (``stats.scaling_points``), drawn
+            as small dots of the line's colour behind the means (n = 3 deserves to be seen).
+        titles: ``{env: panel title}`` (default: the environment's name).
+        label_points: write beside each such point what sets it apart (``K=4``); the
+            report turns it off on a K/width/depth axis, whose ticks already say it.
+
+    When ``est`` has a ``label`` column (the configuration of each point), a point whose
+    configuration differs from its line's (floq's K on a FLOPs or compute axis) is drawn in
+    that configuration's colour and marker.
     """
     envs = sorted(est["env"].unique(), key=natural_key)
     hues = sorted(est["hue"].unique(), key=natural_key)
-    colors = _colors_for(colors, hues)
+    if "label" not in est:
+        est = est.assign(label=est["hue"])
+    configs = sorted({str(v) for v in est["label"].dropna()} | set(hues), key=natural_key)
+    colors = _colors_for(colors, configs)
+    markers = _markers_for(markers, configs)
     if "partial_tasks" not in est:
         est = est.assign(partial_tasks=False, tasks="")
     xs = est.loc[~est["reference"].astype(bool), "x"].to_numpy(float)
@@ -365,8 +455,30 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                 ref = g["reference"].astype(bool)
                 line = g[~ref]
                 if len(line):
-                    ax.plot(line["x"], 100 * line["point"], marker="o", color=colors[h], label=h)
+                    labels = [point_label(lab, h) for lab in line["label"]]
+                    ax.plot(line["x"], 100 * line["point"], color=colors[h], label=h,
+                            marker=markers[h] if not any(labels) else None)
                     _band(ax, line["x"], 100 * line["lo"], 100 * line["hi"], colors[h])
+                    if points is not None and len(points):
+                        dots = points[(points["env"] == env) & (points["hue"] == h)
+                                      & points["x"].notna()]
+                        ax.scatter(dots["x"], 100 * dots["score"], s=5, color=[colors[h]],
+                                   alpha=0.55, linewidths=0, zorder=2.5,
+                                   label="_seeds")
+                    for (_, r), short in zip(line.iterrows(), labels):
+                        if not short:
+                            continue
+                        lab = str(r["label"])
+                        ax.scatter([r["x"]], [100 * r["point"]], s=16,
+                                   marker=markers.get(lab, "o"),
+                                   color=[colors.get(lab, colors[h])], edgecolors="white",
+                                   linewidths=0.4, zorder=3, label="_point")
+                        if label_points:
+                            ax.annotate(short, (r["x"], 100 * r["point"]),
+                                        textcoords="offset points", xytext=(0, -9),
+                                        ha="center", va="top", fontsize=5.5, color="0.2",
+                                        bbox=dict(boxstyle="round,pad=0.12", fc="white",
+                                                  ec="none", alpha=0.75))
                     part = line[line["partial_tasks"].astype(bool)]
                     if len(part):
                         any_partial = True
@@ -402,15 +514,18 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
             ax.xaxis.set_major_formatter(FuncFormatter(fmt))
             if len(ticks) == 1:
                 ax.set_xlim(ticks[0] * 0.5, ticks[0] * 1.5)
-            ax.set_title(env)
+            ax.set_title((titles or {}).get(env, env))
             ax.set_xlabel(axis_label)
             ax.set_ylim(-2, 102)
         for i, ax in enumerate(axes):
             if i % ncols == 0:
                 ax.set_ylabel(ylabel)
         extra = []
+        from matplotlib.lines import Line2D
+        if points is not None and len(points) and points["x"].notna().any():
+            extra.append(Line2D([], [], marker="o", linestyle="none", color="0.45",
+                                markersize=2.2, alpha=0.7, label="small dots: single seeds"))
         if any_partial:
-            from matplotlib.lines import Line2D
             extra.append(Line2D([], [], marker="o", linestyle="none", color="0.3",
                                 markerfacecolor="white",
                                 label="hollow: fewer of the panel's tasks (k/n)"))
@@ -461,6 +576,42 @@ def _interval_xlim(ax, values: np.ndarray, floor: float | None = None,
     if ceil is not None:
         hi = min(hi, ceil)
     ax.set_xlim(lo, hi)
+
+
+def distinct_metrics(agg: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The aggregate metrics worth a panel: a metric whose points and CI bounds equal an
+    earlier metric's for every method (median = IQM = mean on one task with 3 seeds), or
+    mirror the mean's (optimality gap = 1 - mean when no score exceeds 1), would repeat
+    that panel. Returns ``(kept, {dropped: the kept metric it repeats})``."""
+    metrics = list(dict.fromkeys(agg["metric"]))
+    table = {m: agg[agg["metric"] == m].set_index("method")[["point", "lo", "hi"]]
+             .astype(float).sort_index() for m in metrics}
+    kept, dropped = [], {}
+
+    def same(a, b):
+        return (a.index.equals(b.index)
+                and np.allclose(a.to_numpy(), b.to_numpy(), atol=1e-9, equal_nan=True))
+
+    for m in metrics:
+        t = table[m]
+        if m == "optimality_gap" and "mean" in table:
+            mirror = pd.DataFrame({"point": 1 - t["point"], "lo": 1 - t["hi"],
+                                   "hi": 1 - t["lo"]})
+            if same(mirror, table["mean"]):
+                dropped[m] = "mean"
+                continue
+        twin = next((k for k in kept if same(t, table[k])), None)
+        if twin is not None:
+            dropped[m] = twin
+            continue
+        kept.append(m)
+    # the mean is the headline statistic: keep it rather than an identical earlier twin
+    if "mean" in dropped:
+        twin = dropped.pop("mean")
+        kept[kept.index(twin)] = "mean"
+        dropped = {m: ("mean" if t == twin else t) for m, t in dropped.items()}
+        dropped[twin] = "mean"
+    return kept, dropped
 
 
 def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,

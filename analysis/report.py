@@ -3,14 +3,24 @@
 ``build_report(results_dir, out_dir)`` loads every run under ``results_dir``, scores each
 run seed by the chosen protocol, and writes into ``out_dir``:
 
-- ``index.md`` — what was found, how it was scored, every table inline, links to all files
+- ``index.md`` — the answer first: one generated sentence (the best configuration vs the
+  baseline: difference in points with its CI and P(best > baseline)), the main scaling
+  figure (success vs K when K varies) and a cost table (critic parameters, GFLOP/update,
+  updates/s, wall time, GPU-hours where a GPU ran); then the leaderboards, aggregates,
+  probability of improvement, profiles, learning curves and the other scaling figures;
+  then how the numbers were made (method, input notes, excluded run seeds). An all-zero
+  study gets a 'Nothing learned' notice and its tables, and no figure.
 - ``index.html`` — the same page, self-contained: every figure embedded as a base64 data
   URI, no external references, so it opens offline and can be mailed as one file
 - ``leaderboard_env.{md,tex,csv}`` — success per environment (with published numbers),
   a ``Mean`` column (environments weigh equally) and an ``Avg. rank`` column
 - ``leaderboard_tasks_<env>.{md,tex,csv}`` — success per task, one set per environment
-- ``aggregates.{csv,png,pdf}`` — median / IQM / mean / optimality gap with 95% CIs
-- ``probability_of_improvement.{csv,png,pdf}`` — P(X > Y) for every pair (>= 2 methods)
+- ``aggregates.{csv,png,pdf}`` — median / IQM / mean / optimality gap with 95% CIs (the
+  figure leaves out a metric that repeats another for every method, e.g. on one task, and
+  its caption says so)
+- ``probability_of_improvement.{csv,png,pdf}`` — P(X > baseline) for every other method
+  (``baseline``: ``--baseline METHOD``, default the monolithic critic when present; every
+  pair when there is none)
 - ``performance_profile.{csv,png,pdf}`` — score distributions with CI bands
 - ``learning_curves.{csv,png,pdf}`` — success vs step per environment
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
@@ -45,6 +55,9 @@ What counts, and what is said (never a silent wrong number):
 - The final-score rule is stated in steps (e.g. 'mean of the evaluations at steps 800k,
   900k, 1M'); a run whose evaluation spacing differs from run.json's ``eval_interval`` is
   flagged.
+- Bold in a leaderboard marks the best entry and those whose CI overlaps it, only in a
+  column where some entry is separated from the best (``tables.significance_bold``); a
+  table where nothing separates says so instead of bolding everything.
 - Leaderboard cells and scaling points that cover fewer tasks than others are marked
   (``[k/n tasks]``; hollow points annotated ``k/n``); aggregates use one shared task set and
   name the methods left out.
@@ -54,8 +67,11 @@ What counts, and what is said (never a silent wrong number):
   ``--phase offline|online`` scores that phase for every run. Learning curves mark the
   offline/online boundary with a dotted vertical line.
 
-Figures share one colour per configuration (``plots.config_colors``, computed once per
-report; K or width within a critic family on a sequential ramp); the flow-steps scaling
+Figures share one colour and one marker per configuration (``plots.config_colors``,
+``plots.config_markers``, computed once per report; K or width within a critic family on a
+well-separated sequential ramp); panel titles name the environment, its tasks, the training
+budget and the seeds; scaling figures show every run seed as a dot and, on FLOPs/compute/
+parameter axes, label each point with its configuration (``K=4``); the flow-steps scaling
 figure overlays the published K ablations of matching environments (labelled
 'published'); lines on parameter/FLOPs/compute axes join only one family (floq at one
 width over K; the monolithic critic over width).
@@ -80,6 +96,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from analysis import plots, stats, tables
@@ -178,20 +195,29 @@ def _ci_text(point, lo, hi) -> str:
     return f"{100 * point:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list[str],
-                       prefix: str, colors: dict, seed: int, reps: int) -> list[str]:
+def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[str],
+                       dropped: list[str], prefix: str, colors: dict, markers: dict,
+                       seed: int, reps: int, baseline: str | None) -> list[str]:
     """Aggregates, probability of improvement and performance profile; index lines."""
     md: list[str] = []
     scope = (f"{len(tasks)} task(s): {', '.join(tasks)}"
              + (f"; left out because they miss some of these tasks: {', '.join(dropped)}"
                 if dropped else ""))
-    agg = stats.aggregate_estimates(scores, reps=reps, seed=seed)
     stem = f"{prefix}aggregates"
     w.frame(f"{stem}.csv", agg)
-    figs = w.figure(stem, plots.plot_aggregates(agg, colors=colors))
+    shown, repeats = plots.distinct_metrics(agg)
+    figs = w.figure(stem, plots.plot_aggregates(agg, colors=colors, metrics=shown))
+    caption = "Aggregate metrics (success %)"
+    if repeats:
+        same = "; ".join(
+            f"{stats.METRIC_LABELS[m]} {'= 100 − ' if m == 'optimality_gap' else '= '}"
+            f"{stats.METRIC_LABELS[repeats[m]].lower()}"
+            for m in stats.AGGREGATES if m in repeats)
+        caption += (f"; only {', '.join(stats.METRIC_LABELS[m] for m in shown)} drawn: "
+                    f"with these runs {same} for every method (see the table)")
     md += [f"Over {scope}. Point estimates with {int(100 * 0.95)}% stratified-bootstrap "
            f"CIs (runs = seeds, tasks = tasks; {reps} reps, seed {seed}).", "",
-           _fig_block(figs, f"{stem}.csv", "Aggregate metrics (success %)")]
+           _fig_block(figs, f"{stem}.csv", caption)]
     metrics = [m for m in stats.AGGREGATES if m in set(agg["metric"])]
     rows = []
     for method, g in agg.groupby("method", sort=False):
@@ -207,14 +233,17 @@ def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list
            _md_frame(wide, list(wide.columns)), ""]
 
     if len(scores) >= 2:
-        poi = stats.poi_estimates(scores, reps=reps, seed=seed)
+        pairs = _poi_pairs(scores, baseline)
+        poi = stats.poi_estimates(scores, pairs=pairs, reps=reps, seed=seed)
         stem = f"{prefix}probability_of_improvement"
         w.frame(f"{stem}.csv", poi)
         figs = w.figure(stem, plots.plot_probability_of_improvement(poi, colors=colors))
+        against = (f"every method against the baseline {baseline} (--baseline)"
+                   if baseline in scores else "every pair of methods (no baseline)")
         md += ["## Probability of improvement", "",
                _fig_block(figs, f"{stem}.csv",
-                          "P(X > Y) over the same tasks (0.5: no difference); CI from "
-                          "independent stratified bootstraps of X and Y"), "",
+                          f"P(X > Y) over the same tasks, {against} (0.5: no difference); "
+                          "CI from independent stratified bootstraps of X and Y"), "",
                _md_frame(poi, ["x", "y", "point", "lo", "hi"]), ""]
 
     prof = stats.performance_profile(scores, reps=reps, seed=seed)
@@ -228,6 +257,164 @@ def _aggregate_section(w: _Writer, scores: dict, tasks: list[str], dropped: list
     return md
 
 
+def _poi_pairs(scores: dict, baseline: str | None) -> list[tuple[str, str]]:
+    """(X, baseline) for every other method; every pair when there is no baseline."""
+    names = list(scores)
+    if baseline in scores:
+        return [(m, baseline) for m in names if m != baseline]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+def default_baseline(final: pd.DataFrame) -> str | None:
+    """The monolithic critic's method label when present (the first by name when several
+    monolithic configurations ran); None otherwise."""
+    mono = final.loc[final["critic"].astype(str) == "monolithic", "method"]
+    names = sorted(mono.astype(str).unique(), key=tables.natural_key)
+    return names[0] if names else None
+
+
+def _pct_ci(point, lo, hi) -> str:
+    if pd.isna(lo):
+        return f"{100 * point:.1f}%"
+    return f"{100 * point:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _headline_sentence(scores: dict, agg: pd.DataFrame, tasks: list[str],
+                       baseline: str | None, seed: int, reps: int) -> list[str]:
+    """One generated sentence: the best configuration vs the baseline (difference with its
+    CI and P(best > baseline)), or the best alone when there is no baseline."""
+    mean = agg[agg["metric"] == "mean"].set_index("method")
+    n_seeds = sorted({int(v) for v in mean["n_runs"]})
+    seeds_txt = (f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}")
+    scope = f"over {len(tasks)} task(s) × {seeds_txt} seeds"
+    ranked = sorted(mean.index, key=lambda m: (-mean.loc[m, "point"],
+                                               tables.natural_key(m)))
+    if len(ranked) == 1:
+        m = ranked[0]
+        return [f"**Answer.** One configuration, {m}: mean final success "
+                f"{_pct_ci(*mean.loc[m, ['point', 'lo', 'hi']])} ({scope}; 95% "
+                "stratified-bootstrap CI).", ""]
+    if baseline not in scores:
+        best = ranked[0]
+        why = (f"the baseline {baseline} does not cover these tasks"
+               if baseline else "no monolithic critic ran; pass --baseline METHOD")
+        return [f"**Answer.** {best} has the highest mean final success, "
+                f"{_pct_ci(*mean.loc[best, ['point', 'lo', 'hi']])} ({scope}; 95% "
+                f"stratified-bootstrap CI). No baseline comparison: {why}.", ""]
+    best = next(m for m in ranked if m != baseline)
+    d, dlo, dhi = stats.difference_estimate(scores[best], scores[baseline], reps=reps,
+                                            seed=seed, key=f"{best}\x00{baseline}")
+    poi = stats.poi_estimates(scores, pairs=[(best, baseline)], reps=reps,
+                              seed=seed).iloc[0]
+    diff = f"{100 * d:+.1f} points" + ("" if pd.isna(dlo) else
+                                       f" [{100 * dlo:+.1f}, {100 * dhi:+.1f}]")
+    p_txt = f"{poi['point']:.2f}" + ("" if pd.isna(poi["lo"]) else
+                                    f" [{poi['lo']:.2f}, {poi['hi']:.2f}]")
+    if pd.isna(dlo):
+        verdict = "With one seed there is no interval: this is not evidence either way."
+    elif dlo > 0:
+        verdict = (f"The difference's 95% interval lies above 0: in these runs {best} "
+                   f"beats {baseline}.")
+    elif ranked[0] == baseline:
+        verdict = (f"The baseline has the highest mean; the difference's 95% interval "
+                   f"{'lies below' if dhi < 0 else 'includes'} 0.")
+    else:
+        verdict = (f"The difference's 95% interval includes 0: these runs do not separate "
+                   f"{best} from {baseline}.")
+    if n_seeds[0] < 5:
+        verdict += " With fewer than 5 seeds per task the intervals are rough."
+    return [f"**Answer.** Best configuration: **{best}**, mean final success "
+            f"{_pct_ci(*mean.loc[best, ['point', 'lo', 'hi']])} vs "
+            f"{_pct_ci(*mean.loc[baseline, ['point', 'lo', 'hi']])} for the baseline "
+            f"**{baseline}** ({scope}): a difference of {diff}, "
+            f"P({best} > {baseline}) = {p_txt} (95% stratified-bootstrap CIs). {verdict}",
+            ""]
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _accelerators(device) -> int:
+    """How many accelerators a run.json ``device`` names (``gpu: H200 x2`` -> 2); 0 for
+    a CPU or an unknown device."""
+    text = str(device or "")
+    if not text or text == "nan" or text.startswith("cpu"):
+        return 0
+    m = re.search(r"x(\d+)\s*$", text)
+    return int(m.group(1)) if m else 1
+
+
+def _cost_table(final: pd.DataFrame) -> list[str]:
+    """Per method: critic parameters, GFLOP per update, updates/s, wall time per run
+    directory and GPU-hours (where a GPU ran), from the run manifests."""
+    have = [c for c in ("params_critic", "flops_per_update", "updates_per_s", "wall_time_s",
+                        "device") if c in final.columns]
+    if not have:
+        return []
+    rows = []
+    for method, g in final.groupby("method", sort=False):
+        runs = g.drop_duplicates("run_dir")
+        num = lambda c: pd.to_numeric(runs[c], errors="coerce") if c in runs else \
+            pd.Series(dtype=float)  # noqa: E731
+        params = sorted({int(v) for v in num("params_critic").dropna()})
+        flops = num("flops_per_update").dropna()
+        ups = num("updates_per_s").dropna()
+        wall = num("wall_time_s")
+        acc = runs["device"].map(_accelerators) if "device" in runs else \
+            pd.Series(0, index=runs.index)
+        gpu_s = float((wall.fillna(0) * acc).sum())
+        devices = sorted({str(d) for d in runs.get("device", pd.Series(dtype=str)).dropna()})
+        rows.append({
+            "method": method,
+            "critic params": ", ".join(f"{v:,}" for v in params) or "—",
+            "GFLOP / update": (", ".join(f"{v / 1e9:.3g}" for v in sorted(set(flops)))
+                               or "—"),
+            "updates / s": f"{ups.mean():.3g}" if len(ups) else "—",
+            "wall time / run": _fmt_duration(float(wall.mean())) if wall.notna().any()
+            else "—",
+            "runs × seeds": f"{len(runs)} × {g['seed'].nunique()}",
+            "GPU-hours": f"{gpu_s / 3600:.2f}" if (acc > 0).any() else "— (no GPU)",
+            "device": "; ".join(devices) or "—",
+        })
+    table = pd.DataFrame(rows)
+    table = table.iloc[sorted(range(len(table)),
+                              key=lambda i: tables.natural_key(table["method"].iloc[i]))]
+    return ["### Cost", "",
+            "From each run's run.json; a run directory trains all its seeds in one program, "
+            "so wall time and updates/s are per run directory (mean over them; wall time "
+            "includes start-up, compilation and evaluation), GPU-hours summed.", "",
+            _md_frame(table, list(table.columns)), ""]
+
+
+def _env_titles(final: pd.DataFrame) -> dict[str, str]:
+    """``{env: 'env — k task(s), N steps, n seeds'}`` for figure panel titles."""
+    out = {}
+    for env, g in final.groupby("env"):
+        seeds = g.groupby("task_key")["seed"].nunique()
+        n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+        steps = pd.to_numeric(g.get("train_steps"), errors="coerce").dropna() \
+            if "train_steps" in g else pd.Series(dtype=float)
+        budget = ("/".join(stats.format_steps(v) for v in sorted(set(steps))) + " steps, "
+                  if len(steps) else "")
+        k = g["task_key"].nunique()
+        out[env] = f"{env} — {k} task{'s' if k > 1 else ''}, {budget}{n} seeds"
+    return out
+
+
+def _learned(final: pd.DataFrame, evals: pd.DataFrame) -> bool:
+    """Whether anything learned: some final score or some evaluation above 0."""
+    score = pd.to_numeric(final["score"], errors="coerce")
+    success = pd.to_numeric(evals["success"], errors="coerce") if len(evals) else score
+    return bool((score > 0).any() or (success > 0).any())
+
+
 def _run_keys(frame: pd.DataFrame) -> set:
     return set(map(tuple, frame[["run_id", "seed"]].to_numpy()))
 
@@ -239,10 +426,21 @@ def _rows_of(evals: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 
 
 def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
-             proto: stats.Protocol, seed: int, reps: int, published, colors: dict) -> list[str]:
-    """Tables and figures for runs under one protocol; returns index lines."""
+             proto: stats.Protocol, seed: int, reps: int, published, colors: dict,
+             markers: dict, baseline: str | None,
+             level: int = 2) -> tuple[list[str], list[str]]:
+    """Tables and figures for runs under one protocol.
+
+    Returns ``(headline, rest)`` index lines: the headline (answer sentence, main scaling
+    figure, cost table — or the 'nothing learned' notice) opens the page; the rest
+    (leaderboards, aggregates, probability of improvement, profiles, learning curves,
+    other scaling figures) follows it."""
+    h = "#" * level
+    head: list[str] = []
     md: list[str] = []
     envs = sorted(final["env"].unique(), key=tables.natural_key)
+    titles = _env_titles(final)
+    learned = _learned(final, evals)
 
     # ---- leaderboards
     lb = tables.leaderboard(final, by="env", published=published, protocol=proto,
@@ -251,9 +449,9 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     w.text(f"{stem}.md", lb.to_markdown())
     w.text(f"{stem}.tex", lb.to_latex())
     w.text(f"{stem}.csv", lb.to_csv())
-    md += ["## Leaderboard per environment", "", lb.to_markdown(),
+    md += [f"{h} Leaderboard per environment", "", lb.to_markdown(),
            f"Files: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)", ""]
-    md += ["### Per task", ""]
+    md += [f"{h}# Per task", ""]
     for env in envs:
         lt = tables.leaderboard(final, by="task", env=env, published=published,
                                 protocol=proto, reps=reps, seed=seed)
@@ -264,14 +462,31 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         md.append(f"- {env}: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)")
     md.append("")
 
+    if not learned:
+        steps = sorted(pd.to_numeric(evals["step"], errors="coerce").dropna().unique())
+        span = (f" (evaluations at steps {stats.format_steps(steps[0])}–"
+                f"{stats.format_steps(steps[-1])})" if steps else "")
+        head += [f"> **Nothing learned.** Every one of the {len(final)} scored run seeds "
+                 f"({final['method'].nunique()} method(s)) has 0% success at every "
+                 f"evaluation{span}, so no figure is drawn and no method is compared: a "
+                 "scaling curve or an aggregate of zeros would show only axes. Check the "
+                 "training budget (train_steps), the task and the critic diagnostics in "
+                 "each run's train.csv (critic/loss, critic/q_mean) before reading anything "
+                 "into these runs.", ""]
+        head += _cost_table(final)
+        return head, md
+
     # ---- aggregates over a shared task axis
     tasks, kept, dropped = _common_tasks(final)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing seeds are reported once, by build_report
         scores, tasks = to_score_dict(final, tasks=tasks, methods=kept)
-    md += ["## Aggregate metrics", ""]
+    md += [f"{h} Aggregate metrics", ""]
     if scores:
-        md += _aggregate_section(w, scores, tasks, dropped, prefix, colors, seed, reps)
+        agg = stats.aggregate_estimates(scores, reps=reps, seed=seed)
+        head += _headline_sentence(scores, agg, tasks, baseline, seed, reps)
+        md += _aggregate_section(w, scores, agg, tasks, dropped, prefix, colors, markers,
+                                 seed, reps, baseline)
     else:
         md += ["No task is shared by the methods, so no aggregate was computed.", ""]
 
@@ -281,11 +496,13 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     stem = f"{prefix}learning_curves"
     w.frame(f"{stem}.csv", curves)
     figs = w.figure(stem, plots.plot_learning_curves(curves, colors=colors,
-                                                     boundaries=bounds))
-    md += ["## Learning curves", "",
+                                                     boundaries=bounds, markers=markers,
+                                                     titles=titles))
+    md += [f"{h} Learning curves", "",
            _fig_block(figs, f"{stem}.csv",
                       "Success vs gradient steps: mean over the environment's seeds x "
-                      "tasks, 95% stratified-bootstrap CI bands"
+                      "tasks, 95% stratified-bootstrap CI bands, markers at the "
+                      "evaluation steps"
                       + ("; dotted vertical line: end of the offline phase"
                          if len(bounds) else "")
                       + ("; dotted curve: steps that only some of the method's tasks "
@@ -293,12 +510,10 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                          else "")), ""]
 
     # ---- scaling
-    md += ["## Scaling", ""]
     axes = stats.scaling_axes(final)
-    if not axes:
-        md += ["No numeric axis (critic_flow_steps, critic_width, critic_depth, parameters, "
-               "FLOPs per update) varies within a critic family in these runs, so no scaling "
-               "plot was made.", ""]
+    main = ("critic_flow_steps" if "critic_flow_steps" in axes else
+            axes[0] if axes else None)
+    rest_scaling: list[str] = []
     from analysis.published import scaling_rows
     for axis in axes:
         est = stats.scaling_estimates(final, axis, reps=reps, seed=seed)
@@ -306,9 +521,20 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         w.frame(f"{stem}.csv", est)
         label = AXIS_LABELS.get(axis, axis)
         pub = scaling_rows(published, axis, envs) if axis == "critic_flow_steps" else None
-        figs = w.figure(stem, plots.plot_scaling(est, label, colors=colors, published=pub))
+        manifest_axis = axis in stats.SCALING_MANIFEST_AXES
+        figs = w.figure(stem, plots.plot_scaling(
+            est, label, colors=colors, published=pub, markers=markers,
+            points=stats.scaling_points(final, axis), titles=titles,
+            label_points=manifest_axis))
         caption = (f"Final success vs {label}: mean over seeds x tasks per point, 95% CI "
-                   "bands; dashed: runs without this axis")
+                   "bands, small dots: single run seeds")
+        if est["reference"].astype(bool).any():
+            refs = ", ".join(sorted(set(est.loc[est["reference"].astype(bool), "hue"]),
+                                    key=tables.natural_key))
+            caption += f"; dashed: runs without this axis ({refs})"
+        if manifest_axis and any(plots.point_label(lab, hue) for lab, hue in
+                                 zip(est["label"], est["hue"])):
+            caption += "; each point is labelled with its configuration (e.g. K)"
         if est["partial_tasks"].any():
             caption += "; hollow points (k/n) average only k of the panel's n tasks"
         if pub is not None and len(pub):
@@ -317,9 +543,20 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                         "and task subset, shown for orientation only")
         if axis == "compute_total":
             caption += "; compute = train_steps x flops_per_update of each run"
-        md += [_fig_block(figs, f"{stem}.csv", caption), ""]
-    md += _no_params_axis_note(final, axes)
-    return md
+        block = [_fig_block(figs, f"{stem}.csv", caption), ""]
+        if axis == main:
+            head += block
+        else:
+            rest_scaling += block
+    if main is None:
+        head += ["No scaling figure: no numeric axis (critic_flow_steps, critic_width, "
+                 "critic_depth, parameters, FLOPs per update) varies within a critic family "
+                 "in these runs, so no scaling plot was made.", ""]
+    head += _cost_table(final)
+    note = _no_params_axis_note(final, axes)
+    if rest_scaling or note:
+        md += [f"{h} Scaling: other axes", ""] + rest_scaling + note
+    return head, md
 
 
 def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
@@ -342,19 +579,29 @@ def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
             + "; ".join(sorted(parts, key=tables.natural_key)) + ".", ""]
 
 
-def _report_colors(final: pd.DataFrame) -> dict:
-    """One colour per configuration for the whole report (every figure shares it)."""
+def _report_configs(final: pd.DataFrame) -> list[tuple[str, str]]:
     fam = final["algorithm"].astype(str) + ":" + final["critic"].astype(str)
     configs = list(zip(final["method"], fam))
     for axis in stats.scaling_axes(final):
         configs += list(zip(stats.line_families(final, axis), fam))
-    return plots.config_colors(configs)
+    return configs
+
+
+def _report_colors(final: pd.DataFrame) -> dict:
+    """One colour per configuration for the whole report (every figure shares it)."""
+    return plots.config_colors(_report_configs(final))
+
+
+def _report_markers(final: pd.DataFrame) -> dict:
+    """One marker per configuration for the whole report (every figure shares it)."""
+    return plots.config_markers([str(label) for label, _ in _report_configs(final)])
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  protocol: str = "fql", seed: int = 0, *, reps: int = 2000,
                  include_partial: bool = False, method_by: Sequence[str] | None = None,
                  published: str | os.PathLike | pd.DataFrame | None = "default",
-                 formats: Sequence[str] = ("png", "pdf"), phase: str | None = None) -> str:
+                 formats: Sequence[str] = ("png", "pdf"), phase: str | None = None,
+                 baseline: str | None = None) -> str:
     """Write every figure and table the data supports, plus ``index.md`` and
     ``index.html``; return the path of ``index.md``.
 
@@ -372,6 +619,9 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         formats: figure formats (PNG is what the index shows and index.html embeds).
         phase: ``offline`` | ``online`` scores that phase of every run; None: each run's
             last phase.
+        baseline: the method the answer and the probability of improvement compare
+            against (default: the monolithic critic when present, see
+            ``default_baseline``; ``"none"``: no baseline, every pair is compared).
     Raises:
         AnalysisError: nothing usable (missing/empty dir, no evaluations, bad values).
     """
@@ -422,6 +672,14 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         for m, g in final.groupby("method", sort=True):
             warn_missing_seeds(m, {t: gt for t, gt in g.groupby("task_key", sort=True)})
         pub = _published(published)
+        methods = _sorted(final["method"])
+        if baseline is None:
+            baseline = default_baseline(final)
+        elif str(baseline).lower() == "none":
+            baseline = None
+        elif baseline not in methods:
+            raise AnalysisError(f"--baseline {baseline!r} is not one of the scored methods: "
+                                + ", ".join(methods))
 
     notes = list(dict.fromkeys(str(c.message) for c in caught))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -432,7 +690,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         with warnings.catch_warnings(record=True) as caught2:
             warnings.simplefilter("always")
             index = _index(w, results_dir, df, final_all, final, proto, seed, reps, pub,
-                           notes, n_dirs, include_partial, phase)
+                           notes, n_dirs, include_partial, phase, baseline)
         extra = [m for m in dict.fromkeys(str(c.message) for c in caught2)
                  if m not in notes]
         if extra:
@@ -495,53 +753,71 @@ def _excluded_section(w: _Writer, final_all: pd.DataFrame, final: pd.DataFrame) 
 
 
 def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, n_dirs,
-           include_partial, phase=None) -> str:
+           include_partial, phase=None, baseline: str | None = None) -> str:
+    """The index page: the answer first (headline sentence, main scaling figure, cost
+    table, or the 'nothing learned' notice), then tables and the other figures, then how
+    the numbers were made (methodology, input notes, excluded run seeds)."""
     runs = final_all.copy()
     w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest",) if c in runs]))
     n_methods = final["method"].nunique()
     rule = stats.scored_steps_rule(final, proto)
-    md = ["# floq analysis report", "",
-          f"- Results: `{results_dir}` — {n_dirs} run director{'y' if n_dirs == 1 else 'ies'}, "
-          f"{len(final_all)} run seeds with evaluations, {len(final)} scored"
-          + ("" if include_partial else " (complete runs only)") + ".",
-          f"- Methods ({n_methods}): {', '.join(_sorted(final['method']))}.",
-          f"- Environments: {', '.join(_sorted(final['env']))}; "
-          f"tasks: {final['task_key'].nunique()}.",
-          *(["- Method labels abbreviate tags: "
-             + ", ".join(f"{v} = {k}" for k, v in TAG_ABBREVIATIONS.items())
-             + "; a tag one-to-one with one of these (e.g. a swept critic's name beside K) "
-             "is left out."]
-            if final["method"].str.contains("(", regex=False).any() else []),
-          f"- Final score per run seed: {proto.description}; here: {rule}.",
-          f"- Phase scored: {', '.join(_sorted(final['phase']))}"
-          + (" (each run's last phase; --phase offline|online picks one)" if phase is None
-             else f" (--phase {phase})") + ".",
-          f"- Uncertainty: 95% percentile intervals from a stratified bootstrap (seeds "
-          f"resampled within each task; rliable's method), {reps} reps, seed {seed}; "
-          "n in a cell = seeds per task.",
-          "- Published numbers: " + ("results/published/published.csv (FQL and floq papers)"
-                                     if pub is not None else "none") + ".",
-          "- Per-run scores: [runs.csv](runs.csv).", ""]
+    colors, markers = _report_colors(final), _report_markers(final)
+    md = ["# floq analysis report", ""]
+    lead = (f"{n_methods} method(s) on {', '.join(_sorted(final['env']))} "
+            f"({final['task_key'].nunique()} task(s)), {len(final)} scored run seeds from "
+            f"`{results_dir}`; final score: {rule}"
+            + (f"; baseline: {baseline}" if baseline else "") + ". How the numbers were "
+            "made is at the end ([Method and inputs](#method-and-inputs)).")
+    md += [lead, ""]
     if proto.optimistic:
         md += ["> **Optimistic protocol.** `max` scores each run by its best evaluation; the "
                "numbers are biased upward and not comparable to published results.", ""]
-    md += ["## Input notes", ""]
-    md += [f"- {m}" for m in notes] + ["<!--notes-->", ""]
-    md += _excluded_section(w, final_all, final)
-
-    colors = _report_colors(final)
     groups = tables.split_by_protocol(final)
     if len(groups) == 1:
-        md += _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub, colors)
+        head, rest = _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub,
+                              colors, markers, baseline)
+        md += head + rest
     else:
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
-               "tables and figures (numbers from different protocols are never mixed).", ""]
+               "answer, tables and figures (numbers from different protocols are never "
+               "mixed).", ""]
         for i, (p, sub) in enumerate(groups, 1):
             desc = ", ".join(f"{k} {tables._fmt(v)}" for k, v in p.items())
             md += [f"## Protocol group {i}: {desc}", ""]
-            sect = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps, pub,
-                            colors)
-            md += [("#" + line) if line.startswith("#") else line for line in sect]
+            head, rest = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps,
+                                  pub, colors, markers, baseline, level=3)
+            md += head + rest
+
+    md += ["## Method and inputs", "",
+           f"- Results: `{results_dir}` — {n_dirs} run director{'y' if n_dirs == 1 else 'ies'}, "
+           f"{len(final_all)} run seeds with evaluations, {len(final)} scored"
+           + ("" if include_partial else " (complete runs only)") + ".",
+           f"- Methods ({n_methods}): {', '.join(_sorted(final['method']))}.",
+           f"- Environments: {', '.join(_sorted(final['env']))}; "
+           f"tasks: {final['task_key'].nunique()}.",
+           *(["- Method labels abbreviate tags: "
+              + ", ".join(f"{v} = {k}" for k, v in TAG_ABBREVIATIONS.items())
+              + "; a tag one-to-one with one of these (e.g. a swept critic's name beside K) "
+              "is left out."]
+             if final["method"].str.contains("(", regex=False).any() else []),
+           "- Baseline: " + (f"{baseline} (probability of improvement and the answer "
+                             "compare against it; --baseline METHOD picks another)"
+                             if baseline else "none (no monolithic critic ran; --baseline "
+                             "METHOD picks one)") + ".",
+           f"- Final score per run seed: {proto.description}; here: {rule}.",
+           f"- Phase scored: {', '.join(_sorted(final['phase']))}"
+           + (" (each run's last phase; --phase offline|online picks one)" if phase is None
+              else f" (--phase {phase})") + ".",
+           f"- Uncertainty: 95% percentile intervals from a stratified bootstrap (seeds "
+           f"resampled within each task; rliable's method), {reps} reps, seed {seed}; "
+           "n in a cell = seeds per task.",
+           "- Published numbers: " + ("results/published/published.csv (FQL and floq papers)"
+                                      if pub is not None else "none") + ".",
+           "- Per-run scores: [runs.csv](runs.csv).", ""]
+    md += ["### Input notes", ""]
+    md += [f"- {m}" for m in notes] + ["<!--notes-->", ""]
+    md += ["#" + line if line.startswith("## ") else line
+           for line in _excluded_section(w, final_all, final)]
     return "\n".join(md).rstrip("\n") + "\n"
 
 
@@ -610,7 +886,8 @@ def markdown_to_html(md: str, stage: str | os.PathLike, title: str = "report") -
         h = re.match(r"(#{1,6})\s+(.*)", line)
         if h:
             n = len(h.group(1))
-            body.append(f"<h{n}>{_inline(h.group(2), stage)}</h{n}>")
+            anchor = re.sub(r"[^a-z0-9 -]", "", h.group(2).lower()).strip().replace(" ", "-")
+            body.append(f'<h{n} id="{anchor}">{_inline(h.group(2), stage)}</h{n}>')
             i += 1
             continue
         if line.startswith("|"):
@@ -706,6 +983,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "before train_steps); diverged runs are never scored")
     p.add_argument("--method-by", default=None,
                    help="comma-separated columns naming a method (default: critic + tags)")
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="method label to compare against in the answer and the probability "
+                        "of improvement (default: the monolithic critic when present; "
+                        "'none': compare every pair)")
     p.add_argument("--formats", default="png,pdf",
                    help="figure formats, comma-separated (default png,pdf)")
     p.add_argument("--published", default="default",
@@ -722,7 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 reps=a.reps, include_partial=a.include_partial,
                                 method_by=a.method_by.split(",") if a.method_by else None,
                                 published=published, formats=a.formats.split(","),
-                                phase=a.phase)
+                                phase=a.phase, baseline=a.baseline)
         except (AnalysisError, OSError) as e:
             print(f"floq analyze: error: {e}", file=sys.stderr)
             return 2

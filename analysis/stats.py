@@ -28,8 +28,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import (AnalysisError, PHASES, TASK_TAGS, method_labels, one_to_one,
-                           padded_matrix, tag_columns)
+from analysis.load import (AnalysisError, PHASES, TASK_TAGS, method_labels, natural_key,
+                           one_to_one, padded_matrix, tag_columns)
 
 __all__ = [
     "Protocol", "parse_protocol", "PROTOCOLS",
@@ -37,6 +37,7 @@ __all__ = [
     "aggregate_mean", "aggregate_median", "aggregate_iqm", "aggregate_optimality_gap",
     "AGGREGATES", "METRIC_LABELS", "probability_of_improvement",
     "bootstrap_resamples", "interval_estimates", "aggregate_estimates", "poi_estimates",
+    "difference_estimate", "scaling_points",
     "performance_profile", "curve_estimates", "scaling_axes", "scaling_estimates",
     "score_matrix", "bootstrap_estimate", "scored_steps_rule", "phase_boundaries",
     "weighted_mean_estimate", "format_steps", "EXCLUDE_KINDS", "line_families",
@@ -580,6 +581,28 @@ def poi_estimates(score_dict: Mapping[str, np.ndarray],
     return pd.DataFrame(rows)
 
 
+def difference_estimate(scores_x: np.ndarray, scores_y: np.ndarray, reps: int = 2000,
+                        confidence: float = 0.95, seed: int = 0,
+                        key: str = "") -> tuple[float, float, float]:
+    """Mean of X minus mean of Y (``aggregate_mean``: mean over tasks of the per-task mean
+    over seeds) with a percentile CI from independent stratified bootstraps of X and Y
+    (as ``poi_estimates``). ``(runs_x, tasks), (runs_y, tasks) -> (point, lo, hi)``; the
+    interval is NaN when either side has a single run.
+    """
+    x, y = np.asarray(scores_x, float), np.asarray(scores_y, float)
+    if x.shape[1] != y.shape[1]:
+        raise AnalysisError("the two score matrices have different numbers of tasks")
+    point = float(aggregate_mean(x) - aggregate_mean(y))
+    if min(len(x), len(y)) < 2:
+        return point, float("nan"), float("nan")
+    rng = _rng(seed, f"diff\x00{key}")
+    boots = [aggregate_mean(rx) - aggregate_mean(ry)
+             for rx, ry in zip(bootstrap_resamples(x, reps, rng),
+                               bootstrap_resamples(y, reps, rng))]
+    lo, hi = _percentile_interval(np.concatenate(boots), confidence)
+    return point, float(lo), float(hi)
+
+
 def performance_profile(score_dict: Mapping[str, np.ndarray], taus: Sequence[float] | None = None,
                         reps: int = 2000, confidence: float = 0.95, seed: int = 0,
                         use_score_distribution: bool = True) -> pd.DataFrame:
@@ -793,7 +816,8 @@ def scaling_estimates(final: pd.DataFrame, axis: str, metric: str = "mean",
 
     Returns:
         Columns ``env, hue, family, x, point, lo, hi, n_runs, n_tasks, n_tasks_env, tasks,
-        partial_tasks, reference``.
+        partial_tasks, reference, label`` (``label``: the method label(s) of the point's
+        runs, e.g. ``floq (K=4)`` on a FLOPs axis).
     """
     if axis not in final.columns:
         raise AnalysisError(f"no column {axis!r} to scale over")
@@ -811,11 +835,23 @@ def scaling_estimates(final: pd.DataFrame, axis: str, metric: str = "mean",
             point, lo, hi = bootstrap_estimate(mat, metric, reps, confidence, seed,
                                                f"{env}\x00{hue}\x00{x}")
             nt = int(n_env[env])
+            label = " / ".join(sorted(gx["method"].astype(str).unique(), key=natural_key))
             rows.append(dict(env=env, hue=hue, family=gx["family"].iloc[0], x=float(x),
                              point=point, lo=lo, hi=hi, n_runs=int(np.sum(~np.isnan(mat))),
                              n_tasks=mat.shape[1], n_tasks_env=nt,
                              tasks=f"{mat.shape[1]}/{nt}", partial_tasks=mat.shape[1] < nt,
-                             reference=ref))
+                             reference=ref, label=label))
     return pd.DataFrame(rows, columns=["env", "hue", "family", "x", "point", "lo", "hi",
                                        "n_runs", "n_tasks", "n_tasks_env", "tasks",
-                                       "partial_tasks", "reference"])
+                                       "partial_tasks", "reference", "label"])
+
+
+def scaling_points(final: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The single run seeds behind ``scaling_estimates``' points: ``env, hue, x, method,
+    task_key, seed, score`` (``x`` NaN for runs without the axis)."""
+    if axis not in final.columns:
+        raise AnalysisError(f"no column {axis!r} to scale over")
+    out = final.assign(hue=line_families(final, axis),
+                       x=pd.to_numeric(final[axis], errors="coerce"))
+    return out[["env", "hue", "x", "method", "task_key", "seed", "score"]].reset_index(
+        drop=True)

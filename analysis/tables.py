@@ -7,7 +7,9 @@ and ``Avg. rank`` (mean rank over the columns among our methods covering every c
 Our cells read ``mean ± h (n=s)`` in percent, where h is half the width of the 95%
 stratified-bootstrap CI (exact bounds are in the CSV) and s the seeds per task (every seed
 that exists is used; ``n=2–3`` when tasks differ). Bold marks the best of our full-coverage
-entries in a column and every entry whose CI overlaps the best's CI (``significance_bold``).
+entries in a column and every entry whose CI overlaps the best's CI, only in a column where
+at least one entry is separated from the best (``significance_bold``); otherwise nothing is
+bold and a note says the data do not separate the methods.
 Published numbers sit in extra rows labelled ``(published, <ref>)`` with their own ±
 (usually a std over seeds — a different kind of uncertainty, stated in the notes), never
 bolded or ranked. LaTeX tables are scaled down to the column width when wider
@@ -240,6 +242,11 @@ def significance_bold(cells: pd.DataFrame, eligible: pd.Series | None = None) ->
     counts as the single point ``[point, point]``. Only ``eligible`` rows compete (default:
     all), and a column bolds nothing unless at least two compete.
 
+    The rule can fail: a column where every competing entry overlaps the best bolds
+    nothing, since bolding all of them would say nothing (a typical small-n table). Bold
+    therefore always means "these are the entries the data cannot tell from the best, and
+    at least one entry is separated from it".
+
     Args:
         cells: rows with ``column, point, lo, hi``.
     Returns:
@@ -255,6 +262,8 @@ def significance_bold(cells: pd.DataFrame, eligible: pd.Series | None = None) ->
         hi = g["hi"].where(np.isfinite(g["hi"].astype(float)), g["point"]).astype(float)
         best = g["point"].astype(float).idxmax()
         overlap = (hi >= lo[best] - 1e-12) & (lo <= hi[best] + 1e-12)
+        if overlap.all():  # nothing is separated from the best: bold would mean nothing
+            continue
         bold.loc[g.index[overlap.to_numpy()]] = True
     return bold
 
@@ -442,13 +451,20 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
                f"seed {seed}); n = seeds per task ({n_seeds}); score per run: "
                f"{proto.description}, here {rule}; {proto_txt}.")
     notes = []
+    rule = (f"the best of our entries in the column (point estimate) among those covering "
+            f"all its tasks, and every such entry whose {int(confidence * 100)}% CI "
+            "overlaps the best one's, only in a column where some entry's CI does not (not "
+            "a significance test: overlapping intervals mean the data do not separate "
+            "them); published numbers are not ranked because their protocol differs")
+    ours_cols = df[(df["kind"] == "ours") & df["column"].isin(columns)]
     if (df["bold"]).any():
-        notes.append(f"Bold: the best of our entries in the column (point estimate) among "
-                     f"those covering all its tasks, and every such entry whose "
-                     f"{int(confidence * 100)}% CI overlaps the best one's (not a "
-                     "significance test: overlapping intervals mean the data do not "
-                     "separate them); published numbers are not ranked because their "
-                     "protocol differs.")
+        notes.append(f"Bold: {rule}.")
+    elif (ours_cols.groupby("column")["row"].nunique() >= 2).any():
+        notes.append(f"Nothing is bold: in every column each entry's "
+                     f"{int(confidence * 100)}% CI overlaps the best one's, so these data "
+                     "do not separate the methods. Bold, where shown, marks the best entry "
+                     "and those whose CI overlaps it, only in a column where some entry's "
+                     "CI does not.")
     if MEAN_COLUMN in extra_cols:
         notes.append(f"{MEAN_COLUMN}: " + ("mean over environments of the per-environment "
                      "means (each environment weighs equally)" if by == "env" else

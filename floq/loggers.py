@@ -332,6 +332,11 @@ class TensorBoardLogger:
     On a resumed run (``resume_step``, else the manifest's ``step``, > 0) the writer is opened with
     ``purge_step=step``: TensorBoard then drops the events of earlier files at or after that
     step, i.e. those of the steps trained again after the last checkpoint.
+
+    HParams: a new run also writes TensorBoard's HParams session (``hparams_of``: the swept
+    tags, algorithm, critic, environment, task and the critic's numeric settings; metrics:
+    each seed's ``eval/.../success``), so that runs of a sweep opened together compare in the
+    HParams tab; ``close`` marks the session ended.
     """
 
     name = "tensorboard"
@@ -354,6 +359,15 @@ class TensorBoardLogger:
         if config_str and not resume_step:
             # gin's text in TensorBoard's TEXT tab (markdown: indent to keep it verbatim).
             self.writer.add_text("config/gin", "\n".join("    " + ln for ln in config_str.splitlines()), 0)
+        self.hparams = None
+        if not resume_step:
+            from tensorboardX.summary import hparams
+
+            hp, metrics = hparams_of(manifest)
+            exp, ssi, sei = hparams(hp, {m: None for m in metrics})
+            for summary in (exp, ssi):
+                self.writer.file_writer.add_summary(summary)
+            self.hparams = sei
 
     def log(self, kind: str, rows: Sequence[Mapping]) -> None:
         for step, metrics in self.keys.groups(kind, rows):
@@ -362,4 +376,36 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def close(self) -> None:
+        if self.hparams is not None:
+            self.writer.file_writer.add_summary(self.hparams)
         self.writer.close()
+
+
+def hparams_of(manifest: Mapping) -> tuple[dict, list[str]]:
+    """TensorBoard HParams of a run: ``({name: value}, [metric tags])``. Values are the run's
+    tags (swept values), algorithm, critic, env, task and the numeric/string entries of the
+    critic's ``describe``; the metrics are the success tags the eval rows are logged under
+    (``eval/seed<S>/success``, with the task when the run trains several)."""
+    hp: dict = {}
+    for key in ("algorithm", "critic", "env", "task"):
+        if manifest.get(key) not in (None, ""):
+            hp[key] = str(manifest[key])
+    for source in (manifest.get("describe") or {}, manifest.get("tags") or {}):
+        for k, v in source.items():
+            x = _number(v)
+            if x is None and isinstance(v, str):  # tags are recorded as text: '4' is K = 4
+                try:
+                    x = float(v)
+                except ValueError:
+                    x = None
+            if x is not None:
+                hp[str(k)] = x
+            elif isinstance(v, (str, bool)):
+                hp[str(k)] = v
+    seeds = manifest.get("seeds") or [0]
+    tasks = manifest.get("tasks") if isinstance(manifest.get("tasks"), (list, tuple)) else []
+    if len(tasks) > 1:
+        metrics = [f"eval/{t}/seed{int(s)}/success" for t in tasks for s in seeds]
+    else:
+        metrics = [f"eval/seed{int(s)}/success" for s in seeds]
+    return hp, metrics

@@ -363,7 +363,8 @@ class Run:
             "flops_per_update": update_flops(self.algo, critic, state1,
                                              task_view(self.data, 0) if self.multi else self.data, tr.batch_size),
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
-            "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
+            "step": 0, "gin_files": [results.repo_relative(f) for f in self.gin_files],
+            "bindings": self.bindings, "data_files": self._data_files(),
         }
         if self.multi:
             self.manifest["members"] = [{"task_id": exp.task.ids[self.member_task[m.index]], "seed": m.seed}
@@ -478,11 +479,16 @@ class Run:
                     self._check_signal()
                     before = self.step
                     if self.step < offline:
+                        compiling = self.compiled is None
                         self.step_chunk(next_boundary(self.step, offline, intervals))
                     else:
+                        compiling = not getattr(self, "_online_compiled", False)
                         self.env_step()
                     if bar is not None:
-                        bar.update(self.step - before)
+                        if compiling:  # that call compiled the program: not a step's time
+                            _restart_bar(bar, self.step)
+                        else:
+                            bar.update(self.step - before)
                     if self._at(self.tr.log_interval):
                         self.log()
                     if self._at(self.tr.eval_interval):
@@ -848,14 +854,31 @@ class Run:
 
         return _Ctx()
 
+    def _data_files(self) -> list[dict]:
+        """Path, size and sha256 of every dataset file this run reads (run.json)."""
+        files = (list(self.shards.paths) if self.shards is not None
+                 else [f for t in self.tasks for f in t.data_files()])
+        return [results.file_fingerprint(f) for f in dict.fromkeys(files)]
+
     def _progress_bar(self):
         if not self.tr.progress:
             return None
         from tqdm import tqdm
 
         name = self.run_name if len(self.run_name) <= 40 else "…" + self.run_name[-39:]
-        return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
-                    file=sys.stderr, smoothing=0.1)
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc=name,
+                   file=sys.stderr, smoothing=0.1)
+        bar.set_postfix_str("compiling…")
+        return bar
+
+
+def _restart_bar(bar, step: int) -> None:
+    """Start the bar's clock (rate, ETA) over at `step`, after the call that compiled the
+    program, so that compilation is neither counted as a step nor in the steps' rate."""
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = step
+    bar.set_postfix_str("")
+    bar.refresh()
 
 
 # ---------------------------------------------------------------------------------- helpers

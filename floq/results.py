@@ -8,6 +8,7 @@ import csv
 import errno
 import fcntl
 import io
+import hashlib
 import json
 import math
 import os
@@ -333,6 +334,37 @@ def git_commit() -> str:
     if not sha:
         return "unknown"
     return sha + (" (dirty)" if dirty else "")
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_relative(path: str) -> str:
+    """``path`` relative to floq's repository (the clone that runs it; e.g.
+    ``gin/experiments/quickstart.gin``), so that run.json does not name a clone's folder;
+    absolute when it lies outside the repository."""
+    full = os.path.abspath(os.path.expanduser(path))
+    rel = os.path.relpath(full, REPO_ROOT)
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def file_fingerprint(path: str) -> dict:
+    """``{"path", "bytes", "sha256"}`` of a data file, so that run.json says which bytes a
+    run trained on. ``path`` is repository-relative when inside the repository (see
+    ``repo_relative``). The digest is cached per process by (path, size, mtime)."""
+    full = os.path.abspath(os.path.expanduser(path))
+    st = os.stat(full)
+    key = (full, st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        with open(full, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _FINGERPRINTS[key] = h.hexdigest()
+    return {"path": repo_relative(full), "bytes": st.st_size, "sha256": _FINGERPRINTS[key]}
 
 
 def package_versions() -> dict:

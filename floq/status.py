@@ -15,15 +15,25 @@ runs not started yet are listed too, as 'absent'), one line each:
   between logging points, evaluation included); run.json's median for finished runs.
 - updated: how long ago the run last wrote run.json, train.csv or eval.csv.
 
-Each sweep (and the loose runs of a folder, together) ends with one line and an ETA::
+Each sweep (and the loose runs of a folder, together) ends with one line and an ETA from
+observed wall-clock time, so that start-up, compilation and evaluation are counted::
 
-    remaining steps = sum over runs that will still train (not done, failed or diverged) of
-                      train_steps - step  (a run not started counts the median train_steps
-                      of the group's known runs)
-    rate            = the sum of updates/s over the runs running now (status 'running',
-                      updated in the last STALE_S seconds); when none is, the median
-                      updates/s of the group's runs, i.e. one run at a time
-    ETA             = remaining steps / rate
+    seconds per step = a run's wall-clock seconds per step after compilation: between its
+                       first and last train.csv logging points (evaluation and checkpoints
+                       included), else run.json's (train_s + eval_wait_s + checkpoint_s) / step
+    start-up         = run.json's setup_s + compile_s (data on the device, compilation)
+    a run's time left = (train_steps - step) x its own seconds per step; a run that has not
+                       trained yet (absent, starting, compiling) takes the group's median
+                       seconds per step and start-up
+    ETA              = sum of the runs' time left / the runs training at once (those running
+                       or starting now; one when none is), and at least the longest run's
+                       time left
+
+A run not started counts the median train_steps of the group's known runs. When only the
+training rate is known (updates/s of a run without wall-clock measurements), the ETA is
+shown as a lower bound ('ETA >= ...'); when no speed is known at all it is 'unknown'. The
+line names the runs training now; 'running' rows not updated for STALE_S seconds are said
+to be stalled, never 'nothing running'.
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ class RunInfo:
     updates_per_s: float | None = None
     updated: float | None = None
     reason: str | None = None
+    s_per_step: float | None = None   # wall-clock seconds per step after compilation
+    startup_s: float | None = None    # setup + compilation (run.json)
 
 
 @dataclasses.dataclass
@@ -111,6 +123,31 @@ def _by_step(rows: list[dict], column: str) -> dict[int, float]:
     return {s: sum(v) / len(v) for s, v in sorted(acc.items())}
 
 
+def _wall_per_step(train: list[dict], manifest: dict | None) -> float | None:
+    """Wall-clock seconds per step after compilation (see the module docstring)."""
+    points: dict[int, float] = {}
+    for r in train:
+        s, w = _int(r.get("step")), _float(r.get("wall_time"))
+        if s is not None and w is not None:
+            points[s] = max(w, points.get(s, w))
+    if len(points) >= 2:
+        (s0, w0), (s1, w1) = min(points.items()), max(points.items())
+        if s1 > s0 and w1 > w0:
+            return (w1 - w0) / (s1 - s0)
+    m = manifest or {}
+    step = _int(m.get("step"))
+    busy = [_float(m.get(k)) for k in ("train_s", "eval_wait_s", "checkpoint_s")]
+    if step and busy[0]:
+        return sum(b or 0.0 for b in busy) / step
+    return None
+
+
+def _startup(manifest: dict | None) -> float | None:
+    m = manifest or {}
+    setup, comp = _float(m.get("setup_s")), _float(m.get("compile_s"))
+    return (setup or 0.0) + comp if comp else None
+
+
 def read_run(run_dir: str, name: str | None = None) -> RunInfo:
     """A run directory's status, progress, last success and speed (missing files allowed)."""
     manifest = _read_json(os.path.join(run_dir, "run.json"))
@@ -157,6 +194,8 @@ def read_run(run_dir: str, name: str | None = None) -> RunInfo:
         last_eval_step=last_eval,
         updates_per_s=ups,
         updated=max(mtimes) if mtimes else None,
+        s_per_step=_wall_per_step(train, manifest),
+        startup_s=_startup(manifest),
     )
 
 
@@ -243,13 +282,32 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(ln.rstrip() for ln in lines)
 
 
+def _median(xs):
+    xs = [x for x in xs if x]
+    return statistics.median(xs) if xs else None
+
+
 def eta(runs: list[RunInfo], now: float | None = None) -> dict:
-    """Remaining steps, rate and ETA of a group, computed as the module docstring says."""
+    """Remaining steps, speed and ETA of a group, computed as the module docstring says.
+
+    Returns a dict: ``total_steps, done_steps, remaining_steps, unknown_runs`` (runs of
+    unknown length), ``rate`` (updates/s summed over the runs training now, else the
+    median), ``eta_s`` (None: unknown), ``lower_bound`` (only training time was known),
+    ``active`` (runs training now), ``stalled`` ('running' rows not updated for STALE_S)
+    and ``basis`` (the words that say how the ETA was made)."""
     now = time.time() if now is None else now
     known = [r.train_steps for r in runs if r.train_steps]
     default_total = int(statistics.median(known)) if known else None
     total = done_steps = remaining = 0
     unknown = 0
+    fresh = lambda r: r.updated is not None and now - r.updated <= STALE_S  # noqa: E731
+    active = [r for r in runs if (r.status == "running" and fresh(r)) or r.status == "starting"]
+    stalled = [r for r in runs if r.status == "running" and not fresh(r)]
+    ref_step = _median(r.s_per_step for r in runs)
+    ref_startup = _median(r.startup_s for r in runs)
+    ref_ups = _median(r.updates_per_s for r in runs)
+    lefts: list[float] = []
+    lower = missing = False
     for r in runs:
         t = r.train_steps or default_total
         if t is None:
@@ -258,21 +316,48 @@ def eta(runs: list[RunInfo], now: float | None = None) -> dict:
         s = min(r.step or 0, t)
         total += t
         done_steps += t if r.status == "done" else s
-        if r.status not in FINAL:
-            remaining += t - s
-    active = [r for r in runs if r.status == "running" and r.updates_per_s
-              and r.updated is not None and now - r.updated <= STALE_S]
+        if r.status in FINAL or t - s <= 0:
+            continue
+        remaining += t - s
+        trained = s > 0 and r.s_per_step
+        per_step = r.s_per_step if trained else (r.s_per_step or ref_step)
+        if per_step:
+            startup = 0.0 if trained or s > 0 else ref_startup
+            if startup is None:
+                lower = True  # no run has measured its start-up and compilation yet
+            lefts.append((startup or 0.0) + (t - s) * per_step)
+        elif r.updates_per_s or ref_ups:
+            lower = True
+            lefts.append((t - s) / (r.updates_per_s or ref_ups))
+        else:
+            missing = True
+    workers = max(1, len(active))
+    seconds = None if missing else (max(sum(lefts) / workers, max(lefts, default=0.0))
+                                    if lefts else 0.0)
+    rate = (sum(r.updates_per_s for r in active if r.updates_per_s)
+            or ref_ups) if (active or ref_ups) else None
     if active:
-        rate = sum(r.updates_per_s for r in active)
-        basis = f"{rate:,.0f} updates/s summed over {len(active)} running run{'s' if len(active) > 1 else ''}"
+        who = f"{len(active)} run{'s' if len(active) > 1 else ''} training now"
+    elif stalled:
+        who = (f"one run at a time; {len(stalled)} 'running' row{'s' if len(stalled) > 1 else ''}"
+               f" not updated for over {STALE_S // 60} min (stalled?)")
     else:
-        rates = [r.updates_per_s for r in runs if r.updates_per_s]
-        rate = statistics.median(rates) if rates else None
-        basis = (f"{rate:,.0f} updates/s, one run at a time (nothing running now)" if rate
-                 else "no speed measured yet")
-    seconds = remaining / rate if rate and remaining else (0.0 if not remaining else None)
+        who = "one run at a time (none training now)"
+    if missing:
+        basis = f"unknown: no run has measured its speed yet (compiling?); {who}"
+    elif lower:
+        basis = (f"a lower bound: training time only, start-up/compilation/evaluation not "
+                 f"measured yet; {who}")
+    else:
+        parts = []
+        if ref_step:
+            parts.append(f"{ref_step:.3g} s/step observed incl. evaluation")
+        if ref_startup:
+            parts.append(f"{fmt_duration(ref_startup)} start-up + compilation per new run")
+        basis = "; ".join(parts + [who])
     return {"total_steps": total, "done_steps": done_steps, "remaining_steps": remaining,
-            "unknown_runs": unknown, "rate": rate, "eta_s": seconds, "basis": basis}
+            "unknown_runs": unknown, "rate": rate, "eta_s": seconds, "lower_bound": lower,
+            "active": len(active), "stalled": len(stalled), "basis": basis}
 
 
 def group_text(group: Group, now: float | None = None) -> str:
@@ -299,9 +384,11 @@ def group_text(group: Group, now: float | None = None) -> str:
         line += f" ({e['unknown_runs']} of unknown length)"
     if e["remaining_steps"] == 0:
         line += " | nothing left to train"
+    elif e["eta_s"] is None:
+        line += f" | ETA unknown ({fmt_step(e['remaining_steps'])} steps left; {e['basis']})"
     else:
-        line += (f" | ETA {fmt_duration(e['eta_s'])} ({fmt_step(e['remaining_steps'])} steps left / "
-                 f"{e['basis']})")
+        line += (f" | ETA {'>= ' if e['lower_bound'] else ''}{fmt_duration(e['eta_s'])} "
+                 f"({fmt_step(e['remaining_steps'])} steps left; {e['basis']})")
     return "\n".join([group.title + ":", _table(head, rows) if rows else "(no runs)", line])
 
 

@@ -348,3 +348,36 @@ def test_only_numbers_are_metrics():
     row = {"seed": 0, "step": np.int64(7), "a": np.float32(1.5), "b": np.int64(3), "flag": np.bool_(True),
            "ok": True, "phase": "offline", "vec": np.zeros(2), "c": 2}
     assert keys.groups("train", [row]) == [(7, {"train/seed0/a": 1.5, "train/seed0/b": 3.0, "train/seed0/c": 2.0})]
+
+
+def test_tensorboard_hparams_session(tmp_path):
+    """A new run writes TensorBoard's HParams session (swept tags, critic, algorithm, the
+    critic's settings; each seed's eval success as the metrics) and ends it on close; a
+    resumed run does not start a second session."""
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    run_dir = str(tmp_path / "run")
+    lg = loggers.make_loggers(["tensorboard"], run_dir=run_dir, manifest=MANIFEST)[0]
+    lg.log("eval", eval_rows(0))
+    lg.close()
+    plugin = {}
+    for _, ev in tb_events(os.path.join(run_dir, "tensorboard")):
+        for v in ev.summary.value:
+            if v.tag.startswith("_hparams_/"):
+                data = HParamsPluginData()
+                data.ParseFromString(v.metadata.plugin_data.content)
+                plugin[v.tag] = data
+    assert set(plugin) == {"_hparams_/experiment", "_hparams_/session_start_info",
+                           "_hparams_/session_end_info"}
+    start = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    assert start["critic"].string_value == "floq" and start["algorithm"].string_value == "fql"
+    assert start["critic_flow_steps"].number_value == 4.0 and start["alpha"].number_value == 3.0
+    metrics = [m.name.tag for m in plugin["_hparams_/experiment"].experiment.metric_infos]
+    assert metrics == ["eval/seed0/success", "eval/seed1/success"]  # the tags the rows use
+    assert ("eval/seed1/success" in {t for _, t in tb_scalars(os.path.join(run_dir, "tensorboard"))})
+    resumed = str(tmp_path / "resumed")
+    lg = loggers.make_loggers(["tensorboard"], run_dir=resumed, manifest=dict(MANIFEST, step=100))[0]
+    lg.close()
+    assert not [v for _, ev in tb_events(os.path.join(resumed, "tensorboard"))
+                for v in ev.summary.value if v.tag.startswith("_hparams_/")]

@@ -27,7 +27,7 @@ def write_csv(path, rows):
 
 def make_run(d, state="running", train_steps=100_000, train=(), evals=(), seeds=(0, 1), age_s=5.0,
              manifest_extra=None):
-    """train: [(step, updates_per_s)], evals: [(step, [success per seed])]."""
+    """train: [(step, updates_per_s[, wall_time])], evals: [(step, [success per seed])]."""
     os.makedirs(d, exist_ok=True)
     if state is not None:
         man = {"experiment": "e", "run": os.path.basename(d), "status": state, "seeds": list(seeds),
@@ -38,8 +38,8 @@ def make_run(d, state="running", train_steps=100_000, train=(), evals=(), seeds=
             json.dump(man, f)
     if train:
         write_csv(os.path.join(d, "train.csv"), [
-            {"experiment": "e", "run": "r", "seed": s, "step": st, "wall_time": 1.0, "updates_per_s": ups,
-             "critic/loss": 0.1} for st, ups in train for s in seeds])
+            {"experiment": "e", "run": "r", "seed": s, "step": t[0], "wall_time": t[2] if len(t) > 2 else 1.0,
+             "updates_per_s": t[1], "critic/loss": 0.1} for t in train for s in seeds])
     if evals:
         write_csv(os.path.join(d, "eval.csv"), [
             {"experiment": "e", "seed": s, "step": st, "success": succ[i], "return": -10.0,
@@ -55,10 +55,13 @@ def make_run(d, state="running", train_steps=100_000, train=(), evals=(), seeds=
 def sweep_dir(tmp_path):
     sd = tmp_path / "out" / "grid"
     runs = {
-        "k=1,seed=0": dict(state="done", train=[(50_000, 90.0), (100_000, 95.0)],
+        # wall clock: 600 s per 50k steps (0.012 s/step), 20 s setup + 40 s compilation
+        "k=1,seed=0": dict(state="done", train=[(50_000, 90.0, 700.0), (100_000, 95.0, 1300.0)],
                            evals=[(0, [0.0, 0.0]), (100_000, [0.5, 0.3])],
-                           manifest_extra={"updates_per_s": 93.0, "step": 100_000}),
-        "k=2,seed=0": dict(state="running", train=[(25_000, 80.0), (50_000, 100.0)],
+                           manifest_extra={"updates_per_s": 93.0, "step": 100_000,
+                                           "setup_s": 20.0, "compile_s": 40.0}),
+        # 350 s per 25k steps: 0.014 s/step (evaluation included)
+        "k=2,seed=0": dict(state="running", train=[(25_000, 80.0, 400.0), (50_000, 100.0, 750.0)],
                            evals=[(0, [0.0, 0.0]), (50_000, [0.2, 0.4])]),
         "k=4,seed=0": dict(state="running", train=[(10_000, 70.0)], age_s=3600.0),  # died: sweep says failed
         "k=8,seed=0": None,  # not started
@@ -93,9 +96,12 @@ def test_sweep_status_and_eta(sweep_dir):
 
     e = status.eta(groups[0].runs, now=NOW)
     # Left: 50k of the running run + 100k of the absent one (the median train_steps); the failed
-    # run is not counted. Rate: the one running run's 100 updates/s.
+    # run is not counted. Time: the running run's own 0.014 s/step x 50k = 700 s; the absent
+    # one must start and compile (60 s, the done run's) and train 100k at the median 0.013
+    # s/step = 1360 s; one run trains at a time now: 2060 s. (Its 100 updates/s alone would
+    # say 1500 s: compilation, evaluation and start-up left out.)
     assert e["remaining_steps"] == 150_000 and e["rate"] == 100.0
-    assert e["eta_s"] == pytest.approx(1500.0)
+    assert e["eta_s"] == pytest.approx(2060.0) and not e["lower_bound"]
     assert e["total_steps"] == 400_000 and e["done_steps"] == 100_000 + 50_000 + 10_000
 
     text = status.group_text(groups[0], now=NOW)
@@ -106,8 +112,9 @@ def test_sweep_status_and_eta(sweep_dir):
     assert lines["k=8,seed=0"][1] == "absent"
     assert text.splitlines()[0].startswith("sweep grid (") and "launcher local" in text.splitlines()[0]
     assert text.splitlines()[-1] == (
-        "4 runs: 1 done, 1 running, 1 absent, 1 failed | 160k of 400k steps | ETA 25m 00s "
-        "(150k steps left / 100 updates/s summed over 1 running run)")
+        "4 runs: 1 done, 1 running, 1 absent, 1 failed | 160k of 400k steps | ETA 34m 20s "
+        "(150k steps left; 0.013 s/step observed incl. evaluation; 1m 00s start-up + "
+        "compilation per new run; 1 run training now)")
 
 
 def test_eta_without_a_running_run_uses_one_run_at_a_time(tmp_path):
@@ -120,8 +127,41 @@ def test_eta_without_a_running_run_uses_one_run_at_a_time(tmp_path):
     e = status.eta(runs, now=NOW)
     assert e["remaining_steps"] == 500 + 800
     assert e["rate"] == 60.0  # median of 40, 60, 500: the stale 'running' run is not running now
-    assert e["eta_s"] == pytest.approx(1300 / 60.0)
-    assert "one run at a time" in e["basis"]
+    # only training rates are known (no wall clock): each run's own, one at a time, a lower bound
+    assert e["eta_s"] == pytest.approx(500 / 60.0 + 800 / 500.0) and e["lower_bound"]
+    assert "one run at a time" in e["basis"] and "stalled" in e["basis"]
+    text = status.group_text(status.find_groups(str(root))[0], now=NOW)
+    assert "ETA >= " in text.splitlines()[-1]
+    assert "nothing running" not in text and "none training now" not in text  # a 'running' row
+
+
+def test_eta_is_unknown_while_nothing_has_a_speed(tmp_path):
+    """A first run still compiling (no train.csv, no timings): the ETA is unknown, not 0 s."""
+    root = tmp_path / "res"
+    make_run(str(root / "a"), state="running", train_steps=1000)
+    e = status.eta(status.find_groups(str(root))[0].runs, now=NOW)
+    assert e["eta_s"] is None and e["active"] == 1
+    last = status.group_text(status.find_groups(str(root))[0], now=NOW).splitlines()[-1]
+    assert "ETA unknown (1k steps left; unknown: no run has measured its speed yet" in last
+    assert "1 run training now" in last
+
+
+def test_eta_uses_run_json_timings_and_parallel_runs(tmp_path):
+    """Two runs training at once, speeds from run.json's times (train + evaluation +
+    checkpoints per step), a new run pays the measured start-up and compilation."""
+    root = tmp_path / "res"
+    for name in ("a", "b"):
+        make_run(str(root / name), state="running", train_steps=1000, manifest_extra={
+            "step": 500, "train_s": 40.0, "eval_wait_s": 8.0, "checkpoint_s": 2.0,
+            "setup_s": 5.0, "compile_s": 25.0})  # 0.1 s/step, 30 s start-up
+    runs = status.find_groups(str(root))[0].runs
+    e = status.eta(runs, now=NOW)
+    assert [r.s_per_step for r in runs] == [pytest.approx(0.1)] * 2
+    assert e["eta_s"] == pytest.approx((500 * 0.1 + 500 * 0.1) / 2)
+    fresh = status.RunInfo(name="d", run_dir="", status="absent", train_steps=1000)
+    e = status.eta(runs + [fresh], now=NOW)
+    # (50 + 50 + 130) / 2 = 115 s of work for two workers, but the new run alone takes 130 s
+    assert e["eta_s"] == pytest.approx(30 + 1000 * 0.1)
 
 
 def test_folder_walk_finds_runs_and_sweeps(tmp_path, sweep_dir):
@@ -156,7 +196,7 @@ def test_status_command(tmp_path, sweep_dir, capsys):
             os.utime(p, (st.st_atime + shift, st.st_mtime + shift))
     assert main(["status", sweep_dir]) == 0
     out = capsys.readouterr().out
-    assert "k=2,seed=0" in out and "ETA 25m" in out.replace("ETA 24m", "ETA 25m")
+    assert "k=2,seed=0" in out and "ETA 34m" in out.replace("ETA 33m", "ETA 34m")
     assert main(["status", sweep_dir, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data[0]["remaining_steps"] == 150_000

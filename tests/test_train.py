@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import floq_cmd
+from floq_test_utils import REPO, floq_cmd
 
 from floq.loop import EVAL_COLUMNS
 
@@ -17,8 +18,10 @@ from floq.loop import EVAL_COLUMNS
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, smoke_dataset):
     out = tmp_path_factory.mktemp("runs")
-    res = floq_cmd("run", "gin/experiments/smoke.gin", "--out", str(out), "--bind", "TRAIN_STEPS=100",
-                   "--bind", "EVAL_INTERVAL=50")
+    # the gin file by its absolute path, as a clone elsewhere would pass it (run.json records it
+    # relative to the repository)
+    res = floq_cmd("run", os.path.join(REPO, "gin/experiments/smoke.gin"), "--out", str(out),
+                   "--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=50")
     assert res.returncode == 0, res.stderr[-2000:]
     # Protocol bindings (steps, intervals) do not enter the run name.
     run_dir = out / "smoke" / "monolithic_cube-single-play_task1"
@@ -52,6 +55,15 @@ def test_smoke_run_writes_a_well_formed_run_directory(smoke_run):
     assert p["r_min"] == -1.0 and p["r_max"] == 0.0 and p["success_timing"] == "post"
     assert p["ogbench_version"] and p["train_steps"] == 100
     assert man["git_commit"] and "jax" in man["packages"] and man["device"].startswith("cpu")
+    # provenance: gin files relative to the repository, every dataset file's size and sha256
+    assert man["gin_files"] == ["gin/experiments/smoke.gin"]
+    data = {d["path"]: d for d in man["data_files"]}
+    assert len(data) == 2 and any(p.endswith("-val.npz") for p in data)
+    for d in man["data_files"]:
+        path = d["path"] if os.path.isabs(d["path"]) else os.path.join(REPO, d["path"])
+        with open(path, "rb") as f:
+            assert d["sha256"] == hashlib.sha256(f.read()).hexdigest()
+        assert d["bytes"] == os.path.getsize(path)
     assert "TRAIN_STEPS = 100" in (run_dir / "config.gin").read_text()
     # The summary line is printed.
     assert "success" in res.stdout and "updates/s" in res.stdout

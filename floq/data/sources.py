@@ -193,6 +193,20 @@ class Task:
             return path
         return None
 
+    def data_files(self) -> list[str]:
+        """The train and validation files `load` reads (what run.json fingerprints): the
+        given or generated file and its `-val` twin, or OGBench's cached download
+        `<dataset_dir>/<env>-v0.npz` (ogbench drops 'singletask-taskN' from the name). Files
+        that do not exist are left out."""
+        if self.source == "path" or self.dataset_path:
+            train = os.path.expanduser(self.dataset_path)
+        elif self.source == "generate":
+            train = generated_path(self)
+        else:
+            folder = os.path.expanduser(self.dataset_dir or "~/.ogbench/data")
+            train = os.path.join(folder, f"{self.env}-v0.npz")
+        return [p for p in (train, val_path_of(train)) if os.path.isfile(p)]
+
     def load(self, progress: bool = True):
         """Returns (train, val) dicts of numpy arrays with rewards and masks (OGBench relabelling)."""
         import ogbench

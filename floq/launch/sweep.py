@@ -1587,13 +1587,51 @@ def run_sweep(
         summary = state.summary()
         state.write()
     c = summary["counts"]
+    for line in closing_lines(plan, summary, retry_failed):
+        echo(line)
     echo(
         f"sweep {plan.name} finished: {c['done']} done, {c['failed']} failed"
         + (f", {c['diverged']} diverged" if c["diverged"] else "")
         + (f", {c['pending'] + c['running']} unfinished" if c["pending"] + c["running"] else "")
         + f" ({plan.summary_path})"
+        + (f" | next: {_analyze_command(plan.sweep_dir)}" if c["done"] else "")
     )
     return summary
+
+
+def _rel(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
+
+
+def _analyze_command(sweep_dir: str) -> str:
+    d = _rel(sweep_dir)
+    return f"floq analyze {d} --out {os.path.join(d, 'report')}"
+
+
+def closing_lines(plan: SweepPlan, summary: Mapping, retry_failed: bool = False) -> list[str]:
+    """What a finished ``floq sweep`` prints before its last line: the results table of
+    ``floq run`` (success first -> best -> last, speed, size, wall time; one line per run
+    that wrote run.json), where the runs are, and the commands to run next."""
+    from floq import status as status_lib
+
+    dirs = [e["run_dir"] for e in summary.get("runs", [])
+            if os.path.exists(os.path.join(e["run_dir"], "run.json"))]
+    lines = []
+    if dirs:
+        lines += ["", status_lib.summary_table(dirs), ""]
+    c = summary.get("counts", {})
+    lines.append(f"runs: {_rel(plan.sweep_dir)}/<run>/ (eval.csv, train.csv, run.json, "
+                 f"log.txt); progress and ETA: floq status {_rel(plan.sweep_dir)}")
+    if c.get("done"):
+        lines.append(f"figures and tables: {_analyze_command(plan.sweep_dir)}")
+    if (c.get("failed") or c.get("diverged")) and not retry_failed:
+        lines.append(f"run the failed/diverged ones again: floq sweep {_rel(plan.file)} "
+                     f"--out {_rel(os.path.dirname(plan.sweep_dir))} --retry-failed")
+    if c.get("pending") or c.get("running"):
+        lines.append(f"resume the unfinished ones: floq sweep {_rel(plan.file)} "
+                     f"--out {_rel(os.path.dirname(plan.sweep_dir))}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -1614,6 +1652,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BINDING",
         help="gin binding applied when the file is read and to every run, e.g. "
         "\"ENVS = ['gin/tasks/scene-play.gin']\" (repeatable)",
+    )
+    parser.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=("wandb", "tensorboard"),
+        help="also log every run to this tracker (repeatable; as `floq run --logger`: the "
+        "binding Trainer.loggers = (...) after --bind); the CSV files are always written",
     )
     parser.add_argument("--launcher", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument(
@@ -1696,6 +1742,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.launcher == "ray":
         options["address"] = args.ray_address
     runner = shlex.split(args.runner) if args.runner else None
+    bindings = list(args.bind)
+    if args.logger:
+        from floq.loggers import check_loggers
+
+        try:
+            names = check_loggers(args.logger)  # a missing package: one line, nothing launched
+        except ValueError as e:
+            print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        bindings.append("Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip() + ")")
     from floq.launch.base import StopSignals
 
     stop = StopSignals()  # SIGTERM/SIGHUP stop the driver as SIGINT does
@@ -1708,7 +1764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 retry_failed=args.retry_failed,
                 runner=runner,
-                bindings=args.bind,
+                bindings=bindings,
                 **options,
             )
     except (SweepError, ValueError) as e:

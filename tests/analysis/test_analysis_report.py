@@ -34,7 +34,7 @@ def test_build_report_on_fixture(fixture_results, tmp_path):
     assert index == str(out / "index.md")
     assert _files(out) == FIXTURE_FILES
     text = (out / "index.md").read_text()
-    for link in re.findall(r"\]\(([^)]+)\)", text):
+    for link in re.findall(r"\]\(([^)#][^)]*)\)", text):  # files; #anchors are headings
         assert (out / link).exists(), link
     assert "9 run directories" in text and "27 scored" in text
     assert "| floq (K=4) | **31.2 ± " in text

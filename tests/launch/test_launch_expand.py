@@ -314,3 +314,23 @@ Sweep.seeds = %SEEDS
     assert plan.runs[0].bindings[:2] == (f"ENVS = ['{task_files['maze']}']", "SEEDS = [1]")
     with pytest.raises(SweepError, match="does not parse"):
         sweep.expand(file, None, parse, bindings=["NOT VALID GIN ="])
+
+
+def test_sweep_logger_reaches_every_run(monkeypatch, capsys):
+    """`floq sweep --logger tensorboard` is `floq run --logger`: the binding goes to every run
+    after the --bind bindings; an unknown tracker package is one line and exit 2."""
+    seen = {}
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: seen.update(k) or {
+        "counts": {"done": 0}, "runs": []})
+    monkeypatch.setattr("floq.loggers.check_loggers", lambda names: tuple(names))
+    assert sweep.main(["x.gin", "--dry-run", "--bind", "SEED = 3", "--logger", "tensorboard"]) == 0
+    assert seen["bindings"] == ["SEED = 3", "Trainer.loggers = ('tensorboard',)"]
+
+    def missing(names):
+        from floq.config import ConfigError
+        raise ConfigError("--logger wandb needs the wandb package: pip install -e '.[wandb]'")
+
+    monkeypatch.setattr("floq.loggers.check_loggers", missing)
+    assert sweep.main(["x.gin", "--logger", "wandb"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "floq sweep: error: --logger wandb needs the wandb package: pip install -e '.[wandb]'")

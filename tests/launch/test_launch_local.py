@@ -65,6 +65,14 @@ def test_fake_sweep_skip_failure_retry(grid_file, parse, fake_runner, control, t
     )
     assert sum(" running (log: " in l for l in lines) == 8
     assert lines[-1].startswith("sweep grid finished: 7 done, 1 failed")
+    # It ends with what ran (floq run's results table), where, and what to run next.
+    grid = os.path.join(out, "grid")
+    table = next(i for i, l in enumerate(lines) if l.startswith("run ") and "success" in l)
+    assert sum(1 for l in lines[table].splitlines()) >= 9  # header, rule, a row per run.json
+    assert f"next: floq analyze {sweep._rel(grid)} --out " in lines[-1]
+    assert any(l.startswith(f"runs: {sweep._rel(grid)}/<run>/") and "floq status" in l
+               for l in lines)
+    assert any("--retry-failed" in l and l.startswith("run the failed") for l in lines)
 
     # eval.csv: a column per swept tag; log.txt per run.
     with open(os.path.join(out, "grid", "critic_flow_steps=1,task_id=2,seed=1", "eval.csv")) as f:
