@@ -364,8 +364,11 @@ class ProgramTimer:
             self.states = init_group_states(algo, groups, [0] * tasks, data["observations"][:2],
                                             data["actions"][:2])
         self.data = data
+        import jax.numpy as jnp
+
+        self.alive = jnp.ones((tasks,), bool)  # per-member divergence flags (all healthy)
         t0 = time.perf_counter()
-        self.compiled = self.program.lower(self.states, data, length).compile()
+        self.compiled = self.program.lower(self.states, self.alive, data, length).compile()
         self.compile_s = time.perf_counter() - t0
         self.peak_mb, self.temp_mb = memory_mb(self.compiled)
         self.ok = None
@@ -374,8 +377,9 @@ class ProgramTimer:
     def once(self) -> None:
         import jax
 
-        self.states, _, self.ok = self.compiled(self.states, self.data, self.length)
+        self.states, _, self.alive, _ = self.compiled(self.states, self.alive, self.data, self.length)
         jax.block_until_ready(self.states)
+        self.ok = self.alive
 
     @property
     def finite(self) -> bool:
