@@ -75,14 +75,17 @@ _NUMERIC_EVAL_COLUMNS = ("seed", "step", "success", "return", "episode_length", 
 MANIFEST_COLUMNS = (
     "status", "git_commit", "device", "params_total", "params_critic", "flops_per_update",
     "wall_time_s", "updates_per_s", "manifest_step", "eval_interval", "r_min", "r_max",
-    "time_embedding", "discount", "budget_note", "status_reason", "status_step",
+    "time_embedding", "discount", "budget_note", "status_reason", "status_step", "eval_starts",
 )
 # run.json protocol fields that the analysis does not know keep a ``protocol_`` prefix, so
 # they are never mistaken for swept values (tags).
 MANIFEST_PREFIX = "protocol_"
 # Fields that must agree for numbers to be comparable in one table (see tables.py).
 PROTOCOL_FIELDS = ("train_steps", "eval_interval", "eval_episodes", "success_timing",
-                   "ogbench_version", "phase")
+                   "ogbench_version", "phase", "eval_starts")
+# run.json ``eval_starts`` (floq.evaluate.reset_seed): runs without it reset episode e of
+# seed s from the same state at every evaluation (``s * 100003 + e``); a table never mixes
+# the two rules (``protocol_of`` refuses, ``split_by_protocol`` separates them).
 # Tags that identify the task, not the method; never part of a method label.
 TASK_TAGS = ("task_id", "task", "env", "dataset", "seed")
 # Short names used in method labels (the CSV columns keep their full names).

@@ -699,7 +699,7 @@ class Bench:
                               env step), 1 and N workers
           cpu_scaling         N busy processes vs 1, sampled in the same round-robin
 
-        Every path runs the same seeded episodes (reset seed `reset_seed(seed, i)`). An
+        Every path runs the same seeded episodes (reset seed `reset_seed(seed, i, step)`, step = seed). An
         evaluation is `eval_units` units of `eval_width` episodes per worker of the largest
         count, so that N workers have N units to share."""
         import jax
@@ -743,7 +743,7 @@ class Bench:
             r = np.random.default_rng(seed)
             steps = 0
             for i in range(episodes):
-                bare_env.reset(seed=reset_seed(seed, i))
+                bare_env.reset(seed=reset_seed(seed, i, seed))  # as the service's evaluation at step = seed
                 while True:
                     _, _, term, trunc, _ = bare_env.step(r.uniform(-1, 1, ACT_DIM).astype(np.float32))
                     steps += 1
@@ -775,7 +775,7 @@ class Bench:
             for p in policies:
                 for w in workers:
                     timed[("lockstep", w, p)] = (lambda w, p: lambda seed: lockstep[w].run(
-                        policies[p], episodes, seed=seed, obs_dim=OBS_DIM)["episode_length"])(w, p)
+                        policies[p], episodes, seed=seed, obs_dim=OBS_DIM, step=seed)["episode_length"])(w, p)
             for k, f in timed.items():  # warm-up: envs, first compile, first resets
                 if k[0] == "lockstep":
                     lockstep[k[1]].run(policies[k[2]], k[1], seed=0, obs_dim=OBS_DIM)

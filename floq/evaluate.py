@@ -15,7 +15,9 @@ and `wait()` blocks for them. Inside:
 - Workers run whole episodes; the only messages are the parameters (once per evaluation and
   worker) and one result per unit. `num_workers = 0` runs the same units in this process.
 
-Every episode is seeded: episode i of seed s resets with `s * 100_003 + i`, and its action
+Every episode is seeded: episode i of seed s's evaluation at `step` resets with
+`reset_seed(s, i, step)`, a hash of (seed, step, episode), so every evaluation draws fresh
+start states (as the references' unseeded resets do) and still repeats exactly; its action
 noise at time t is `normal(fold_in(fold_in(key, i), t))` with `key = fold_in(PRNGKey(s), step)`
 (`eval_key`). Results therefore do not depend on the number of workers, on which worker ran an
 episode, or on whether evaluation ran asynchronously.
@@ -44,8 +46,19 @@ from floq.quiet import quiet_warnings
 SEED_STRIDE = 100_003
 
 
-def reset_seed(seed: int, episode: int) -> int:
-    return int(seed) * SEED_STRIDE + int(episode)
+def _zigzag(x: int) -> int:
+    x = int(x)
+    return 2 * x if x >= 0 else -2 * x - 1
+
+
+def reset_seed(seed: int, episode: int, step: int) -> int:
+    """The env reset seed of episode `episode` of seed `seed`'s evaluation at `step`: 63 bits
+    of numpy's SeedSequence hash of (seed, step, episode). Fresh start states at every
+    evaluation (the three evaluations a final score averages do not share them), exactly
+    repeatable, and (with overwhelming probability) never an online episode's seed
+    (floq.online.online_reset_seed, below 2**31 for the seeds floq uses)."""
+    ss = np.random.SeedSequence([_zigzag(seed), _zigzag(step), _zigzag(episode)])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _make_env(dataset_name: str, env_kwargs: dict):
@@ -100,8 +113,9 @@ class EpisodeRunner:
             self._envs[dataset] = [_make_env(dataset, self.env_kwargs) for _ in range(self.width)]
         return self._envs[dataset]
 
-    def run(self, params, key, dataset: str, seed: int, episodes) -> np.ndarray:
-        """Episodes `episodes` (at most width) -> array (n, 3): success, return, length."""
+    def run(self, params, key, dataset: str, seed: int, episodes, step: int) -> np.ndarray:
+        """Episodes `episodes` (at most width) of seed `seed`'s evaluation at `step` ->
+        array (n, 3): success, return, length."""
         episodes = list(episodes)
         n, w = len(episodes), self.width
         if not 0 < n <= w:
@@ -112,7 +126,8 @@ class EpisodeRunner:
         # them every simulator step (4 MB per step for a 4x512 actor).
         params, key = jax.device_put(params), jax.device_put(np.asarray(key))
         envs = self.envs(dataset)
-        first = [np.asarray(envs[j].reset(seed=reset_seed(seed, e))[0], np.float32) for j, e in enumerate(episodes)]
+        first = [np.asarray(envs[j].reset(seed=reset_seed(seed, e, step))[0], np.float32)
+                 for j, e in enumerate(episodes)]
         obs = np.zeros((w, first[0].shape[0]), np.float32)
         obs[:n] = np.stack(first)
         ep_ids = np.zeros(w, np.int32)
@@ -173,10 +188,10 @@ def _worker_main(policy_bytes, width, env_kwargs, ctrl, tasks, results):
         while eval_id not in params:
             if not handle(ctrl.recv()):
                 return
-        p, key, dataset, seed = params[eval_id][member]
+        p, key, dataset, seed, step = params[eval_id][member]
         t0 = time.time()
         try:
-            res = runner.run(p, key, dataset, seed, unit[2])
+            res = runner.run(p, key, dataset, seed, unit[2], step)
         except Exception:  # noqa: BLE001
             results.put(("error", unit, traceback.format_exc()))
             continue
@@ -343,7 +358,8 @@ class EvalService:
         parameters (numpy pytrees, copied now: training may go on)."""
         ev = Evaluation(self._next_id, int(step), tuple(members), self.episodes, 0, {}, time.time())
         self._next_id += 1
-        payload = {m.index: (snap, eval_key(m.seed, step), m.dataset, m.seed) for m, snap in zip(members, snapshots)}
+        payload = {m.index: (snap, eval_key(m.seed, step), m.dataset, m.seed, int(step))
+                   for m, snap in zip(members, snapshots)}
         units = list(self._units(ev))
         ev.units_left = len(units)
         self._evals.append(ev)
@@ -385,9 +401,9 @@ class EvalService:
     def _run_local_unit(self):
         if self._runner is None:
             self._runner = EpisodeRunner(self._policy_bytes, self.width, self.env_kwargs)
-        unit, (p, key, dataset, seed) = self._local_units.pop(0)
+        unit, (p, key, dataset, seed, step) = self._local_units.pop(0)
         t0 = time.time()
-        res = self._runner.run(p, key, dataset, seed, unit[2])
+        res = self._runner.run(p, key, dataset, seed, unit[2], step)
         self._record(unit, res, time.time() - t0)
 
     def close(self):
@@ -444,7 +460,7 @@ def _lockstep_worker(conn, dataset_name, env_kwargs):
 class LockstepEvaluator:
     """One env per worker; the driver computes every action and sends it down a pipe.
 
-    `run(policy, num_episodes, seed, obs_dim)` with policy (obs (W, O), episode ids (W,),
+    `run(policy, num_episodes, seed, obs_dim, step=0)` with policy (obs (W, O), episode ids (W,),
     t (W,)) -> actions (W, A). Kept as the baseline of `floq bench`'s eval group.
     """
 
@@ -463,7 +479,7 @@ class LockstepEvaluator:
                 self.close()
                 raise RuntimeError(f"evaluation worker failed to start:\n{msg}")
 
-    def run(self, policy, num_episodes: int, seed: int, obs_dim: int) -> dict:
+    def run(self, policy, num_episodes: int, seed: int, obs_dim: int, step: int = 0) -> dict:
         w = len(self.conns)
         pending = list(range(num_episodes))[::-1]
         slot_ep = [-1] * w
@@ -475,7 +491,7 @@ class LockstepEvaluator:
         def start(i):
             slot_ep[i] = pending.pop()
             t[i], ret[i] = 0, 0.0
-            self.conns[i].send(("reset", reset_seed(seed, slot_ep[i])))
+            self.conns[i].send(("reset", reset_seed(seed, slot_ep[i], step)))
             obs[i] = self.conns[i].recv()
 
         for i in range(w):

@@ -337,6 +337,7 @@ class Run:
             "discount": exp.task.discount, "batch_size": tr.batch_size, "dataset_source": exp.task.source,
             "dataset_transitions": self.n_transitions,
             "success_rule": "info['success'] at the last step; episodes end at success or time limit",
+            "eval_starts": "fresh per (seed, step, episode)",  # floq.evaluate.reset_seed
         }
         if self.shards is not None:
             self.protocol.update(self.shards.describe())

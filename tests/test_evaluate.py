@@ -57,3 +57,26 @@ def test_lockstep_baseline_runs_seeded_episodes():
         b = ev.run(policy, num_episodes=2, seed=7, obs_dim=28)
     np.testing.assert_array_equal(a["episode_return"], b["episode_return"])
     assert a["episode_length"] == 200.0
+
+
+def test_each_evaluation_draws_fresh_starts():
+    """Issue 25 item 8: episode e of seed s resets from a hash of (seed, step, episode), so the
+    evaluations a final score averages do not share their start states (the references'
+    resets are unseeded), while an evaluation still repeats exactly."""
+    from floq.evaluate import _make_env, reset_seed
+    from floq.online import online_reset_seed
+
+    env = _make_env(DATASET, KWARGS)
+
+    def start(seed, episode, step):
+        return np.asarray(env.reset(seed=reset_seed(seed, episode, step))[0])
+
+    np.testing.assert_array_equal(start(0, 3, 100_000), start(0, 3, 100_000))  # repeatable
+    assert not np.allclose(start(0, 3, 800_000), start(0, 3, 900_000))  # fresh per evaluation
+    assert not np.allclose(start(0, 3, 100_000), start(1, 3, 100_000))
+    assert not np.allclose(start(0, 3, 100_000), start(0, 4, 100_000))
+    env.close()
+    seeds = {reset_seed(s, e, k) for s in range(8) for e in range(50) for k in range(0, 1_000_001, 100_000)}
+    assert len(seeds) == 8 * 50 * 11  # no two (seed, step, episode) share a start
+    assert not seeds & {online_reset_seed(s, e) for s in range(8) for e in range(1000)}
+    assert all(0 <= v < 2**63 for v in seeds)

@@ -338,3 +338,21 @@ def test_a_diverged_copy_never_shadows_a_finished_run(tmp_path):
     assert set(df["run_dir"]) == {"exp/good"}
     final = stats.final_scores(df)
     assert final["complete"].all() and final["score"].mean() == pytest.approx(0.395)
+
+
+# ------------------------------------------------------------------ issue 25 item 8
+def test_tables_never_mix_evaluation_start_rules(tmp_path):
+    """Runs from before fresh evaluation starts (no run.json eval_starts: episode e of seed s
+    reset from the same state at every evaluation) and runs after are two protocols."""
+    import json
+
+    make_run(tmp_path, "old", env="e", task="task1", critic="c", success=ramp(0.5))
+    new = make_run(tmp_path, "new", env="e", task="task1", critic="d", success=ramp(0.5))
+    doc = json.loads((new / "run.json").read_text())
+    doc["protocol"]["eval_starts"] = "fresh per (seed, step, episode)"
+    (new / "run.json").write_text(json.dumps(doc))
+    final = stats.final_scores(load.load_results(tmp_path))
+    assert "eval_starts" in final.columns
+    with pytest.raises(ValueError, match="eval_starts"):
+        tables.protocol_of(final)
+    assert len(tables.split_by_protocol(final)) == 2
