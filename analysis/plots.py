@@ -40,7 +40,7 @@ from analysis.load import natural_key
 from analysis.stats import METRIC_LABELS
 
 __all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "config_colors",
-           "config_markers", "FILE_MODE", "distinct_metrics", "point_label",
+           "config_markers", "FILE_MODE", "distinct_metrics", "point_label", "plot_diagnostics",
            "save_figure", "plot_learning_curves", "plot_scaling", "plot_performance_profile",
            "plot_aggregates", "plot_probability_of_improvement", "thin_xticks",
            "PUBLISHED_STYLE"]
@@ -212,7 +212,10 @@ def save_figure(fig: Figure, out: str | os.PathLike,
             fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=f".{fmt}")
             os.close(fd)
             try:
-                fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.02)
+                # no creation date in PDFs: the same figure gives the same bytes
+                meta = {"CreationDate": None} if fmt == "pdf" else None
+                fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.02,
+                            metadata=meta)
                 os.chmod(tmp, FILE_MODE)
                 os.replace(tmp, dst)
             except BaseException:
@@ -303,9 +306,12 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                          ylabel: str = "Success (%)",
                          boundaries: pd.DataFrame | None = None,
                          markers: Mapping[str, str] | None = None,
-                         titles: Mapping[str, str] | None = None) -> Figure:
+                         titles: Mapping[str, str] | None = None,
+                         x: str = "step") -> Figure:
     """Success vs gradient step, one panel per environment, one line (+CI band) per method,
     with a marker (``markers``, default ``config_markers``) at every evaluation step.
+    ``x="wall_time"`` draws the same points against ``curves["wall_time"]`` (seconds since
+    the run started), in minutes or hours.
 
     Args:
         curves: ``stats.curve_estimates`` output: ``env, method, step, point, lo, hi``.
@@ -318,6 +324,9 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
     colors = _colors_for(colors, methods)
     markers = _markers_for(markers, methods)
     msize = 2.6 if curves["step"].nunique() <= 25 else 0
+    wall = x == "wall_time"
+    scale, unit = ((3600.0, "h") if wall and curves[x].max() > 3 * 3600 else (60.0, "min"))
+    xs_of = (lambda g: g[x].to_numpy(float) / scale) if wall else (lambda g: g["step"])
     width, ncols, ph = _panel_layout(len(envs))
     with style():
         fig = _new_figure(width, ph * math.ceil(len(envs) / ncols) + 0.35)
@@ -329,24 +338,28 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                 g = sub[sub["method"] == m].sort_values("step")
                 if g.empty:
                     continue
+                gx = xs_of(g)
                 part = (g["partial_tasks"].astype(bool).to_numpy() if "partial_tasks" in g
                         else np.zeros(len(g), bool))
                 y = 100 * g["point"].to_numpy(float)
                 full_y = np.where(part, np.nan, y)
-                ax.plot(g["step"], full_y, color=colors[m], label=m, marker=markers[m],
+                ax.plot(gx, full_y, color=colors[m], label=m, marker=markers[m],
                         markersize=msize, markeredgewidth=0)
                 if part.any():  # steps some of the method's tasks lack: dotted
                     any_partial = True
                     near = part | np.convolve(part, [1, 1, 1], "same").astype(bool)
-                    ax.plot(g["step"], np.where(near, y, np.nan), color=colors[m],
+                    ax.plot(gx, np.where(near, y, np.nan), color=colors[m],
                             linestyle=":", label="_partial")
-                _band(ax, g["step"], 100 * g["lo"], 100 * g["hi"], colors[m])
-            if boundaries is not None and len(boundaries):
+                _band(ax, gx, 100 * g["lo"], 100 * g["hi"], colors[m])
+            if boundaries is not None and len(boundaries) and not wall:
                 for step in sorted(boundaries.loc[boundaries["env"] == env, "step"]):
                     ax.axvline(step, label="offline → online", **PHASE_LINE)
             ax.set_title((titles or {}).get(env, env))
-            ax.set_xlabel("Gradient steps")
-            ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
+            if wall:
+                ax.set_xlabel(f"Wall-clock since the run started ({unit})")
+            else:
+                ax.set_xlabel("Gradient steps")
+                ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
             ax.set_ylim(-2, 102)
             ax.margins(x=0.02)
         for i, ax in enumerate(axes):
@@ -359,6 +372,64 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                                 label="dotted: fewer of the method's tasks at that step"))
         _legend(fig, axes, len(methods), extra=extra)
         thin_xticks(fig, axes)
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def plot_diagnostics(curves: pd.DataFrame, out: str | os.PathLike | None = None,
+                     colors: Mapping[str, tuple] | None = None,
+                     markers: Mapping[str, str] | None = None,
+                     titles: Mapping[str, str] | None = None,
+                     labels: Mapping[str, str] | None = None,
+                     metrics: Sequence[str] | None = None) -> Figure:
+    """Critic diagnostics vs gradient step: one row per environment, one panel per metric
+    (``diagnostics.DIAGNOSTICS`` order), one line per method (mean over run seeds x tasks)
+    with the min-max range over them as a band. A metric whose values are all positive and
+    span more than 20x gets a log y axis.
+
+    Args:
+        curves: ``diagnostics.diagnostic_curves`` output: ``env, method, metric, step,
+            point, lo, hi``.
+        labels: ``{metric: y label}``.
+        metrics: panel order (default: as they come in ``curves``); absent ones are skipped.
+    """
+    envs = sorted(curves["env"].unique(), key=natural_key)
+    present = list(dict.fromkeys(curves["metric"]))
+    metrics = [m for m in (metrics or present) if m in present]
+    methods = sorted(curves["method"].unique(), key=natural_key)
+    colors = _colors_for(colors, methods)
+    markers = _markers_for(markers, methods)
+    ncols = len(metrics)
+    with style():
+        fig = _new_figure(PAGE_WIDTH if ncols > 1 else COLUMN_WIDTH,
+                          1.75 * len(envs) + 0.45)
+        grid = np.atleast_2d(fig.subplots(len(envs), ncols, squeeze=False))
+        for row, env in zip(grid, envs):
+            for ax, metric in zip(row, metrics):
+                sub = curves[(curves["env"] == env) & (curves["metric"] == metric)]
+                for m in methods:
+                    g = sub[sub["method"] == m].sort_values("step")
+                    if g.empty:
+                        continue
+                    ax.plot(g["step"], g["point"], color=colors[m], label=m,
+                            marker=markers[m], markersize=2.0 if len(g) <= 40 else 0,
+                            markeredgewidth=0)
+                    _band(ax, g["step"], g["lo"], g["hi"], colors[m])
+                vals = sub[["point", "lo", "hi"]].to_numpy(float)
+                vals = vals[np.isfinite(vals)]
+                if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 20:
+                    ax.set_yscale("log")
+                ax.set_title(f"{(titles or {}).get(env, env)}" if len(envs) > 1 and
+                             metric == metrics[0] else "", loc="left")
+                ax.set_ylabel((labels or {}).get(metric, metric))
+                ax.set_xlabel("Gradient steps")
+                ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
+                ax.margins(x=0.02)
+        if len(envs) == 1:
+            fig.suptitle((titles or {}).get(envs[0], envs[0]), fontsize=_RC["axes.titlesize"])
+        _legend(fig, list(grid.ravel()), len(methods))
+        thin_xticks(fig, list(grid.ravel()))
     if out is not None:
         save_figure(fig, out)
     return fig

@@ -23,6 +23,9 @@ run seed by the chosen protocol, and writes into ``out_dir``:
   pair when there is none)
 - ``performance_profile.{csv,png,pdf}`` — score distributions with CI bands
 - ``learning_curves.{csv,png,pdf}`` — success vs step per environment
+- ``learning_curves_wallclock.{csv,png,pdf}`` — the same points vs wall-clock time
+- ``critic_diagnostics.{csv,png,pdf}`` — Q mean, critic loss and gradient norm from the
+  scored runs' train.csv (``analysis.diagnostics``)
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
   (K, width, depth, parameters, FLOPs per update, ``compute_total`` = train steps x FLOPs
   per update)
@@ -408,6 +411,55 @@ def _env_titles(final: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _wallclock_block(w: _Writer, curves: pd.DataFrame, evals: pd.DataFrame, prefix: str,
+                     colors: dict, markers: dict, titles: dict) -> list[str]:
+    """Success vs wall-clock: the learning curves' points at the mean wall time (eval.csv
+    ``wall_time``, seconds since each run started) at which the runs reached each step."""
+    if "wall_time" not in evals or curves.empty:
+        return []
+    wall = (evals.assign(wall_time=pd.to_numeric(evals["wall_time"], errors="coerce"))
+            .groupby(["env", "method", "step"])["wall_time"].mean().rename("wall_time")
+            .reset_index())
+    data = curves.merge(wall, on=["env", "method", "step"], how="left")
+    if not np.isfinite(data["wall_time"].to_numpy(float)).all():
+        return []
+    stem = f"{prefix}learning_curves_wallclock"
+    w.frame(f"{stem}.csv", data)
+    figs = w.figure(stem, plots.plot_learning_curves(data, colors=colors, markers=markers,
+                                                     titles=titles, x="wall_time"))
+    return [_fig_block(figs, f"{stem}.csv",
+                       "The same success curves against wall-clock time: each point at the "
+                       "mean time (since its run started, eval.csv wall_time) at which the "
+                       "runs reached that evaluation step; includes compilation and "
+                       "evaluation, and depends on the machine and on how many runs shared "
+                       "it"), ""]
+
+
+def _diagnostics_block(w: _Writer, results_dir: Path, final: pd.DataFrame, prefix: str,
+                       colors: dict, markers: dict, titles: dict, h: str) -> list[str]:
+    """Critic diagnostics (Q scale, critic loss, gradient norm) from the scored runs'
+    train.csv files."""
+    from analysis import diagnostics
+    long = diagnostics.train_metrics(results_dir, final)
+    curves = diagnostics.diagnostic_curves(long)
+    if curves.empty:
+        return []
+    stem = f"{prefix}critic_diagnostics"
+    w.frame(f"{stem}.csv", curves)
+    figs = w.figure(stem, plots.plot_diagnostics(curves, colors=colors, markers=markers,
+                                                 titles=titles,
+                                                 labels=diagnostics.DIAGNOSTIC_LABELS,
+                                                 metrics=diagnostics.DIAGNOSTICS))
+    shown = ", ".join(f"`{m}`" for m in diagnostics.DIAGNOSTICS
+                      if m in set(curves["metric"]))
+    return [f"{h} Critic diagnostics", "",
+            _fig_block(figs, f"{stem}.csv",
+                       f"From each scored run seed's train.csv ({shown}): mean over run "
+                       "seeds x tasks per logging point, band: min to max over them (a "
+                       "description of the spread, not a CI); a log y axis where a metric "
+                       "spans more than 20x"), ""]
+
+
 def _learned(final: pd.DataFrame, evals: pd.DataFrame) -> bool:
     """Whether anything learned: some final score or some evaluation above 0."""
     score = pd.to_numeric(final["score"], errors="coerce")
@@ -428,7 +480,7 @@ def _rows_of(evals: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
              proto: stats.Protocol, seed: int, reps: int, published, colors: dict,
              markers: dict, baseline: str | None,
-             level: int = 2) -> tuple[list[str], list[str]]:
+             level: int = 2, results_dir: Path | None = None) -> tuple[list[str], list[str]]:
     """Tables and figures for runs under one protocol.
 
     Returns ``(headline, rest)`` index lines: the headline (answer sentence, main scaling
@@ -508,6 +560,9 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                       + ("; dotted curve: steps that only some of the method's tasks "
                          "reached (fewer tasks averaged)" if curves["partial_tasks"].any()
                          else "")), ""]
+    md += _wallclock_block(w, curves, evals, prefix, colors, markers, titles)
+    if results_dir is not None:
+        md += _diagnostics_block(w, results_dir, final, prefix, colors, markers, titles, h)
 
     # ---- scaling
     axes = stats.scaling_axes(final)
@@ -775,7 +830,7 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
     groups = tables.split_by_protocol(final)
     if len(groups) == 1:
         head, rest = _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub,
-                              colors, markers, baseline)
+                              colors, markers, baseline, results_dir=results_dir)
         md += head + rest
     else:
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
@@ -785,7 +840,8 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
             desc = ", ".join(f"{k} {tables._fmt(v)}" for k, v in p.items())
             md += [f"## Protocol group {i}: {desc}", ""]
             head, rest = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps,
-                                  pub, colors, markers, baseline, level=3)
+                                  pub, colors, markers, baseline, level=3,
+                                  results_dir=results_dir)
             md += head + rest
 
     md += ["## Method and inputs", "",

@@ -182,3 +182,25 @@ def test_saved_figures_are_mode_0644(tmp_path):
                                                   lo=[.4], hi=[.6])))
     for p in plots.save_figure(fig, tmp_path / "f", formats=("png",)):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_critic_diagnostics_and_wallclock_curves(cpu_scale_report):
+    """Q scale, critic loss and gradient norm come from the scored runs' own train.csv, and the
+    wall-clock curves put each evaluation at the runs' mean eval.csv wall_time."""
+    out, text = cpu_scale_report
+    run = CPU_SCALE / "experiment_critic=floq_k4_FloqCritic"
+    train = pd.read_csv(run / "train.csv")
+    diag = pd.read_csv(out / "critic_diagnostics.csv")
+    assert set(diag["metric"]) == {
+        "critic/q_mean", "critic/loss", "grad/norm"}
+    row = diag[(diag["method"] == "floq (K=4)") & (diag["metric"] == "critic/loss")
+               & (diag["step"] == 30_000)].iloc[0]
+    at = train[train["step"] == 30_000]["critic/loss"]
+    close = lambda v: pytest.approx(v, rel=1e-5)  # noqa: E731  (CSVs hold 6 digits)
+    assert row["point"] == close(at.mean()) and row["n"] == 3
+    assert (row["lo"], row["hi"]) == (close(at.min()), close(at.max()))
+    wall = pd.read_csv(out / "learning_curves_wallclock.csv")
+    ev = pd.read_csv(CPU_SCALE / "experiment_critic=MonolithicCritic" / "eval.csv")
+    got = wall[(wall["method"] == "monolithic") & (wall["step"] == 30_000)]["wall_time"]
+    assert got.iloc[0] == close(ev[ev["step"] == 30_000]["wall_time"].mean())
+    assert "## Critic diagnostics" in text and "learning_curves_wallclock.png" in text

@@ -284,8 +284,9 @@ def test_cli_phase_and_learning_curve_boundary(tmp_path, monkeypatch):
 
     def spy(curves, *a, **k):
         fig = orig(curves, *a, **k)
-        seen["lines"] = [ln for ax in fig.axes for ln in ax.get_lines()
-                         if ln.get_label() == "offline → online"]
+        if k.get("x", "step") == "step":  # not the wall-clock variant (no phase line)
+            seen["lines"] = [ln for ax in fig.axes for ln in ax.get_lines()
+                             if ln.get_label() == "offline → online"]
         return fig
 
     monkeypatch.setattr(report.plots, "plot_learning_curves", spy)

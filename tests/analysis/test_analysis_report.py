@@ -18,6 +18,7 @@ FIXTURE_FILES = {
     *{f"leaderboard_tasks_{e}.{x}" for e in ("cube-double-play", "scene-play")
       for x in ("md", "tex", "csv")},
     *{f"{s}.{x}" for s in ("aggregates", "performance_profile", "learning_curves",
+                           "learning_curves_wallclock",
                            "scaling_critic_flow_steps", "scaling_params_critic",
                            "probability_of_improvement")
       for x in ("csv", "png", "pdf")},
