@@ -43,7 +43,7 @@ import numpy as np
 
 from floq import results
 from floq.config import ConfigError, binding_tag
-from floq.evaluate import EvalAbandoned, EvalService, Member, export_policy
+from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, policy_params,
                         task_view, update_flops)
 
@@ -292,6 +292,8 @@ class Run:
         self.window: list[dict] = []  # per-step metrics since the last log point
         self.last_log = (time.time(), 0, 0.0)  # (clock, step, train seconds) at the last log point
         self.pending_resubmit: list[int] = []
+        self.resubmit_policies: dict = {}  # step -> policy parameters of a pending evaluation
+        self.eval_snapshots: dict = {}  # step -> policy parameters of a submitted evaluation
         self.last_success = float("nan")
 
         state1 = jax.tree_util.tree_map(lambda x: x[0], self.states)
@@ -378,12 +380,23 @@ class Run:
 
     # ------------------------------------------------------------------ resume
     def resume(self):
-        restored = self.ckpts.restore_latest(self._saved_tree())
+        def like(meta):  # a checkpoint taken at a stop signal also holds older evaluations' policies
+            steps = meta.get("pending_policies") or []
+            if not steps:
+                return self._saved_tree()
+            pp = jax.device_get(policy_params(self.states["params"]))
+            return {"run": self._saved_tree(), "pending_policies": {f"step_{int(s)}": pp for s in steps}}
+
+        restored = self.ckpts.restore_latest(like)
         if restored is None:
             self.eval_log.truncate(0)
             self.train_log.truncate(0)
             return
         tree, meta = restored
+        if meta.get("pending_policies"):
+            self.resubmit_policies = {int(s): tree["pending_policies"][f"step_{int(s)}"]
+                                      for s in meta["pending_policies"]}
+            tree = tree["run"]
         if self.online is not None:
             self.states = tree["train"]
             self.online.restore(tree["buffer"], meta.get("online"))
@@ -428,7 +441,7 @@ class Run:
             bar = self._progress_bar()
             try:
                 for s in self.pending_resubmit:
-                    self.evaluate(s)
+                    self.evaluate(s, policy=self.resubmit_policies.get(s))
                 if self.step == 0 and self.tr.eval_at_start and not self.pending_resubmit \
                         and not len(self.eval_log):
                     self.evaluate(0)
@@ -463,6 +476,9 @@ class Run:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as e:
+                if self._stopped_by(e):
+                    self._on_preempt()
+                    raise SystemExit(143) from None
                 self._set_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
                 raise
             finally:
@@ -626,8 +642,9 @@ class Run:
         self.train_log.flush()
         self._to_loggers("train", rows)
 
-    def evaluate(self, step: int):
-        """Hand a snapshot of every member's policy at `step` to the evaluator."""
+    def evaluate(self, step: int, policy=None):
+        """Hand a snapshot of every member's policy at `step` to the evaluator (`policy`: the
+        members' stacked policy parameters of that step, when they are not the current ones)."""
         if self.evaluator is None:
             p0 = jax.device_get(policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
             pb = export_policy(self.algo, p0, self.obs_dim, self.act_dim, self.tr.eval_envs_per_worker)
@@ -636,7 +653,8 @@ class Run:
             self.evaluator = EvalService(pb, self.exp.task.env_kwargs(), self.n_workers,
                                          self.tr.eval_envs_per_worker, self.tr.eval_episodes,
                                          wait_ready=not self.async_eval)
-        pp = jax.device_get(policy_params(self.states["params"]))
+        pp = jax.device_get(policy_params(self.states["params"])) if policy is None else jax.device_get(policy)
+        self.eval_snapshots[step] = pp
         snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in self.members]
         self.evaluator.submit(step, self.members, snaps)
         if not self.async_eval:
@@ -659,6 +677,7 @@ class Run:
 
     def _write_evals(self, done):
         for ev in done:
+            self.eval_snapshots.pop(ev.step, None)
             self.times["eval_busy_s"] += ev.busy_s
             rows = []
             phase, env_steps = self.phase(ev.step)
@@ -690,12 +709,14 @@ class Run:
         self.eval_log.flush()
         self.train_log.flush()
 
-    def checkpoint(self):
+    def checkpoint(self, wait_older: bool = True):
         """Save the state; evaluations older than this step are finished first, those at this
-        step are recorded as pending (resume re-submits them from the same parameters)."""
+        step are recorded as pending (resume re-submits them from the same parameters).
+        With wait_older=False (a stop signal) older evaluations are not waited for: their
+        policy parameters go into the checkpoint beside the state, as 'pending_policies'."""
         if self.step == self.last_ckpt_step:
             return
-        if self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps()):
+        if wait_older and self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps()):
             self._wait_evals(until_step=self.step - 1)
         self.collect()
         t0 = time.time()
@@ -705,13 +726,18 @@ class Run:
         meta = {"step": self.step, "wall_time": self.wall(), "eval_rows": len(self.eval_log),
                 "train_rows": len(self.train_log), "config_hash": self.config_hash,
                 "pending_evals": pending, "times": dict(self.times)}
+        tree = self._saved_tree()
+        older = [s for s in pending if s < self.step]
+        if older:  # only at a stop signal: every other checkpoint keeps its plain layout
+            meta["pending_policies"] = older
+            tree = {"run": tree, "pending_policies": {f"step_{s}": self.eval_snapshots[s] for s in older}}
         if self.online is not None:
             meta["online"] = self.online.meta()
         if self.shards is not None:
             meta["shard"] = self.shards.index_at(min(self.step, self.tr.train_steps - 1))
         meta["log_window"] = _pack_window(self.window)  # steps since the last log point (resume exactly)
         t0 = time.time()
-        self.ckpts.save(self.step, self._saved_tree(), meta)
+        self.ckpts.save(self.step, tree, meta)
         self.times["checkpoint_s"] += time.time() - t0
         self.last_ckpt_step = self.step
         self.manifest["step"] = self.step
@@ -746,23 +772,42 @@ class Run:
         self.manifest.update({"status": status, **extra})
         self._write_manifest()
 
+    def _stopped_by(self, e: BaseException) -> bool:
+        """Whether `e` is an evaluation worker killed by a stop signal that this process got
+        too (a signal to the whole process group or cgroup reaches every process at once; the
+        handler here may run a moment after the worker is seen dead): then the run is
+        preempted, not failed. Workers ignore those signals (floq/evaluate.py); this covers a
+        worker killed before it could."""
+        if not (isinstance(e, WorkerDied) and e.by_stop_signal()):
+            return False
+        deadline = time.time() + 2.0
+        while self.preempt_signal is None and time.time() < deadline:
+            time.sleep(0.05)
+        return self.preempt_signal is not None
+
     def _check_signal(self):
         if self.preempt_signal is not None:
             raise Preempted()
 
     def _on_preempt(self):
-        """Checkpoint now unless an evaluation of an earlier step is still running (its
-        parameters are only in the previous checkpoint: resume from there instead)."""
+        """Record 'preempted' at once (a SIGKILL after the scheduler's grace time then leaves
+        the right status and the previous checkpoint), then checkpoint the step reached without
+        waiting for evaluations still running: the checkpoint carries the parameters of those
+        of earlier steps, and a resume re-submits them."""
         if not hasattr(self, "states"):
             return
-        older = self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps())
-        if not older and self.step > 0:
-            self.collect()
-            self.checkpoint()
         name = signal.Signals(self.preempt_signal).name if self.preempt_signal else "signal"
         self._set_status("preempted", reason=f"{name} at step {self.step}")
-        print(f"\nfloq: preempted ({name}) at step {self.step}; checkpoint at step {max(self.last_ckpt_step, 0)}"
-              f" kept, re-run to resume", file=sys.stderr)
+        if self.step > 0:
+            try:
+                self.collect()
+            except RuntimeError:  # the workers are gone: their evaluations stay pending
+                pass
+            self.checkpoint(wait_older=False)
+        kept = self.ckpts.steps() if hasattr(self, "ckpts") else []
+        where = (f"checkpoint at step {kept[-1]} kept, re-run to resume" if kept
+                 else "no checkpoint yet: a re-run starts from step 0")
+        print(f"\nfloq: preempted ({name}) at step {self.step}; {where}", file=sys.stderr)
 
     def _signals(self):
         """SIGTERM / SIGUSR1 / SIGHUP / SIGINT set a flag the loop checks between calls."""
