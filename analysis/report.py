@@ -495,7 +495,8 @@ def _excluded_section(w: _Writer, final_all: pd.DataFrame, final: pd.DataFrame) 
 def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, n_dirs,
            include_partial, phase=None) -> str:
     runs = final_all.copy()
-    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest",) if c in runs]))
+    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest", "config_fields", "config_derived")
+                                           if c in runs]))
     n_methods = final["method"].nunique()
     rule = stats.scored_steps_rule(final, proto)
     md = ["# floq analysis report", "",

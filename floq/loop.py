@@ -126,6 +126,57 @@ def spec_hash(exp) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Fields a run of one configuration may differ in from another run of that configuration:
+# its seeds, the experiment (a results folder), the task (runs of one method on several tasks,
+# alone or in a multi-task program) and when it logs or saves.
+NOT_CONFIG = {("Trainer", "seed"), ("Trainer", "num_seeds"), ("Trainer", "experiment"),
+              ("Trainer", "log_interval"), ("Trainer", "checkpoint_interval"), ("Task", "task_id"),
+              ("Task", "task_ids"), ("Task", "dataset_dir")}
+
+
+def config_fields(exp) -> dict:
+    """What makes a run's numbers apart from its seeds and task, as flat
+    ``{'trainer.batch_size': 32, 'algorithm.actor_net.width': 32, 'critic': 'MonolithicCritic',
+    ...}``: every field of the specs but the plumbing and ``NOT_CONFIG``. Recorded in run.json
+    so that the analysis never pools two configurations as seeds of one method, and can name
+    the fields in which they differ."""
+    out: dict = {}
+
+    def walk(x, path):
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            kind = type(x).__name__
+            out[path] = kind
+            for f in dataclasses.fields(x):
+                if (kind, f.name) in NOT_CONFIG or (kind == "Trainer" and f.name in PLUMBING) \
+                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)):
+                    continue
+                walk(getattr(x, f.name), f"{path}.{f.name}")
+        elif isinstance(x, (list, tuple)):
+            if any(dataclasses.is_dataclass(v) for v in x):
+                for i, v in enumerate(x):
+                    walk(v, f"{path}.{i}")
+            else:
+                out[path] = [v if isinstance(v, (int, float, str, bool)) or v is None else repr(v) for v in x]
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(x[k], f"{path}.{k}")
+        else:
+            out[path] = x if isinstance(x, (int, float, str, bool)) or x is None else repr(x)
+
+    for f in dataclasses.fields(exp):
+        walk(getattr(exp, f.name), f.name)
+    return out
+
+
+def seedless_hash(fields: dict) -> str:
+    """The hash of `config_fields`: equal for the runs of one configuration, whatever their
+    seeds and tasks (run.json `seedless_config_hash`)."""
+    import json
+
+    text = json.dumps(fields, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _typed(v):
     """A tag value as a number when it reads as one (run.json tags are typed)."""
     if not isinstance(v, str):
@@ -158,6 +209,7 @@ class Run:
         self.gin_files, self.bindings = list(gin_files), list(bindings)
         self.exp = build(self.gin_files, self.bindings)
         self.config_hash = spec_hash(self.exp)
+        self.config_fields = config_fields(self.exp)
         self.tr = tr = self.exp.trainer
         self.total_steps = tr.train_steps + tr.online_steps  # offline gradient steps + environment steps
         tags = dict(tags or {})
@@ -332,6 +384,7 @@ class Run:
             "flops_per_update": update_flops(self.algo, critic, state1,
                                              task_view(self.data, 0) if self.multi else self.data, tr.batch_size),
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
+            "seedless_config_hash": seedless_hash(self.config_fields), "config_fields": self.config_fields,
             "step": 0, "gin_files": self.gin_files, "bindings": self.bindings,
         }
         if self.multi:
