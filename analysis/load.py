@@ -110,16 +110,32 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- discovery
+# `floq run --force` moves the run it replaces to RUN.replaced-<time>: kept, never analysed.
+REPLACED = ".replaced-"
+
+
+def replaced_run_dirs(results_dir: str | os.PathLike) -> list[Path]:
+    """Run directories under ``results_dir`` that ``floq run --force`` moved aside."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(Path(results_dir)):
+        out += [Path(dirpath) / d for d in dirnames if REPLACED in d]
+        dirnames[:] = [d for d in dirnames if d != "checkpoints" and not d.startswith(".")
+                       and REPLACED not in d]
+    return sorted(out)
+
+
 def find_run_dirs(results_dir: str | os.PathLike) -> list[Path]:
     """Every directory under ``results_dir`` (itself included) holding eval.csv or run.json.
 
-    ``checkpoints/`` folders and hidden folders are not descended into. Sorted by path.
+    ``checkpoints/`` folders, hidden folders and runs that ``floq run --force`` moved aside
+    (``RUN.replaced-<time>``, see ``replaced_run_dirs``) are not descended into. Sorted by path.
     """
     root = Path(results_dir)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames
-                             if d != "checkpoints" and not d.startswith("."))
+                             if d != "checkpoints" and not d.startswith(".")
+                             and REPLACED not in d)
         if "eval.csv" in filenames or "run.json" in filenames:
             found.append(Path(dirpath))
     return sorted(found)
@@ -426,6 +442,10 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
         raise AnalysisError(f"results directory {str(root)!r} does not exist")
     if not root.is_dir():
         raise AnalysisError(f"{str(root)!r} is not a directory")
+    replaced = replaced_run_dirs(root)
+    if replaced:
+        _warn(f"not analysing {len(replaced)} run dir(s) that floq run --force moved aside, e.g. "
+              f"{replaced[0]} (rename one to analyse it)")
     frames = []
     for run_dir in find_run_dirs(root):
         manifest = load_manifest(run_dir)

@@ -78,11 +78,54 @@ def task_label(task) -> str:
     return "tasks" + ",".join(map(str, task.task_ids)) if task.task_ids else task.task
 
 
-def default_run_name(exp, tags: dict) -> str:
+# Settings that are not tags (they describe the protocol) but make another run when a binding
+# changes them: the run-directory name says so (name: config_fields path).
+NAME_FIELDS = {"train_steps": "trainer.train_steps", "eval_interval": "trainer.eval_interval",
+               "eval_episodes": "trainer.eval_episodes", "dataset_path": "task.dataset_path",
+               "data_source": "task.source"}
+
+
+def legacy_run_name(exp, tags: dict) -> str:
+    """The default run-directory name before it named seeds and protocol bindings (a directory
+    of that name holding this very run is still used)."""
     parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
     parts += [f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("seed", "task_id")]
-    name = "_".join(str(p) for p in parts)
+    return _safe_name("_".join(str(p) for p in parts))
+
+
+def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_=.," else "-" for c in name)
+
+
+def seeds_label(seeds) -> str:
+    """'seed=0'; 'seeds=0-3' for consecutive seeds; 'seeds=0,2,5' otherwise."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) == 1:
+        return f"seed={seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds={seeds[0]}-{seeds[-1]}"
+    return "seeds=" + ",".join(map(str, seeds))
+
+
+def default_run_name(exp, tags: dict, base=None, bound=()) -> str:
+    """critic_env_task, the tags (values bound on the command line), the protocol settings
+    (NAME_FIELDS) that the bindings changed from the gin files' values (`base`: the same gin
+    files built without bindings; when unknown, every bound one), and the seeds:
+    'monolithic_cube-single-play_task1_train_steps=2000_seed=1'. Two runs that differ in a
+    binding or a seed never share a directory."""
+    items = {k: v for k, v in tags.items() if k not in ("seed", "task_id")}
+    now = config_fields(exp)
+    was = config_fields(base) if base is not None else None
+    for key, path in NAME_FIELDS.items():
+        if key in items or path not in now:
+            continue
+        if (was is not None and was.get(path) != now[path]) or (was is None and key in bound):
+            v = now[path]
+            items[key] = os.path.splitext(os.path.basename(v))[0] if key == "dataset_path" and v else v
+    parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
+    parts += [f"{k}={v}" for k, v in sorted(items.items())]
+    parts.append(seeds_label(exp.trainer.seeds))
+    return _safe_name("_".join(str(p) for p in parts))
 
 
 def next_boundary(step: int, total: int, intervals) -> int:
@@ -207,6 +250,12 @@ class Run:
                  retry_failed=False):
         self.t_start = time.time()
         self.gin_files, self.bindings = list(gin_files), list(bindings)
+        base = None
+        if run_dir is None and self.bindings:  # the gin files' own values, to name what the bindings changed
+            try:
+                base = build(self.gin_files, [])
+            except ConfigError:  # the files need a binding: every bound protocol setting is named
+                pass
         self.exp = build(self.gin_files, self.bindings)
         self.config_hash = spec_hash(self.exp)
         self.config_fields = config_fields(self.exp)
@@ -220,19 +269,27 @@ class Run:
         self.tags = {k: _typed(v) for k, v in tags.items()}
         self.exp_name = tr.experiment
         if run_dir is None:
-            name = default_run_name(self.exp, self.tags)
-            safe = getattr(results, "safe_run_dir", None)
-            run_dir = (safe(out_dir or tr.out_dir, self.exp_name, name) if safe
-                       else os.path.join(out_dir or tr.out_dir, self.exp_name, name))
+            bound = {kv[0] for kv in map(binding_tag, self.bindings) if kv}
+            run_dir = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name,
+                                           default_run_name(self.exp, self.tags, base, bound))
+            legacy = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name, legacy_run_name(self.exp, self.tags))
+            if not os.path.exists(run_dir) and self._holds_this_run(legacy):
+                run_dir = legacy  # named before names held the seed: this very run, resumed or done
         self.run_dir = os.path.abspath(run_dir)
         self.run_name = os.path.basename(self.run_dir)
-        self.force, self.retry_failed = force, retry_failed
+        self.force, self.retry_failed, self.replace = force, retry_failed, False
         self.times = {"setup_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_wait_s": 0.0, "eval_busy_s": 0.0,
                       "checkpoint_s": 0.0, "env_s": 0.0}
         self.preempt_signal = None
         self.previous = self._previous_manifest()
 
     # ------------------------------------------------------------------ before anything is written
+    def _holds_this_run(self, run_dir) -> bool:
+        try:
+            return results.read_json(os.path.join(run_dir, "run.json")).get("config_hash") == self.config_hash
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def _previous_manifest(self):
         path = os.path.join(self.run_dir, "run.json")
         if not os.path.exists(path):
@@ -244,17 +301,21 @@ class Run:
 
     def already_done(self) -> bool:
         """True when the run directory holds this very run, finished; refuses other cases
-        where continuing would mix two configurations or hide a failure."""
+        where continuing would mix two configurations or hide a failure. Writes nothing: a
+        run of another config that --force replaces is moved aside later, under its lock
+        (`_move_aside`)."""
         prev = self.previous
+        self.replace = False
         if prev is None:
             return False
         same = prev.get("config_hash") == self.config_hash
         if not same and not self.force:
             raise ConfigError(f"{self.run_dir} holds a run with a different config (status "
-                              f"{prev.get('status')}); use another --run-dir, or --force to start it over")
-        if not same and self.force:
-            self._wipe()
-            self.previous = None
+                              f"{prev.get('status')}); give this run another --run-dir (or --out), or pass "
+                              f"--force to move that run aside to {os.path.basename(self.run_dir)}.replaced-<time> "
+                              f"and start this one in its place")
+        if not same:
+            self.replace = True
             return False
         status = prev.get("status")
         if status == "done":
@@ -264,15 +325,28 @@ class Run:
                               f"re-run with --retry-failed to train it again from its last good checkpoint")
         return False
 
-    def _wipe(self):
-        import shutil
-
-        for name in ("checkpoints", "eval.csv", "train.csv", "run.json", "config.gin"):
-            p = os.path.join(self.run_dir, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.unlink(p)
+    def _move_aside(self):
+        """--force over a run of another config: take that run's lock (RunError, with nothing
+        touched, while a trainer holds it), then move its directory to
+        RUN.replaced-<time> (never delete) and say where."""
+        lock = results.RunLock(self.run_dir)
+        lock.acquire()
+        try:
+            prev = self._previous_manifest()
+            if prev is None or prev.get("config_hash") == self.config_hash:  # changed meanwhile
+                self.previous = prev
+                return
+            dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            n = 1
+            while os.path.exists(dest):
+                dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+                n += 1
+            os.rename(self.run_dir, dest)
+        finally:
+            lock.release()
+        self.previous = None
+        print(f"floq: {self.run_dir} held a run with a different config (status {prev.get('status')}); "
+              f"moved it to {dest}", file=sys.stderr)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -478,9 +552,9 @@ class Run:
             print(f"floq: {self.run_dir} is already done; nothing to do")
             return self.run_dir
         self.setup()  # reads data and builds the program; writes nothing
-        ensure = getattr(results, "ensure_writable_dir", None)
-        if ensure is not None:
-            ensure(os.path.dirname(self.run_dir))
+        results.ensure_writable_dir(os.path.dirname(self.run_dir))
+        if self.replace:
+            self._move_aside()
         os.makedirs(self.run_dir, exist_ok=True)
         with _run_lock(self.run_dir), self._signals():
             self.open()
