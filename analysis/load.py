@@ -93,7 +93,13 @@ TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
                      "critic_depth": "depth"}
 # Columns added by this module.
 INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
-                    "nonfinite_loss", "member_diverged")
+                    "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived")
+# A run's configuration apart from its seeds and task (see ``configurations``): run.json
+# ``seedless_config_hash`` and ``config_fields`` (recorded since they existed), and a
+# fingerprint every run.json allows (protocol, describe and tags, by their own names).
+# Protocol fields left out of the fingerprint: texts and values that say nothing the others
+# do not.
+_NOT_DERIVED = {"success_rule", "budget_note"}
 # Columns added by stats.final_scores (never tags).
 FINAL_COLUMNS = ("score", "n_evals", "last_step", "complete", "scored_steps", "compute_total",
                  "exclude_kind", "exclude_reason", "spacing_ok", "scored_env_steps")
@@ -107,16 +113,32 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- discovery
+# `floq run --force` moves the run it replaces to RUN.replaced-<time>: kept, never analysed.
+REPLACED = ".replaced-"
+
+
+def replaced_run_dirs(results_dir: str | os.PathLike) -> list[Path]:
+    """Run directories under ``results_dir`` that ``floq run --force`` moved aside."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(Path(results_dir)):
+        out += [Path(dirpath) / d for d in dirnames if REPLACED in d]
+        dirnames[:] = [d for d in dirnames if d != "checkpoints" and not d.startswith(".")
+                       and REPLACED not in d]
+    return sorted(out)
+
+
 def find_run_dirs(results_dir: str | os.PathLike) -> list[Path]:
     """Every directory under ``results_dir`` (itself included) holding eval.csv or run.json.
 
-    ``checkpoints/`` folders and hidden folders are not descended into. Sorted by path.
+    ``checkpoints/`` folders, hidden folders and runs that ``floq run --force`` moved aside
+    (``RUN.replaced-<time>``, see ``replaced_run_dirs``) are not descended into. Sorted by path.
     """
     root = Path(results_dir)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames
-                             if d != "checkpoints" and not d.startswith("."))
+                             if d != "checkpoints" and not d.startswith(".")
+                             and REPLACED not in d)
         if "eval.csv" in filenames or "run.json" in filenames:
             found.append(Path(dirpath))
     return sorted(found)
@@ -184,9 +206,34 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
                 out[key if key in known else f"{MANIFEST_PREFIX}{key}"] = value
     tags = raw.get("tags")
     out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
+    if isinstance(raw.get("seedless_config_hash"), str):
+        out["config_id"] = raw["seedless_config_hash"]
+    if isinstance(raw.get("config_fields"), Mapping):
+        out["config_fields"] = json.dumps(raw["config_fields"], sort_keys=True, default=str)
+    out["config_derived"] = json.dumps(_derived_config(raw), sort_keys=True, default=str)
     seeds = raw.get("seeds")
     if isinstance(seeds, list):
         out["seeds"] = seeds
+    return out
+
+
+def _derived_config(raw: Mapping) -> dict:
+    """The settings any run.json states, by the names the tags use: protocol fields
+    (batch_size, discount, train_steps, ...), ``describe`` (actor_width, alpha,
+    critic_flow_steps, ...) and the tags that do not identify the task."""
+    out: dict = {}
+    for section in ("protocol", "describe", "tags"):
+        part = raw.get(section)
+        if not isinstance(part, Mapping):
+            continue
+        for k, v in part.items():
+            if k in _NOT_DERIVED or (section == "tags" and k in TASK_TAGS):
+                continue
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                out[str(k)] = v
+    for k in ("algorithm", "critic"):
+        if isinstance(raw.get(k), str):
+            out[k] = raw[k]
     return out
 
 
@@ -426,6 +473,10 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
         raise AnalysisError(f"results directory {str(root)!r} does not exist")
     if not root.is_dir():
         raise AnalysisError(f"{str(root)!r} is not a directory")
+    replaced = replaced_run_dirs(root)
+    if replaced:
+        _warn(f"not analysing {len(replaced)} run dir(s) that floq run --force moved aside, e.g. "
+              f"{replaced[0]} (rename one to analyse it)")
     frames = []
     for run_dir in find_run_dirs(root):
         manifest = load_manifest(run_dir)
@@ -484,6 +535,7 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["task_key"] = df["env"].astype(str) + "/" + df["task"].astype(str)
+    df = fill_tags_from_config(df)
     if add_method:
         df = add_method_column(df, by=method_by)
     return df
@@ -499,6 +551,10 @@ def tag_columns(df: pd.DataFrame) -> list[str]:
 def natural_key(s) -> list:
     """Sort key that orders ``task2`` before ``task10`` and ``K=4`` before ``K=16``."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)) or v is pd.NA
 
 
 def _fmt_value(v) -> str:
@@ -551,7 +607,12 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
         missing = [c for c in by if c not in df.columns]
         if missing:
             raise AnalysisError(f"cannot label methods by missing column(s) {missing}")
-        return df[list(by)].astype(str).agg("/".join, axis=1)
+
+        def joined(row) -> str:  # a run without the column (a baseline without K) leaves it out
+            parts = [_fmt_value(v) for v in row if not _missing(v)]
+            return "/".join(parts) if parts else "-"
+
+        return df[list(by)].apply(joined, axis=1).astype(object)
     exclude = set(exclude)
     multi_algo = df["algorithm"].nunique() > 1
     tags = [c for c in tag_columns(df) if c not in TASK_TAGS]
@@ -575,10 +636,175 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
 
 
 def add_method_column(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Return a copy of ``df`` with a ``method`` column (see ``method_labels``)."""
+    """Return a copy of ``df`` with a ``method`` column (see ``method_labels``) that never
+    pools runs of different configurations as seeds of one method.
+
+    Runs of one label and task must share their configuration apart from seeds
+    (``configurations``). With the default labels, where they do not, the settings in which
+    they differ become columns of their own (for the rows concerned) and so part of the
+    labels: ``monolithic (batch_size=32)`` and ``monolithic (batch_size=64)``. With ``by``
+    the labels are the user's: pooling is refused. Raises AnalysisError (one line) when
+    configurations would still be pooled."""
     out = df.copy()
-    out["method"] = method_labels(out, by=by)
+    labels = method_labels(out, by=by)
+    pooled = configurations(out, labels)
+    for _ in range(3 if not by else 0):  # a setting made a column can reveal no new group, but
+        if not pooled:                   # labels are recomputed, so check again
+            break
+        out = _separate(out, pooled)
+        labels = method_labels(out)
+        pooled = configurations(out, labels)
+    if pooled:
+        raise AnalysisError(_pooled_message(pooled[0], by, set(out.columns)))
+    out["method"] = labels
     return out
+
+
+# --------------------------------------------------------------------------- configurations
+def _loads(text) -> dict:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def fill_tags_from_config(df: pd.DataFrame) -> pd.DataFrame:
+    """A run that lacks a tag ran with the default value. Where its run.json states that
+    setting under the tag's name (``describe``, ``protocol``), the tag takes that value: a run
+    bound to ``BATCH_SIZE=64`` beside a default run then differs from it by batch_size 64 vs
+    32, instead of 64 vs nothing (which no label would show)."""
+    if "config_derived" not in df.columns:
+        return df
+    tags = [c for c in tag_columns(df) if c not in TASK_TAGS]
+    derived = df["config_derived"].map(_loads)
+    for t in tags:
+        miss = df[t].isna()
+        if not miss.any():
+            continue
+        vals = derived[miss].map(lambda d, t=t: d.get(t))
+        vals = vals[vals.notna()]
+        if len(vals):
+            if df[t].dtype != object and not all(isinstance(v, (int, float)) for v in vals):
+                df[t] = df[t].astype(object)
+            df.loc[vals.index, t] = vals.to_numpy()
+    return df
+
+
+def configurations(df: pd.DataFrame, labels: pd.Series) -> list[dict]:
+    """The (label, task) groups whose runs differ in configuration, not only in seed.
+
+    A run's configuration is run.json's ``seedless_config_hash`` with ``config_fields``
+    (every setting but seeds, task and plumbing) when every run of the group records them;
+    otherwise the settings all of its runs' run.json files state (protocol, describe, tags;
+    older runs). Run dirs without run.json state nothing and never differ. Returns, per
+    group: ``label``, ``task``, ``runs`` (run ids), ``fields`` (the differing settings:
+    ``(name, source, key)`` with ``source`` 'derived' or 'recorded') and ``values``
+    (per run, ``{key: value}``)."""
+    if df.empty or "config_derived" not in df.columns:
+        return []
+    runs = df.assign(_label=labels.to_numpy()).drop_duplicates("run_id")
+    out = []
+    for (label, task), g in runs.groupby(["_label", "task_key"], sort=True):
+        if len(g) < 2:
+            continue
+        derived = [_loads(x) for x in g["config_derived"]]
+        common = set.intersection(*(set(d) for d in derived))
+        derived = [{k: d[k] for k in common} for d in derived]
+        rec = g["config_fields"] if "config_fields" in g.columns else None
+        recorded = ([_loads(x) for x in rec] if rec is not None and rec.notna().all()
+                    and "config_id" in g.columns and g["config_id"].notna().all() else None)
+        ids = (list(g["config_id"]) if recorded is not None
+               else [json.dumps(d, sort_keys=True, default=str) for d in derived])
+        if len(set(ids)) < 2:
+            continue
+
+        def differing(dicts):
+            keys = sorted(set().union(*dicts))
+            return [k for k in keys
+                    if len({json.dumps(d.get(k, "\x00absent"), default=str) for d in dicts}) > 1]
+
+        fields = [(k, "derived", k) for k in differing(derived)]
+        if recorded is not None and not _separates([[d.get(k) for k in common] for d in derived], ids):
+            keys = differing(recorded)
+            every = sorted(set().union(*recorded))
+            fields += [(_short_name(k, every), "recorded", k) for k in keys]
+        values = [{**{("derived", k): v for k, v in d.items()},
+                   **{("recorded", k): v for k, v in r.items()}}
+                  for d, r in zip(derived, recorded or [{}] * len(derived))]
+        out.append(dict(label=label, task=task, runs=list(g["run_id"]), fields=fields,
+                        values=values))
+    return out
+
+
+def _separates(keys: list, ids: list) -> bool:
+    """True when equal key values always go with equal ids."""
+    seen: dict = {}
+    for k, i in zip(keys, ids):
+        k = json.dumps(k, default=str)
+        if seen.setdefault(k, i) != i:
+            return False
+    return True
+
+
+def _short_name(key: str, every: Sequence[str]) -> str:
+    """The shortest dotted suffix of ``key`` that no other key ends with:
+    ``algorithm.lr`` -> ``lr``, ``algorithm.actor_net.width`` -> ``actor_net.width``."""
+    parts = key.split(".")
+    for n in range(1, len(parts) + 1):
+        suffix = ".".join(parts[-n:])
+        if not any(o != key and (o == suffix or o.endswith("." + suffix)) for o in every):
+            return suffix
+    return key
+
+
+def _separate(df: pd.DataFrame, pooled: list[dict]) -> pd.DataFrame:
+    """Make each differing setting of a pooled group a column (a tag), filled from every
+    run.json of that algorithm and critic on that task, so that all its labels there name
+    the same settings."""
+    df = df.copy()
+    reserved = set(_KNOWN) | set(TASK_TAGS) | {c for c in df.columns if c not in tag_columns(df)}
+    runs = df.drop_duplicates("run_id").set_index("run_id")
+    for grp in pooled:
+        first = runs.loc[grp["runs"][0]]
+        family = ((df["algorithm"] == first["algorithm"]) & (df["critic"] == first["critic"])
+                  & (df["task_key"] == grp["task"]))
+        for name, source, key in grp["fields"]:
+            col = name if name not in reserved else f"config.{name}"
+            if col not in df.columns:
+                df[col] = pd.Series(np.nan, index=df.index, dtype=object)
+            elif df[col].dtype != object:
+                df[col] = df[col].astype(object)
+            for run in df.loc[family, "run_id"].unique():
+                text = runs.loc[run].get("config_derived" if source == "derived" else "config_fields")
+                v = _loads(text).get(key)
+                sel = family & (df["run_id"] == run)
+                if v is not None and df.loc[sel, col].isna().all():
+                    df.loc[sel, col] = [v] * int(sel.sum())
+    return df
+
+
+def _pooled_message(grp: dict, by: Sequence[str] | None, columns=()) -> str:
+    names = [n for n, _, _ in grp["fields"]]
+    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    first = grp["fields"][0] if grp["fields"] else None
+    examples = []
+    if first is not None:
+        for run, vals in zip(grp["runs"], grp["values"]):
+            examples.append(f"{_fmt_value(vals.get((first[1], first[2])))}: {run}")
+    detail = f" that differ in {shown} ({'; '.join(examples[:3])})" if names else \
+        f" ({', '.join(grp['runs'][:3])}) whose run.json files name no setting that differs"
+    what = (f"--method-by {','.join(by)} would pool" if by else "the method labels would pool")
+    if by:
+        hint = (f"; add {first[0]} to --method-by, or leave --method-by out (the default labels "
+                "name the differing settings)" if first is not None and first[0] in columns
+                else "; leave --method-by out (the default labels name the differing settings)")
+    else:
+        hint = "; analyze them separately"
+    return (f"{what} runs of different configurations as seeds of one method: "
+            f"{grp['label']!r} on {grp['task']} holds runs{detail}{hint}")
 
 
 # --------------------------------------------------------------------------- score dict

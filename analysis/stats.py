@@ -98,17 +98,23 @@ def parse_protocol(spec: str | Protocol) -> Protocol:
 
 # =========================================================================== final scores
 def dedupe_runs(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
-    """Keep one run (``run_id``, else run dir) per (method, task, seed).
+    """Keep one run (``run_id``, else run dir) per (method, task, seed) among those that may
+    be scored.
 
     The same (method, task, seed) found in several runs (a re-run, a copy) would count one
     seed twice. A finished result (run.json status ``done`` or unknown, no non-finite loss)
-    wins over a diverged or unfinished copy; among equals the run that got furthest
-    (largest last step; ties: the last path in sort order) is kept, with a warning.
+    wins over an unfinished copy; among equals the run that got furthest (largest last
+    step; ties: the last path in sort order) is kept, with a warning. A diverged copy is
+    never dropped: it is never scored, and it is listed as diverged.
     """
     if df.empty:
         return df
     rid = "run_id" if "run_id" in df.columns else "run_dir"
-    d = df.assign(_ok=_is_result_row(df))
+    d = df.assign(_ok=_is_result_row(df), _div=_is_diverged_row(df))
+    diverged = set(map(tuple, d.loc[d["_div"], ["method", "task_key", "seed", rid]].to_numpy()))
+    d = d[[k not in diverged for k in map(tuple, d[["method", "task_key", "seed", rid]].to_numpy())]]
+    if d.empty:
+        return df
     last = (d.groupby(["method", "task_key", "seed", rid], sort=True)
             .agg(step=("step", "max"), _ok=("_ok", "all")).reset_index())
     last = last.sort_values(["method", "task_key", "seed", "_ok", "step", rid], kind="stable")
@@ -123,7 +129,7 @@ def dedupe_runs(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
             f"{len(dup)} (method, task, seed) combination(s) appear in several run dirs, "
             f"e.g. {method!r} {task} seed {seed} in {', '.join(dirs)}; keeping the finished "
             "run that got furthest", UserWarning, stacklevel=2)
-    keys = set(map(tuple, keep[["method", "task_key", "seed", rid]].to_numpy()))
+    keys = set(map(tuple, keep[["method", "task_key", "seed", rid]].to_numpy())) | diverged
     mask = [k in keys for k in
             map(tuple, df[["method", "task_key", "seed", rid]].to_numpy())]
     return df[np.asarray(mask, bool)]
@@ -143,6 +149,17 @@ def _is_result_row(df: pd.DataFrame) -> pd.Series:
         if col in df.columns:
             ok &= df[col].fillna("").astype(str) == ""
     return ok
+
+
+def _is_diverged_row(df: pd.DataFrame) -> pd.Series:
+    """Per eval row: run.json says diverged, or train.csv shows a non-finite loss for the seed
+    (what ``_status_of`` calls diverged)."""
+    div = pd.Series(False, index=df.index)
+    if "status" in df.columns:
+        div |= df["status"].astype(str) == "diverged"
+    if "nonfinite_loss" in df.columns:
+        div |= df["nonfinite_loss"].fillna("").astype(str) != ""
+    return div
 
 
 def format_steps(x) -> str:

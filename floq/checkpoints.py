@@ -267,15 +267,16 @@ class Checkpoints:
         return None
 
     def restore(self, step: int, like):
-        """(state, meta) of step `step`, shaped like the pytree `like` (no verification)."""
+        """(state, meta) of step `step`, shaped like the pytree `like`, or like `like(meta)`
+        when it is a function of the checkpoint's metadata (no verification)."""
         import jax
         import jax.numpy as jnp
         import orbax.checkpoint as ocp
 
-        host_like = jax.device_get(like)
+        meta = {k: v for k, v in self.read_sidecar(step).items() if k not in (FILES_KEY, SELF_KEY)}
+        host_like = jax.device_get(like(meta) if callable(like) else like)
         restored = self._ckptr.restore(self.path(step), item=host_like,
                                        restore_args=ocp.checkpoint_utils.construct_restore_args(host_like))
-        meta = {k: v for k, v in self.read_sidecar(step).items() if k not in (FILES_KEY, SELF_KEY)}
         return jax.tree_util.tree_map(jnp.asarray, restored), meta
 
     def _candidates(self) -> list[int]:

@@ -114,7 +114,8 @@ def _run(argv) -> int:
                         "always written")
     p.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     p.add_argument("--force", action="store_true",
-                   help="start over in a run directory that holds a run with a different config")
+                   help="when the run directory holds a run with a different config, move that run aside "
+                        "(to RUN.replaced-<time>; nothing is deleted) and start this one there")
     p.add_argument("--retry-failed", action="store_true",
                    help="train a run that diverged again, from its last good checkpoint")
     a = p.parse_args(argv)

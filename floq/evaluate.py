@@ -31,10 +31,12 @@ baseline `floq bench` compares against.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -44,6 +46,55 @@ import numpy as np
 from floq.quiet import quiet_warnings
 
 SEED_STRIDE = 100_003
+
+# The signals the trainer turns into a checkpoint and exit 143 (floq/loop.py): a scheduler's
+# stop (scancel, a Slurm time limit, docker stop, systemd, `kill -- -PGID`) and Ctrl-C reach
+# every process of the job, workers included. A worker must neither die of them first (the
+# trainer would see a dead worker, not a preemption) nor print a traceback: workers ignore
+# them and are closed by the trainer (or end when it is gone).
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"))
+                     if s is not None)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Start worker processes inside this: the calling thread blocks the stop signals, so a
+    spawned child starts with them blocked (the mask survives fork and exec) and a signal that
+    reaches it while it boots stays pending until `ignore_stop_signals` discards it. Nothing is
+    lost in this process: a signal stays pending here too (or another thread takes it) and the
+    handler runs once the mask is restored. CPython's own resource tracker starts the same way."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def ignore_stop_signals():
+    """In a worker process, first thing: ignore the stop signals (discarding any pending one)."""
+    for s in STOP_SIGNALS:
+        try:
+            signal.signal(s, signal.SIG_IGN)
+        except (OSError, ValueError):  # pragma: no cover - not the main thread
+            pass
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class WorkerDied(RuntimeError):
+    """An evaluation worker process ended while work was outstanding (`exitcodes`: negative
+    for a signal, as multiprocessing reports them)."""
+
+    def __init__(self, msg: str, exitcodes=()):
+        super().__init__(msg)
+        self.exitcodes = tuple(exitcodes)
+
+    def by_stop_signal(self) -> bool:
+        """Killed by one of the stop signals (the whole job is being stopped)."""
+        return any(c is not None and -c in STOP_SIGNALS for c in self.exitcodes)
 
 
 def _zigzag(x: int) -> int:
@@ -157,6 +208,8 @@ class EpisodeRunner:
 
 
 def _worker_main(policy_bytes, width, env_kwargs, ctrl, tasks, results):
+    ignore_stop_signals()
+    parent = os.getppid()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     quiet_warnings()
     try:
@@ -174,28 +227,40 @@ def _worker_main(policy_bytes, width, env_kwargs, ctrl, tasks, results):
             params.pop(msg[1], None)
         return msg[0] != "close"
 
-    while True:
-        while ctrl.poll():
-            if not handle(ctrl.recv()):
+    try:
+        while True:
+            if os.getppid() != parent:  # the trainer is gone (SIGKILL): nobody reads the results
                 return
-        try:
-            unit = tasks.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if unit is None:
-            return
-        eval_id, member = unit[0], unit[1]
-        while eval_id not in params:
-            if not handle(ctrl.recv()):
+            while ctrl.poll():
+                if not handle(ctrl.recv()):
+                    return
+            try:
+                unit = tasks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if unit is None:
                 return
-        p, key, dataset, seed, step = params[eval_id][member]
-        t0 = time.time()
-        try:
-            res = runner.run(p, key, dataset, seed, unit[2], step)
-        except Exception:  # noqa: BLE001
-            results.put(("error", unit, traceback.format_exc()))
-            continue
-        results.put(("done", unit, (res, time.time() - t0)))
+            if not _worker_unit(unit, params, handle, ctrl, runner, results):
+                return
+    except (EOFError, OSError):  # the trainer closed its end (it ended): nothing left to do
+        return
+
+
+def _worker_unit(unit, params, handle, ctrl, runner, results) -> bool:
+    """Run one unit in a worker; False when the trainer said to close meanwhile."""
+    eval_id, member = unit[0], unit[1]
+    while eval_id not in params:
+        if not handle(ctrl.recv()):
+            return False
+    p, key, dataset, seed, step = params[eval_id][member]
+    t0 = time.time()
+    try:
+        res = runner.run(p, key, dataset, seed, unit[2], step)
+    except Exception:  # noqa: BLE001
+        results.put(("error", unit, traceback.format_exc()))
+        return True
+    results.put(("done", unit, (res, time.time() - t0)))
+    return True
 
 
 # --------------------------------------------------------------------------------------
@@ -265,14 +330,15 @@ class EvalService:
         if self.num_workers <= 0:
             return
         ctx = mp.get_context("spawn")
-        self._tasks, self._results = ctx.Queue(), ctx.Queue()
-        for _ in range(self.num_workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, daemon=True,
-                            args=(policy_bytes, self.width, self.env_kwargs, child, self._tasks, self._results))
-            p.start()
-            self.procs.append(p)
-            self.ctrls.append(parent)
+        with stop_signals_blocked():
+            self._tasks, self._results = ctx.Queue(), ctx.Queue()
+            for _ in range(self.num_workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker_main, daemon=True,
+                                args=(policy_bytes, self.width, self.env_kwargs, child, self._tasks, self._results))
+                p.start()
+                self.procs.append(p)
+                self.ctrls.append(parent)
         # Parameters go to the workers from a sender thread: a pipe blocks once its buffer is
         # full until the worker reads it, which a busy (or still starting) worker does only
         # between units; the training loop must never wait for that.
@@ -315,8 +381,9 @@ class EvalService:
                 if dead or waited >= timeout:
                     codes = [self.procs[i].exitcode for i in dead]
                     self.close()
-                    raise RuntimeError(f"evaluation worker(s) {dead} died (exit codes {codes})" if dead
-                                       else "evaluation workers stopped answering")
+                    if dead:
+                        raise WorkerDied(f"evaluation worker(s) {dead} died (exit codes {codes})", codes)
+                    raise RuntimeError("evaluation workers stopped answering")
 
     def _units(self, ev: Evaluation):
         for m in ev.members:
@@ -415,8 +482,8 @@ class EvalService:
         self._sender = None
         for p in self.procs:
             p.join(timeout=2)
-            if p.is_alive():
-                p.terminate()
+            if p.is_alive():  # mid-episode: workers ignore SIGTERM (STOP_SIGNALS), so SIGKILL
+                p.kill()
                 p.join(timeout=2)
         self.procs, self.ctrls = [], []
         if self._runner is not None:
@@ -435,6 +502,7 @@ class EvalService:
 # --------------------------------------------------------------------------------------
 
 def _lockstep_worker(conn, dataset_name, env_kwargs):
+    ignore_stop_signals()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     quiet_warnings()
     try:
@@ -467,12 +535,13 @@ class LockstepEvaluator:
     def __init__(self, dataset_name: str, env_kwargs: dict, num_workers: int = 1):
         ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
-        for _ in range(max(num_workers, 1)):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_lockstep_worker, args=(child, dataset_name, env_kwargs), daemon=True)
-            p.start()
-            self.conns.append(parent)
-            self.procs.append(p)
+        with stop_signals_blocked():
+            for _ in range(max(num_workers, 1)):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_lockstep_worker, args=(child, dataset_name, env_kwargs), daemon=True)
+                p.start()
+                self.conns.append(parent)
+                self.procs.append(p)
         for c in self.conns:
             status, msg = c.recv()
             if status != "ready":
@@ -525,7 +594,7 @@ class LockstepEvaluator:
         for p in self.procs:
             p.join(timeout=5)
             if p.is_alive():
-                p.terminate()
+                p.kill()
         self.conns, self.procs = [], []
 
     def __enter__(self):

@@ -49,7 +49,7 @@ import numpy as np
 
 from floq import results
 from floq.config import ConfigError, binding_tag
-from floq.evaluate import EvalAbandoned, EvalService, Member, export_policy
+from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, policy_params,
                         task_view, update_flops)
 
@@ -84,11 +84,54 @@ def task_label(task) -> str:
     return "tasks" + ",".join(map(str, task.task_ids)) if task.task_ids else task.task
 
 
-def default_run_name(exp, tags: dict) -> str:
+# Settings that are not tags (they describe the protocol) but make another run when a binding
+# changes them: the run-directory name says so (name: config_fields path).
+NAME_FIELDS = {"train_steps": "trainer.train_steps", "eval_interval": "trainer.eval_interval",
+               "eval_episodes": "trainer.eval_episodes", "dataset_path": "task.dataset_path",
+               "data_source": "task.source"}
+
+
+def legacy_run_name(exp, tags: dict) -> str:
+    """The default run-directory name before it named seeds and protocol bindings (a directory
+    of that name holding this very run is still used)."""
     parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
     parts += [f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("seed", "task_id")]
-    name = "_".join(str(p) for p in parts)
+    return _safe_name("_".join(str(p) for p in parts))
+
+
+def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_=.," else "-" for c in name)
+
+
+def seeds_label(seeds) -> str:
+    """'seed=0'; 'seeds=0-3' for consecutive seeds; 'seeds=0,2,5' otherwise."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) == 1:
+        return f"seed={seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds={seeds[0]}-{seeds[-1]}"
+    return "seeds=" + ",".join(map(str, seeds))
+
+
+def default_run_name(exp, tags: dict, base=None, bound=()) -> str:
+    """critic_env_task, the tags (values bound on the command line), the protocol settings
+    (NAME_FIELDS) that the bindings changed from the gin files' values (`base`: the same gin
+    files built without bindings; when unknown, every bound one), and the seeds:
+    'monolithic_cube-single-play_task1_train_steps=2000_seed=1'. Two runs that differ in a
+    binding or a seed never share a directory."""
+    items = {k: v for k, v in tags.items() if k not in ("seed", "task_id")}
+    now = config_fields(exp)
+    was = config_fields(base) if base is not None else None
+    for key, path in NAME_FIELDS.items():
+        if key in items or path not in now:
+            continue
+        if (was is not None and was.get(path) != now[path]) or (was is None and key in bound):
+            v = now[path]
+            items[key] = os.path.splitext(os.path.basename(v))[0] if key == "dataset_path" and v else v
+    parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
+    parts += [f"{k}={v}" for k, v in sorted(items.items())]
+    parts.append(seeds_label(exp.trainer.seeds))
+    return _safe_name("_".join(str(p) for p in parts))
 
 
 def next_boundary(step: int, total: int, intervals) -> int:
@@ -136,6 +179,57 @@ def spec_hash(exp) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Fields a run of one configuration may differ in from another run of that configuration:
+# its seeds, the experiment (a results folder), the task (runs of one method on several tasks,
+# alone or in a multi-task program) and when it logs or saves.
+NOT_CONFIG = {("Trainer", "seed"), ("Trainer", "num_seeds"), ("Trainer", "experiment"),
+              ("Trainer", "log_interval"), ("Trainer", "checkpoint_interval"), ("Task", "task_id"),
+              ("Task", "task_ids"), ("Task", "dataset_dir")}
+
+
+def config_fields(exp) -> dict:
+    """What makes a run's numbers apart from its seeds and task, as flat
+    ``{'trainer.batch_size': 32, 'algorithm.actor_net.width': 32, 'critic': 'MonolithicCritic',
+    ...}``: every field of the specs but the plumbing and ``NOT_CONFIG``. Recorded in run.json
+    so that the analysis never pools two configurations as seeds of one method, and can name
+    the fields in which they differ."""
+    out: dict = {}
+
+    def walk(x, path):
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            kind = type(x).__name__
+            out[path] = kind
+            for f in dataclasses.fields(x):
+                if (kind, f.name) in NOT_CONFIG or (kind == "Trainer" and f.name in PLUMBING) \
+                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)):
+                    continue
+                walk(getattr(x, f.name), f"{path}.{f.name}")
+        elif isinstance(x, (list, tuple)):
+            if any(dataclasses.is_dataclass(v) for v in x):
+                for i, v in enumerate(x):
+                    walk(v, f"{path}.{i}")
+            else:
+                out[path] = [v if isinstance(v, (int, float, str, bool)) or v is None else repr(v) for v in x]
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(x[k], f"{path}.{k}")
+        else:
+            out[path] = x if isinstance(x, (int, float, str, bool)) or x is None else repr(x)
+
+    for f in dataclasses.fields(exp):
+        walk(getattr(exp, f.name), f.name)
+    return out
+
+
+def seedless_hash(fields: dict) -> str:
+    """The hash of `config_fields`: equal for the runs of one configuration, whatever their
+    seeds and tasks (run.json `seedless_config_hash`)."""
+    import json
+
+    text = json.dumps(fields, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _typed(v):
     """A tag value as a number when it reads as one (run.json tags are typed)."""
     if not isinstance(v, str):
@@ -175,8 +269,15 @@ class Run:
                  retry_failed=False):
         self.t_start = time.time()
         self.gin_files, self.bindings = list(gin_files), list(bindings)
+        base = None
+        if run_dir is None and self.bindings:  # the gin files' own values, to name what the bindings changed
+            try:
+                base = build(self.gin_files, [])
+            except ConfigError:  # the files need a binding: every bound protocol setting is named
+                pass
         self.exp = build(self.gin_files, self.bindings)
         self.config_hash = spec_hash(self.exp)
+        self.config_fields = config_fields(self.exp)
         self.tr = tr = self.exp.trainer
         self.total_steps = tr.train_steps + tr.online_steps  # offline gradient steps + environment steps
         tags = dict(tags or {})
@@ -187,19 +288,27 @@ class Run:
         self.tags = {k: _typed(v) for k, v in tags.items()}
         self.exp_name = tr.experiment
         if run_dir is None:
-            name = default_run_name(self.exp, self.tags)
-            safe = getattr(results, "safe_run_dir", None)
-            run_dir = (safe(out_dir or tr.out_dir, self.exp_name, name) if safe
-                       else os.path.join(out_dir or tr.out_dir, self.exp_name, name))
+            bound = {kv[0] for kv in map(binding_tag, self.bindings) if kv}
+            run_dir = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name,
+                                           default_run_name(self.exp, self.tags, base, bound))
+            legacy = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name, legacy_run_name(self.exp, self.tags))
+            if not os.path.exists(run_dir) and self._holds_this_run(legacy):
+                run_dir = legacy  # named before names held the seed: this very run, resumed or done
         self.run_dir = os.path.abspath(run_dir)
         self.run_name = os.path.basename(self.run_dir)
-        self.force, self.retry_failed = force, retry_failed
+        self.force, self.retry_failed, self.replace = force, retry_failed, False
         self.times = {"setup_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_wait_s": 0.0, "eval_busy_s": 0.0,
                       "checkpoint_s": 0.0, "env_s": 0.0}
         self.preempt_signal = None
         self.previous = self._previous_manifest()
 
     # ------------------------------------------------------------------ before anything is written
+    def _holds_this_run(self, run_dir) -> bool:
+        try:
+            return results.read_json(os.path.join(run_dir, "run.json")).get("config_hash") == self.config_hash
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def _previous_manifest(self):
         path = os.path.join(self.run_dir, "run.json")
         if not os.path.exists(path):
@@ -211,17 +320,21 @@ class Run:
 
     def already_done(self) -> bool:
         """True when the run directory holds this very run, finished; refuses other cases
-        where continuing would mix two configurations or hide a failure."""
+        where continuing would mix two configurations or hide a failure. Writes nothing: a
+        run of another config that --force replaces is moved aside later, under its lock
+        (`_move_aside`)."""
         prev = self.previous
+        self.replace = False
         if prev is None:
             return False
         same = prev.get("config_hash") == self.config_hash
         if not same and not self.force:
             raise ConfigError(f"{self.run_dir} holds a run with a different config (status "
-                              f"{prev.get('status')}); use another --run-dir, or --force to start it over")
-        if not same and self.force:
-            self._wipe()
-            self.previous = None
+                              f"{prev.get('status')}); give this run another --run-dir (or --out), or pass "
+                              f"--force to move that run aside to {os.path.basename(self.run_dir)}.replaced-<time> "
+                              f"and start this one in its place")
+        if not same:
+            self.replace = True
             return False
         status = prev.get("status")
         if status == "done":
@@ -231,15 +344,28 @@ class Run:
                               f"re-run with --retry-failed to train it again from its last good checkpoint")
         return False
 
-    def _wipe(self):
-        import shutil
-
-        for name in ("checkpoints", "eval.csv", "train.csv", "run.json", "config.gin"):
-            p = os.path.join(self.run_dir, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.unlink(p)
+    def _move_aside(self):
+        """--force over a run of another config: take that run's lock (RunError, with nothing
+        touched, while a trainer holds it), then move its directory to
+        RUN.replaced-<time> (never delete) and say where."""
+        lock = results.RunLock(self.run_dir)
+        lock.acquire()
+        try:
+            prev = self._previous_manifest()
+            if prev is None or prev.get("config_hash") == self.config_hash:  # changed meanwhile
+                self.previous = prev
+                return
+            dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            n = 1
+            while os.path.exists(dest):
+                dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+                n += 1
+            os.rename(self.run_dir, dest)
+        finally:
+            lock.release()
+        self.previous = None
+        print(f"floq: {self.run_dir} held a run with a different config (status {prev.get('status')}); "
+              f"moved it to {dest}", file=sys.stderr)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -316,6 +442,8 @@ class Run:
         self.window: list[dict] = []  # per-step metrics since the last log point
         self.last_log = (time.time(), 0, 0.0)  # (clock, step, train seconds) at the last log point
         self.pending_resubmit: list[int] = []
+        self.resubmit_policies: dict = {}  # step -> policy parameters of a pending evaluation
+        self.eval_snapshots: dict = {}  # step -> policy parameters of a submitted evaluation
         self.last_success = float("nan")
 
         state1 = jax.tree_util.tree_map(lambda x: x[0], self.states)
@@ -364,6 +492,7 @@ class Run:
             "flops_per_update": update_flops(self.algo, critic, state1,
                                              task_view(self.data, 0) if self.multi else self.data, tr.batch_size),
             "protocol": self.protocol, "tags": self.tags, "describe": describe, "config_hash": self.config_hash,
+            "seedless_config_hash": seedless_hash(self.config_fields), "config_fields": self.config_fields,
             "step": 0, "gin_files": [results.repo_relative(f) for f in self.gin_files],
             "bindings": self.bindings, "data_files": self._data_files(),
         }
@@ -413,12 +542,23 @@ class Run:
 
     # ------------------------------------------------------------------ resume
     def resume(self):
-        restored = self.ckpts.restore_latest(self._saved_tree())
+        def like(meta):  # a checkpoint taken at a stop signal also holds older evaluations' policies
+            steps = meta.get("pending_policies") or []
+            if not steps:
+                return self._saved_tree()
+            pp = jax.device_get(policy_params(self.states["params"]))
+            return {"run": self._saved_tree(), "pending_policies": {f"step_{int(s)}": pp for s in steps}}
+
+        restored = self.ckpts.restore_latest(like)
         if restored is None:
             self.eval_log.truncate(0)
             self.train_log.truncate(0)
             return
         tree, meta = restored
+        if meta.get("pending_policies"):
+            self.resubmit_policies = {int(s): tree["pending_policies"][f"step_{int(s)}"]
+                                      for s in meta["pending_policies"]}
+            tree = tree["run"]
         if self.online is not None:
             self.states = tree["train"]
             self.online.restore(tree["buffer"], meta.get("online"))
@@ -452,9 +592,9 @@ class Run:
             print(f"floq: {self.run_dir} is already done; nothing to do")
             return self.run_dir
         self.setup()  # reads data and builds the program; writes nothing
-        ensure = getattr(results, "ensure_writable_dir", None)
-        if ensure is not None:
-            ensure(os.path.dirname(self.run_dir))
+        results.ensure_writable_dir(os.path.dirname(self.run_dir))
+        if self.replace:
+            self._move_aside()
         os.makedirs(self.run_dir, exist_ok=True)
         with _run_lock(self.run_dir), self._signals():
             self.open()
@@ -468,7 +608,7 @@ class Run:
             bar = self._progress_bar()
             try:
                 for s in self.pending_resubmit:
-                    self.evaluate(s)
+                    self.evaluate(s, policy=self.resubmit_policies.get(s))
                 if self.step == 0 and self.tr.eval_at_start and not self.pending_resubmit \
                         and not len(self.eval_log):
                     self.evaluate(0)
@@ -508,6 +648,9 @@ class Run:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as e:
+                if self._stopped_by(e):
+                    self._on_preempt()
+                    raise SystemExit(143) from None
                 self._set_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
                 raise
             finally:
@@ -689,8 +832,9 @@ class Run:
         self.train_log.flush()
         self._to_loggers("train", rows)
 
-    def evaluate(self, step: int):
-        """Hand a snapshot of every member's policy at `step` to the evaluator."""
+    def evaluate(self, step: int, policy=None):
+        """Hand a snapshot of every member's policy at `step` to the evaluator (`policy`: the
+        members' stacked policy parameters of that step, when they are not the current ones)."""
         if self.evaluator is None:
             p0 = jax.device_get(policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
             pb = export_policy(self.algo, p0, self.obs_dim, self.act_dim, self.tr.eval_envs_per_worker)
@@ -699,7 +843,8 @@ class Run:
             self.evaluator = EvalService(pb, self.exp.task.env_kwargs(), self.n_workers,
                                          self.tr.eval_envs_per_worker, self.tr.eval_episodes,
                                          wait_ready=not self.async_eval)
-        pp = jax.device_get(policy_params(self.states["params"]))
+        pp = jax.device_get(policy_params(self.states["params"])) if policy is None else jax.device_get(policy)
+        self.eval_snapshots[step] = pp
         members = [m for m in self.members if self.alive[m.index]]  # a diverged member is not evaluated
         snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in members]
         self.evaluator.submit(step, members, snaps)
@@ -723,6 +868,7 @@ class Run:
 
     def _write_evals(self, done):
         for ev in done:
+            self.eval_snapshots.pop(ev.step, None)
             self.times["eval_busy_s"] += ev.busy_s
             rows = []
             phase, env_steps = self.phase(ev.step)
@@ -754,12 +900,14 @@ class Run:
         self.eval_log.flush()
         self.train_log.flush()
 
-    def checkpoint(self):
+    def checkpoint(self, wait_older: bool = True):
         """Save the state; evaluations older than this step are finished first, those at this
-        step are recorded as pending (resume re-submits them from the same parameters)."""
+        step are recorded as pending (resume re-submits them from the same parameters).
+        With wait_older=False (a stop signal) older evaluations are not waited for: their
+        policy parameters go into the checkpoint beside the state, as 'pending_policies'."""
         if self.step == self.last_ckpt_step:
             return
-        if self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps()):
+        if wait_older and self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps()):
             self._wait_evals(until_step=self.step - 1)
         self.collect()
         t0 = time.time()
@@ -770,13 +918,18 @@ class Run:
                 "train_rows": len(self.train_log), "config_hash": self.config_hash,
                 "pending_evals": pending, "times": dict(self.times),
                 "diverged_members": list(self.diverged_members)}
+        tree = self._saved_tree()
+        older = [s for s in pending if s < self.step]
+        if older:  # only at a stop signal: every other checkpoint keeps its plain layout
+            meta["pending_policies"] = older
+            tree = {"run": tree, "pending_policies": {f"step_{s}": self.eval_snapshots[s] for s in older}}
         if self.online is not None:
             meta["online"] = self.online.meta()
         if self.shards is not None:
             meta["shard"] = self.shards.index_at(min(self.step, self.tr.train_steps - 1))
         meta["log_window"] = _pack_window(self.window)  # steps since the last log point (resume exactly)
         t0 = time.time()
-        self.ckpts.save(self.step, self._saved_tree(), meta)
+        self.ckpts.save(self.step, tree, meta)
         self.times["checkpoint_s"] += time.time() - t0
         self.last_ckpt_step = self.step
         self.manifest["step"] = self.step
@@ -811,23 +964,42 @@ class Run:
         self.manifest.update({"status": status, **extra})
         self._write_manifest()
 
+    def _stopped_by(self, e: BaseException) -> bool:
+        """Whether `e` is an evaluation worker killed by a stop signal that this process got
+        too (a signal to the whole process group or cgroup reaches every process at once; the
+        handler here may run a moment after the worker is seen dead): then the run is
+        preempted, not failed. Workers ignore those signals (floq/evaluate.py); this covers a
+        worker killed before it could."""
+        if not (isinstance(e, WorkerDied) and e.by_stop_signal()):
+            return False
+        deadline = time.time() + 2.0
+        while self.preempt_signal is None and time.time() < deadline:
+            time.sleep(0.05)
+        return self.preempt_signal is not None
+
     def _check_signal(self):
         if self.preempt_signal is not None:
             raise Preempted()
 
     def _on_preempt(self):
-        """Checkpoint now unless an evaluation of an earlier step is still running (its
-        parameters are only in the previous checkpoint: resume from there instead)."""
+        """Record 'preempted' at once (a SIGKILL after the scheduler's grace time then leaves
+        the right status and the previous checkpoint), then checkpoint the step reached without
+        waiting for evaluations still running: the checkpoint carries the parameters of those
+        of earlier steps, and a resume re-submits them."""
         if not hasattr(self, "states"):
             return
-        older = self.evaluator is not None and any(s < self.step for s in self.evaluator.pending_steps())
-        if not older and self.step > 0:
-            self.collect()
-            self.checkpoint()
         name = signal.Signals(self.preempt_signal).name if self.preempt_signal else "signal"
         self._set_status("preempted", reason=f"{name} at step {self.step}")
-        print(f"\nfloq: preempted ({name}) at step {self.step}; checkpoint at step {max(self.last_ckpt_step, 0)}"
-              f" kept, re-run to resume", file=sys.stderr)
+        if self.step > 0:
+            try:
+                self.collect()
+            except RuntimeError:  # the workers are gone: their evaluations stay pending
+                pass
+            self.checkpoint(wait_older=False)
+        kept = self.ckpts.steps() if hasattr(self, "ckpts") else []
+        where = (f"checkpoint at step {kept[-1]} kept, re-run to resume" if kept
+                 else "no checkpoint yet: a re-run starts from step 0")
+        print(f"\nfloq: preempted ({name}) at step {self.step}; {where}", file=sys.stderr)
 
     def _signals(self):
         """SIGTERM / SIGUSR1 / SIGHUP / SIGINT set a flag the loop checks between calls."""

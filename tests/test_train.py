@@ -23,8 +23,8 @@ def smoke_run(tmp_path_factory, smoke_dataset):
     res = floq_cmd("run", os.path.join(REPO, "gin/experiments/smoke.gin"), "--out", str(out),
                    "--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=50")
     assert res.returncode == 0, res.stderr[-2000:]
-    # Protocol bindings (steps, intervals) do not enter the run name.
-    run_dir = out / "smoke" / "monolithic_cube-single-play_task1"
+    # Protocol bindings that change the gin file's values (steps, intervals) and the seed name the run.
+    run_dir = out / "smoke" / "monolithic_cube-single-play_task1_eval_interval=50_train_steps=100_seed=0"
     return run_dir, res
 
 

@@ -331,14 +331,19 @@ def test_multi_task_run_dir_equals_one_dir_per_task(tmp_path):
 
 
 def test_a_diverged_copy_never_shadows_a_finished_run(tmp_path):
+    """...and is not dropped as a duplicate either: it is never scored, and it is listed."""
     make_run(tmp_path, "good", env="e", task="task1", critic="c", success=ramp(0.5))
     make_run(tmp_path, "zz_diverged_copy", env="e", task="task1", critic="c",
              success=lambda s, t: 0.0, status="diverged")  # sorts last, same last step
-    with pytest.warns(UserWarning, match="keeping the finished run"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "several run dirs" warning: nothing is dropped
         df = stats.dedupe_runs(load.load_results(tmp_path))
-    assert set(df["run_dir"]) == {"exp/good"}
+    assert set(df["run_dir"]) == {"exp/good", "exp/zz_diverged_copy"}
     final = stats.final_scores(df)
-    assert final["complete"].all() and final["score"].mean() == pytest.approx(0.395)
+    scored = final[final["complete"]]
+    assert set(scored["run_dir"]) == {"exp/good"} and scored["score"].mean() == pytest.approx(0.395)
+    div = final[final["run_dir"] == "exp/zz_diverged_copy"]
+    assert len(div) == 3 and (div["exclude_kind"] == "diverged").all()
 
 
 # ------------------------------------------------------------------ issue 25 item 8
