@@ -22,6 +22,17 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+# Fixtures that start processes (fake trainers run as child processes, a local Ray instance):
+# a test using one is marked `subprocess` (deselected by `make test-fast`).
+SUBPROCESS_FIXTURES = {"fake_runner", "slow_trainer", "local_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.subprocess)
+
+
 @pytest.fixture(scope="session")
 def smoke_dataset():
     """The smoke experiment's generated dataset (made once, then cached)."""
