@@ -2,13 +2,18 @@
 #   make demo   creates .venv, installs floq (CUDA extra when nvidia-smi sees a GPU), generates
 #               the demo dataset if it is not cached, trains FQL with a monolithic and a floq
 #               critic, evaluates both in the simulator and writes a report
-#   make test   creates .venv with the dev extra and runs the test suite
+#   make test   creates .venv with the dev extra and runs the test suite (make test-fast: the
+#               inner loop, unit and in-process tests only; tests/README.md says what runs where)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export FLOQ_DATA_DIR ?= $(CURDIR)/.floq_cache/data
+# Caches live outside the clone, so a second clone on the same machine starts warm: generated
+# datasets ($(FLOQ_DATA_DIR)) and, for the tests, compiled programs and test datasets keyed by
+# the jax and generator versions (tests/floq_test_utils.py).
+export FLOQ_CACHE_DIR ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/floq
+export FLOQ_DATA_DIR ?= $(FLOQ_CACHE_DIR)/data
 
-.PHONY: demo test test-full install install-dev clean
+.PHONY: demo test test-fast test-full test-cold install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +40,17 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest tests
 
+# The inner loop: no test that trains for long or starts processes (markers slow, subprocess).
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest tests -m "not slow and not subprocess"
+
 test-full: $(VENV)/.installed-dev
 	FLOQ_FULL_TESTS=1 $(PY) -m pytest tests
+
+# The whole suite with empty caches (what a first clone on a new machine sees).
+test-cold: $(VENV)/.installed-dev
+	@cold=$$(mktemp -d); echo "empty cache: $$cold"; \
+	FLOQ_CACHE_DIR=$$cold env -u JAX_COMPILATION_CACHE_DIR $(PY) -m pytest tests; rc=$$?; rm -rf $$cold; exit $$rc
 
 clean:
 	rm -rf runs/quickstart reports/quickstart .pytest_cache

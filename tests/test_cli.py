@@ -78,6 +78,7 @@ def test_version_names_the_package_and_the_commit(capsys):
         assert sha in out
 
 
+@pytest.mark.subprocess
 def test_the_installed_entry_point(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     res = subprocess.run([sys.executable, "-m", "floq", "--help"], capture_output=True, text=True, env=env,
@@ -147,21 +148,20 @@ def test_not_a_run_directory_is_one_line_exit_2(fake_train, tmp_path, capsys):
     assert calls[-1]["gin_files"] == [str(tmp_path / "own" / "config.gin")] and calls[-1]["tags"] == {}
 
 
-@pytest.mark.slow
 def test_config_gin_of_a_real_run_is_that_run(tmp_path, smoke_dataset):
-    """End to end: a run's config.gin, run from elsewhere, finds the same run (its directory,
-    tags and specs hash) and says it is done; nothing new is written."""
-    from floq_test_utils import floq_cmd
+    """End to end (in-process `floq run`): a run's config.gin, run from elsewhere, finds the
+    same run (its directory, tags and specs hash) and says it is done; nothing new is written."""
+    from floq_test_utils import floq_main
 
-    first = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=20", "--bind", "EVAL_INTERVAL=0",
-                     "--bind", "CRITIC_FLOW_STEPS=3", "--tag", "foo=bar", "--out", str(tmp_path / "out"))
+    first = floq_main("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=20", "--bind", "EVAL_INTERVAL=0",
+                      "--bind", "CRITIC_FLOW_STEPS=3", "--tag", "foo=bar", "--out", str(tmp_path / "out"))
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = first.stdout.split("results: ", 1)[1].splitlines()[0].strip()
     before = {n: os.path.getmtime(os.path.join(run_dir, n)) for n in ("run.json", "eval.csv", "train.csv")}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for arg in (os.path.join(run_dir, "config.gin"), run_dir):
-        again = floq_cmd("run", arg, cwd=str(elsewhere))
+        again = floq_main("run", arg, cwd=str(elsewhere))
         assert again.returncode == 0, again.stderr[-2000:]
         assert f"floq: {run_dir} is already done; nothing to do" in again.stdout
         assert f"results: {run_dir}" in again.stdout

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import FULL, REPO, floq_cmd
+from floq_test_utils import FULL, REPO, copy_run, floq_main
 
 CLOCK = ["wall_time", "updates_per_s", "run"]
 BASE = ["gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=120", "--bind", "EVAL_INTERVAL=60",
@@ -39,13 +39,13 @@ def _csvs(run_dir):
 
 def test_rows_identical_across_evaluators_and_chunking(tmp_path, smoke_dataset):
     variants = {
-        "inprocess_sync": ["Trainer.eval_workers=0", "CHUNK_SIZE=60"],
-        "one_worker_async": ["Trainer.eval_workers=1", "Trainer.async_eval=True", "CHUNK_SIZE=60"],
+        "inprocess_sync": ["Trainer.eval_workers=0"],
+        "one_worker_async": ["Trainer.eval_workers=1", "Trainer.async_eval=True"],
         # Two workers share both seeds' episodes; chunks of at most 7 steps, sized by a tiny
         # time budget (calls of 1..7 steps).
         "two_workers_async_small_chunks": ["Trainer.eval_workers=2", "Trainer.async_eval=True", "CHUNK_SIZE=7",
                                            "Trainer.max_chunk_seconds=0.002"],
-        "two_workers_sync": ["Trainer.eval_workers=2", "Trainer.async_eval=False", "CHUNK_SIZE=60"],
+        "two_workers_sync": ["Trainer.eval_workers=2", "Trainer.async_eval=False"],
     }
     if not FULL:  # small form: the reference and the variant that differs from it the most
         variants = {k: variants[k] for k in ("inprocess_sync", "two_workers_async_small_chunks")}
@@ -54,7 +54,7 @@ def test_rows_identical_across_evaluators_and_chunking(tmp_path, smoke_dataset):
         args = list(BASE)
         for b in binds:
             args += ["--bind", b]
-        res = floq_cmd("run", *args, "--run-dir", str(tmp_path / name))
+        res = floq_main("run", *args, "--run-dir", str(tmp_path / name))
         assert res.returncode == 0, (name, res.stderr[-3000:])
         out[name] = (_csvs(tmp_path / name), _params(tmp_path / name, 120),
                      json.loads((tmp_path / name / "run.json").read_text()))
@@ -82,7 +82,7 @@ def test_divergence_is_a_status_not_a_result(tmp_path, smoke_dataset):
     run_dir = tmp_path / "diverged"
     args = ["gin/experiments/smoke.gin", "--bind", "FQL.lr=3.0", "--bind", "TRAIN_STEPS=400",
             "--bind", "CHECKPOINT_INTERVAL=10", "--bind", "EVAL_INTERVAL=0", "--run-dir", str(run_dir)]
-    res = floq_cmd("run", *args)
+    res = floq_main("run", *args)
     assert res.returncode == 3, res.stderr[-2000:]
     assert "diverged" in res.stderr and "non-finite" not in res.stdout
     man = json.loads((run_dir / "run.json").read_text())
@@ -100,30 +100,28 @@ def test_divergence_is_a_status_not_a_result(tmp_path, smoke_dataset):
         assert s < man["diverged_at"]
         assert all(np.isfinite(v).all() for v in _params(run_dir, s).values() if v.dtype.kind == "f")
     # Re-running says so instead of silently retrying.
-    again = floq_cmd("run", *args)
+    again = floq_main("run", *args)
     assert again.returncode == 3 and "diverged before" in again.stderr and "--retry-failed" in again.stderr
 
 
-def test_done_run_with_other_config_is_refused(tmp_path, smoke_dataset):
-    run_dir = tmp_path / "r"
-    assert floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=50", "--bind", "EVAL_INTERVAL=0",
-                    "--run-dir", str(run_dir)).returncode == 0
+def test_done_run_with_other_config_is_refused(tmp_path, smoke_run):
+    run_dir = copy_run(smoke_run[0], tmp_path / "r")  # done: TRAIN_STEPS=100, EVAL_INTERVAL=50
+    smoke = ["gin/experiments/smoke.gin", "--bind", "EVAL_INTERVAL=50", "--run-dir", str(run_dir)]
     before = (run_dir / "eval.csv").read_text()
-    res = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=60", "--bind", "EVAL_INTERVAL=0",
-                   "--run-dir", str(run_dir))
+    res = floq_main("run", *smoke, "--bind", "TRAIN_STEPS=60")
     assert res.returncode == 2 and "different config" in res.stderr
     assert (run_dir / "eval.csv").read_text() == before
     # Chunking is plumbing: the same run with another chunk size is the same run.
-    same = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=50", "--bind", "EVAL_INTERVAL=0",
-                    "--bind", "CHUNK_SIZE=7", "--run-dir", str(run_dir))
+    same = floq_main("run", *smoke, "--bind", "TRAIN_STEPS=100", "--bind", "CHUNK_SIZE=7")
     assert same.returncode == 0 and "already done" in same.stdout
-    forced = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=60", "--bind", "EVAL_INTERVAL=0",
-                      "--run-dir", str(run_dir), "--force")
+    assert (run_dir / "eval.csv").read_text() == before
+    forced = floq_main("run", *smoke, "--bind", "TRAIN_STEPS=60", "--force")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert json.loads((run_dir / "run.json").read_text())["step"] == 60
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_checkpoints_and_exits_within_seconds(tmp_path, smoke_dataset):
     """Chunks of up to 100k steps: the loop still sizes its calls to ~max_chunk_seconds, so a
     SIGTERM is honoured within seconds, with a checkpoint at the step reached."""

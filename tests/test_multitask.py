@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import floq_cmd
+from floq_test_utils import floq_main
 
 from floq.agents.fql import FQL
 from floq.config import ConfigError
@@ -95,14 +95,15 @@ SMOKE = ["gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=100", "--bind", "EV
 CLOCK = ["wall_time", "updates_per_s", "run"]
 
 
-def test_two_task_run_rows_equal_the_lone_run(tmp_path):
+@pytest.mark.slow
+def test_two_task_run_rows_equal_the_lone_run(tmp_path, smoke_dataset):
     """`floq run ... PROGRAM_TASK_IDS=[1, 2]`: task 2's eval.csv/train.csv rows equal a lone
     TASK_ID=2 run's (losses to float precision), every row names its task, run.json lists
     the members, and the analysis sees two runs."""
     multi, lone = tmp_path / "multi", tmp_path / "lone"
-    r = floq_cmd("run", *SMOKE, "--bind", "PROGRAM_TASK_IDS=[1, 2]", "--run-dir", str(multi))
+    r = floq_main("run", *SMOKE, "--bind", "PROGRAM_TASK_IDS=[1, 2]", "--run-dir", str(multi))
     assert r.returncode == 0, r.stderr[-2000:]
-    r = floq_cmd("run", *SMOKE, "--bind", "TASK_ID=2", "--run-dir", str(lone))
+    r = floq_main("run", *SMOKE, "--bind", "TASK_ID=2", "--run-dir", str(lone))
     assert r.returncode == 0, r.stderr[-2000:]
     man = json.loads((multi / "run.json").read_text())
     assert man["task_id"] == [1, 2] and man["task"] == "tasks1,2"
@@ -130,8 +131,8 @@ def test_two_task_run_rows_equal_the_lone_run(tmp_path):
     assert sorted(set(df["run_id"])) == [".#task1", ".#task2"]
 
 
-def test_multi_task_refuses_online_phase(tmp_path):
-    r = floq_cmd("run", *SMOKE, "--bind", "PROGRAM_TASK_IDS=[1, 2]", "--bind", "ONLINE_STEPS=10",
+def test_multi_task_refuses_online_phase(tmp_path, smoke_dataset):
+    r = floq_main("run", *SMOKE, "--bind", "PROGRAM_TASK_IDS=[1, 2]", "--bind", "ONLINE_STEPS=10",
                  "--run-dir", str(tmp_path / "r"))
     assert r.returncode != 0
     assert "trains offline only" in r.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import floq_cmd, kill_after_checkpoint
+from floq_test_utils import floq_main, kill_after_checkpoint
 
 from floq.train import sample_mixed
 
@@ -97,11 +97,12 @@ def test_sample_mixed_evicts_like_the_released_buffer(balanced, n_online):
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, smoke_dataset):
     run_dir = tmp_path_factory.mktemp("online") / "uninterrupted"
-    res = floq_cmd("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
+    res = floq_main("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir
 
 
+@pytest.mark.slow
 def test_online_run_has_both_phases(reference_run):
     import json
 
@@ -134,13 +135,15 @@ def test_online_run_has_both_phases(reference_run):
     assert not np.allclose(buf["actions"][0], buf["actions"][1])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_in_online_phase_resumes_exactly(reference_run, tmp_path):
     ref_ev, ref_tr = _csvs(reference_run)
     ref = _final(reference_run)
     run_dir = tmp_path / "killed"
     interrupted = kill_after_checkpoint(ONLINE_ARGS, run_dir, 210)  # 110 env steps into the online phase
     assert interrupted, "the run finished before it could be killed in the online phase"
-    res = floq_cmd("run", *ONLINE_ARGS, "--run-dir", str(run_dir))
+    res = floq_main("run", *ONLINE_ARGS, "--run-dir", str(run_dir))  # the resume, in this process
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming" in res.stderr
     ev, tr = _csvs(run_dir)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import FULL, REPO, floq_cmd
+from floq_test_utils import FULL, REPO, RESUME_ARGS, floq_main
 
 from floq.agents.fql import FQL
 from floq.critics.flow import FloqCritic
@@ -63,9 +63,6 @@ def test_vmapped_seed_equals_lone_seed(critic):
 # Exact resume
 # --------------------------------------------------------------------------------------
 
-RESUME_ARGS = ["gin/experiments/smoke.gin", "gin/critics/floq.gin", "--bind", "TRAIN_STEPS=300",
-               "--bind", "CHECKPOINT_INTERVAL=50", "--bind", "EVAL_INTERVAL=100", "--bind", "LOG_INTERVAL=50",
-               "--bind", "CHUNK_SIZE=25"]
 CLOCK = ["wall_time", "updates_per_s", "run"]  # clock columns, and the run name (the directory differs)
 
 
@@ -90,13 +87,14 @@ def _start(run_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_is_bitwise_identical(tmp_path, smoke_dataset):
-    ref_dir = tmp_path / "uninterrupted"
-    res = floq_cmd("run", *RESUME_ARGS, "--run-dir", str(ref_dir))
-    assert res.returncode == 0, res.stderr[-2000:]
+@pytest.mark.subprocess
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path, resume_reference):
+    """A `floq run` process killed with SIGKILL, then run again (here in this process), ends
+    with the parameters and CSV rows of the uninterrupted run (conftest.resume_reference)."""
+    ref_dir = resume_reference
     ref_params = _final_params(ref_dir)
     ref_ev, ref_tr = _csvs(ref_dir)
-    assert len(ref_ev) == 4 and len(ref_tr) == 6
+    assert len(ref_ev) == 2 * 4 and len(ref_tr) == 2 * 6  # two seeds
 
     rng = np.random.default_rng(0)
     # Kill after checkpoint N has appeared, plus a random extra delay: mid-chunk, mid-eval,
@@ -114,8 +112,9 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, smoke_dataset):
         finished_first = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        res = floq_cmd("run", *RESUME_ARGS, "--run-dir", str(run_dir))
+        res = floq_main("run", *RESUME_ARGS, "--run-dir", str(run_dir))
         assert res.returncode == 0, res.stderr[-2000:]
+        assert finished_first or "resuming" in res.stderr
         params = _final_params(run_dir)
         assert params.keys() == ref_params.keys()
         for k in ref_params:

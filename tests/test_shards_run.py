@@ -8,7 +8,9 @@ import json
 
 import pandas as pd
 
-from floq_test_utils import floq_cmd, kill_after_checkpoint
+import pytest
+
+from floq_test_utils import floq_main, kill_after_checkpoint
 from test_online import _csvs, _final
 from test_shards import _make_folder, _source_files
 
@@ -19,11 +21,13 @@ def _args(folder):
             "--bind", "CHECKPOINT_INTERVAL=30", "--bind", "CHUNK_SIZE=50"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sharded_run_rotates_and_resumes_exactly(tmp_path):
     folder = _make_folder(str(tmp_path), _source_files())
     args = _args(folder)
     ref_dir = tmp_path / "uninterrupted"
-    res = floq_cmd("run", *args, "--run-dir", str(ref_dir))
+    res = floq_main("run", *args, "--run-dir", str(ref_dir))
     assert res.returncode == 0, res.stderr[-3000:]
     ref_ev, ref_tr = _csvs(ref_dir)
     # The window ending at step s was trained on shard ((s - 1) // 40) % 3.
@@ -36,7 +40,7 @@ def test_sharded_run_rotates_and_resumes_exactly(tmp_path):
     run_dir = tmp_path / "killed"
     interrupted = kill_after_checkpoint(args, run_dir, 90)  # mid-shard (shard 2 runs from 80 to 120)
     assert interrupted, "the run finished before it could be killed"
-    res = floq_cmd("run", *args, "--run-dir", str(run_dir))
+    res = floq_main("run", *args, "--run-dir", str(run_dir))  # the resume, in this process
     assert res.returncode == 0, res.stderr[-3000:]
     ev, tr = _csvs(run_dir)
     pd.testing.assert_frame_equal(ev, ref_ev)

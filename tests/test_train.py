@@ -10,22 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_test_utils import REPO, floq_cmd
+from floq_test_utils import REPO, floq_cmd, floq_main
 
 from floq.loop import EVAL_COLUMNS
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, smoke_dataset):
-    out = tmp_path_factory.mktemp("runs")
-    # the gin file by its absolute path, as a clone elsewhere would pass it (run.json records it
-    # relative to the repository)
-    res = floq_cmd("run", os.path.join(REPO, "gin/experiments/smoke.gin"), "--out", str(out),
-                   "--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=50")
-    assert res.returncode == 0, res.stderr[-2000:]
-    # Protocol bindings that change the gin file's values (steps, intervals) and the seed name the run.
-    run_dir = out / "smoke" / "monolithic_cube-single-play_task1_eval_interval=50_train_steps=100_seed=0"
-    return run_dir, res
 
 
 def test_smoke_run_writes_a_well_formed_run_directory(smoke_run):
@@ -81,8 +68,8 @@ def test_config_gin_reruns_as_is(smoke_run, tmp_path):
 def test_rerunning_a_done_run_is_a_no_op(smoke_run):
     run_dir, _ = smoke_run
     before = (run_dir / "eval.csv").read_text()
-    res = floq_cmd("run", "gin/experiments/smoke.gin", "--run-dir", str(run_dir), "--bind", "TRAIN_STEPS=100",
-                   "--bind", "EVAL_INTERVAL=50")
+    res = floq_main("run", "gin/experiments/smoke.gin", "--run-dir", str(run_dir), "--bind", "TRAIN_STEPS=100",
+                    "--bind", "EVAL_INTERVAL=50")
     assert res.returncode == 0
     assert "already done" in res.stdout
     assert (run_dir / "eval.csv").read_text() == before
@@ -102,10 +89,21 @@ def test_bad_input_fails_before_training_with_one_line(tmp_path, args, needle):
     files = ["gin/experiments/smoke.gin"]
     if args[0].endswith(".gin"):
         files, args = files + args, []
-    res = floq_cmd("run", *files, *args, "--out", str(tmp_path))
+    res = floq_main("run", *files, *args, "--out", str(tmp_path))
     assert res.returncode == 2, res.stderr[-1500:]
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("floq run:")]
     assert len(lines) == 1 and needle in lines[0], res.stderr[-1500:]
+    assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+@pytest.mark.subprocess
+def test_bad_input_real_exit_path(tmp_path):
+    """The table above runs in-process (floq.cli.main); this is the same refusal through
+    `python -m floq run`: exit status 2, one `floq run:` line on stderr, nothing written."""
+    res = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS = 0", "--out", str(tmp_path))
+    assert res.returncode == 2, res.stderr[-1500:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("floq run:")]
+    assert len(lines) == 1 and "train_steps must be positive" in lines[0], res.stderr[-1500:]
     assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
 
 
@@ -115,7 +113,7 @@ def test_malformed_dataset_file_is_rejected(tmp_path):
     bad.write_bytes(b"this is not an npz file")
     (tmp_path / "data" / "bad-val.npz").write_bytes(b"nor this")
     out = tmp_path / "out"
-    res = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", f"DATASET_PATH = '{bad}'", "--out", str(out))
+    res = floq_main("run", "gin/experiments/smoke.gin", "--bind", f"DATASET_PATH = '{bad}'", "--out", str(out))
     assert res.returncode == 2
     assert "not a readable .npz" in res.stderr
     assert not out.exists()
@@ -123,5 +121,5 @@ def test_malformed_dataset_file_is_rejected(tmp_path):
     wrong = tmp_path / "data" / "wrong.npz"
     np.savez(wrong, foo=np.zeros(3))
     np.savez(tmp_path / "data" / "wrong-val.npz", foo=np.zeros(3))
-    res = floq_cmd("run", "gin/experiments/smoke.gin", "--bind", f"DATASET_PATH = '{wrong}'", "--out", str(out))
+    res = floq_main("run", "gin/experiments/smoke.gin", "--bind", f"DATASET_PATH = '{wrong}'", "--out", str(out))
     assert res.returncode == 2 and "not in OGBench's format" in res.stderr

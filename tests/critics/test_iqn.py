@@ -5,15 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from floq.config import REPO_ROOT
 from floq.critics.base import repeat_rows
 from floq.critics.iqn import IQNCritic, huber, quantile_embedding, quantile_loss
 from floq.nets.specs import MLPNet
@@ -268,17 +265,14 @@ def test_mean_matches_analytic_q(mdps, trainer, rel_error, mdp_name):
 
 # --- end to end -----------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def floq_data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("floq_data"))
-
-
 @pytest.mark.slow
-def test_smoke_run_with_iqn(floq_data_dir, tmp_path):
-    env = dict(os.environ, FLOQ_DATA_DIR=floq_data_dir)
-    cmd = [sys.executable, "-m", "floq", "run", "gin/experiments/smoke.gin", "gin/critics/iqn.gin",
-           "--bind", "TRAIN_STEPS=100", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+def test_smoke_run_with_iqn(smoke_dataset, tmp_path):
+    """`floq run smoke.gin iqn.gin` end to end (in this process, on the session's cached smoke
+    dataset)."""
+    from floq_test_utils import floq_main
+
+    proc = floq_main("run", "gin/experiments/smoke.gin", "gin/critics/iqn.gin", "--bind", "TRAIN_STEPS=100",
+                     "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = [os.path.join(r, d) for r, ds, _ in os.walk(tmp_path) for d in ds if d.startswith("iqn_")]
     with open(os.path.join(run_dir, "run.json")) as f:

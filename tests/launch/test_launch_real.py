@@ -15,7 +15,7 @@ import pytest
 
 from floq.launch import spec, sweep
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 SMOKE = os.path.join(spec.REPO_ROOT, "gin", "experiments", "sweep_smoke.gin")
 NAMES = ["critic_flow_steps=1,task_id=1,seed=0", "critic_flow_steps=2,task_id=1,seed=0"]
@@ -81,7 +81,7 @@ def test_real_local_sweep_via_cli(tmp_path):
     out = str(tmp_path / "out")
     cmd = [sys.executable, "-m", "floq", "sweep", file, "--out", out, "--workers", "2"]
 
-    def floq_sweep(timeout):
+    def floq_sweep(timeout):  # the real launcher: `python -m floq sweep` in a child process
         proc = subprocess.run(
             cmd,
             capture_output=True,
@@ -98,8 +98,12 @@ def test_real_local_sweep_via_cli(tmp_path):
     sweep_dir = os.path.join(out, "real_local")
     _check(sweep_dir)
     sizes = _log_sizes(sweep_dir)
-    # Re-running is a no-op: nothing is launched.
-    assert "2 runs, 2 done; 0 to run" in floq_sweep(120)
+    # Re-running is a no-op: nothing is launched (the same command, in this process).
+    from floq_test_utils import floq_main
+
+    again = floq_main("sweep", file, "--out", out, "--workers", "2", cwd=str(tmp_path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 runs, 2 done; 0 to run" in again.stdout
     assert _log_sizes(sweep_dir) == sizes
 
 
