@@ -510,26 +510,25 @@ class Bench:
 
     # --- pieces ----------------------------------------------------------------------
     def bench_peak(self, when: str):
+        """The f32 matmul peak (the f32 rows' ceiling) and, when bf16 rows are measured, the
+        bf16 one (theirs)."""
         n = self.mode.matmul_n
         gflop = 2 * n**3 / 1e9
-        samples = matmul_peak(n, self.mode.repeats)
-        self.peak_samples += [gflop / w for w, _ in samples]
-        self.peak_cpu_samples += [gflop / c for _, c in samples]
-        wall = float(np.median([w for w, _ in samples]))
-        self.add(benchmark="matmul_peak", precision="float32", gflop_per_update=gflop, gflop_per_s=gflop / wall,
-                 ms_per_update=1e3 * wall, cpu_ms_per_update=1e3 * float(np.median([c for _, c in samples])),
-                 cpu_util=float(np.median([c / w for w, c in samples])),
-                 notes=f"{when}: {n}x{n} @ {n}x{n}, median of {len(samples)}; best "
-                       f"{max(gflop / w for w, _ in samples):.1f} GFLOP/s")
-        if "bf16" in self.only:  # the ceiling of the bf16 rows
-            samples = matmul_peak(n, self.mode.repeats, dtype="bfloat16")
-            self.peak_bf16_samples += [gflop / w for w, _ in samples]
+        for dtype in ("float32", "bfloat16") if "bf16" in self.only else ("float32",):
+            samples = matmul_peak(n, self.mode.repeats, dtype=dtype)
+            if dtype == "float32":
+                self.peak_samples += [gflop / w for w, _ in samples]
+                self.peak_cpu_samples += [gflop / c for _, c in samples]
+            else:
+                self.peak_bf16_samples += [gflop / w for w, _ in samples]
             wall = float(np.median([w for w, _ in samples]))
-            self.add(benchmark="matmul_peak", precision="bfloat16", gflop_per_update=gflop, gflop_per_s=gflop / wall,
+            what = f"{n}x{n} @ {n}x{n}" if dtype == "float32" else \
+                f"bf16 {n}x{n} @ {n}x{n} (f32 accumulation as XLA chooses)"
+            self.add(benchmark="matmul_peak", precision=dtype, gflop_per_update=gflop, gflop_per_s=gflop / wall,
                      ms_per_update=1e3 * wall, cpu_ms_per_update=1e3 * float(np.median([c for _, c in samples])),
                      cpu_util=float(np.median([c / w for w, c in samples])),
-                     notes=f"{when}: bf16 {n}x{n} @ {n}x{n} (f32 accumulation as XLA chooses), median of "
-                           f"{len(samples)}; best {max(gflop / w for w, _ in samples):.1f} GFLOP/s")
+                     notes=f"{when}: {what}, median of {len(samples)}; best "
+                           f"{max(gflop / w for w, _ in samples):.1f} GFLOP/s")
 
     def _size(self):
         return SIZES["tiny"] if self.mode.name == "tiny" else SIZES["small"]
