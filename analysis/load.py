@@ -445,8 +445,53 @@ def load_diverged_members(run_dir: str | os.PathLike) -> dict:
 
 
 # --------------------------------------------------------------------------- all runs
-def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
-                 method_by: Sequence[str] | None = None) -> pd.DataFrame:
+def results_base(results_dirs) -> Path:
+    """The folder run dirs are named relative to: the one results folder, or the deepest folder
+    holding all of several (so that ``base / run_dir`` is always the run's path)."""
+    roots = [Path(results_dirs)] if isinstance(results_dirs, (str, os.PathLike)) else [Path(r) for r in results_dirs]
+    if len(roots) == 1:
+        return roots[0]
+    return Path(os.path.commonpath([os.path.abspath(r) for r in roots]))
+
+
+def parse_filters(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``--filter KEY=VALUE`` items -> [(key, value)]; one clear error for a malformed item."""
+    out = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise AnalysisError(f"--filter takes KEY=VALUE (a column such as critic=floq or "
+                                f"critic_flow_steps=4); got {item!r}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _same_value(column: pd.Series, value: str) -> pd.Series:
+    """Rows whose value equals ``value`` as text, or as a number when both are numbers
+    (``4`` matches 4 and 4.0)."""
+    text = column.astype(str)
+    hit = text == value
+    try:
+        number = float(value)
+    except ValueError:
+        return hit
+    return hit | (pd.to_numeric(column, errors="coerce") == number)
+
+
+def apply_filters(df: pd.DataFrame, filters: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Keep the rows that match every (column, value); a column no run has is an error that
+    names the columns there are."""
+    for key, value in filters:
+        if key not in df.columns:
+            known = ", ".join(sorted(c for c in tag_columns(df)) + ["env", "task", "seed", "status"])
+            raise AnalysisError(f"--filter {key}={value}: no run has a column {key!r} (some there are: {known})")
+        df = df[_same_value(df[key], value)]
+    return df.reset_index(drop=True)
+
+
+def load_results(results_dir, *, add_method: bool = True,
+                 method_by: Sequence[str] | None = None,
+                 filters: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
     """Load every run under ``results_dir`` into one tidy frame.
 
     One row per (run dir, task, seed, phase, evaluation): the eval.csv columns, one column
@@ -464,28 +509,44 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
     Warnings name: run dirs without run.json, seeds run.json lists that eval.csv lacks, and
     duplicate (task, seed, step) rows that disagree (the last-written row is kept).
 
+    ``results_dir`` may be a list of folders: their runs load as one study, each ``run_dir``
+    relative to the deepest folder holding them all (``results_base``). ``filters`` keeps the
+    rows whose columns equal the given values (``apply_filters``), before method labels are made.
+
     Raises:
         AnalysisError: ``results_dir`` does not exist or is not a directory.
     Returns an empty frame (with the required columns) when nothing usable was found.
     """
-    root = Path(results_dir)
-    if not root.exists():
-        raise AnalysisError(f"results directory {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise AnalysisError(f"{str(root)!r} is not a directory")
-    replaced = replaced_run_dirs(root)
-    if replaced:
-        _warn(f"not analysing {len(replaced)} run dir(s) that floq run --force moved aside, e.g. "
-              f"{replaced[0]} (rename one to analyse it)")
+    roots = [Path(results_dir)] if isinstance(results_dir, (str, os.PathLike)) else [Path(r) for r in results_dir]
+    if not roots:
+        raise AnalysisError("no results directory given")
+    for root in roots:
+        if not root.exists():
+            raise AnalysisError(f"results directory {str(root)!r} does not exist")
+        if not root.is_dir():
+            raise AnalysisError(f"{str(root)!r} is not a directory")
+    base = results_base(roots)
+    run_dirs, seen = [], set()
+    for root in roots:
+        replaced = replaced_run_dirs(root)
+        if replaced:
+            _warn(f"not analysing {len(replaced)} run dir(s) that floq run --force moved aside, e.g. "
+                  f"{replaced[0]} (rename one to analyse it)")
+        for run_dir in find_run_dirs(root):  # a folder given twice (or inside another) counts once
+            if os.path.realpath(run_dir) not in seen:
+                seen.add(os.path.realpath(run_dir))
+                run_dirs.append(run_dir)
+    root = base
     frames = []
-    for run_dir in find_run_dirs(root):
+    for run_dir in run_dirs:
         manifest = load_manifest(run_dir)
         ev = load_eval(run_dir)
         if ev is None:
             if not (run_dir / "eval.csv").exists() and manifest is not None:
                 _warn(f"skipping {run_dir}: run.json but no eval.csv (no evaluations yet)")
             continue
-        rel = os.path.relpath(run_dir, root)
+        rel = os.path.relpath(os.path.abspath(run_dir), os.path.abspath(root)) if len(roots) > 1 \
+            else os.path.relpath(run_dir, root)
         rel = "." if rel == "." else Path(rel).as_posix()
         ev.insert(0, "run_dir", rel)
         ev = _resolve_duplicates(ev, run_dir)
@@ -536,6 +597,10 @@ def load_results(results_dir: str | os.PathLike, *, add_method: bool = True,
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["task_key"] = df["env"].astype(str) + "/" + df["task"].astype(str)
     df = fill_tags_from_config(df)
+    if filters:
+        df = apply_filters(df, filters)
+        if df.empty:
+            return pd.DataFrame(columns=["run_dir", "run_id", *REQUIRED_EVAL_COLUMNS, "task_key"])
     if add_method:
         df = add_method_column(df, by=method_by)
     return df

@@ -103,7 +103,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.load import (PHASES, TAG_ABBREVIATIONS, AnalysisError, find_run_dirs,
+from analysis.load import (PHASES, TAG_ABBREVIATIONS, AnalysisError, find_run_dirs, parse_filters, results_base,
                            load_results, to_score_dict, warn_missing_seeds)
 
 __all__ = ["build_report", "main", "AXIS_LABELS", "markdown_to_html"]
@@ -651,17 +651,18 @@ def _report_markers(final: pd.DataFrame) -> dict:
     """One marker per configuration for the whole report (every figure shares it)."""
     return plots.config_markers([str(label) for label, _ in _report_configs(final)])
 
-def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
+def build_report(results_dir, out_dir: str | os.PathLike,
                  protocol: str = "fql", seed: int = 0, *, reps: int = 2000,
                  include_partial: bool = False, method_by: Sequence[str] | None = None,
                  published: str | os.PathLike | pd.DataFrame | None = "default",
                  formats: Sequence[str] = ("png", "pdf"), phase: str | None = None,
-                 baseline: str | None = None) -> str:
+                 baseline: str | None = None, filters: Sequence[str] = ()) -> str:
     """Write every figure and table the data supports, plus ``index.md`` and
     ``index.html``; return the path of ``index.md``.
 
     Args:
-        results_dir: searched recursively for run directories.
+        results_dir: searched recursively for run directories; a list of folders is one study
+            (run dirs named relative to the deepest folder holding them all).
         out_dir: created if needed; files of an earlier report there are replaced.
         protocol: ``fql`` | ``last`` | ``max`` | ``last_k:N`` (see ``stats.parse_protocol``).
         seed: seed of every bootstrap.
@@ -677,10 +678,13 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         baseline: the method the answer and the probability of improvement compare
             against (default: the monolithic critic when present, see
             ``default_baseline``; ``"none"``: no baseline, every pair is compared).
+        filters: ``KEY=VALUE`` items; only rows whose column KEY equals VALUE are analysed.
     Raises:
         AnalysisError: nothing usable (missing/empty dir, no evaluations, bad values).
     """
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    roots = [Path(results_dir)] if isinstance(results_dir, (str, os.PathLike)) else [Path(r) for r in results_dir]
+    out_dir = Path(out_dir)
+    filter_items = parse_filters(filters)
     proto = stats.parse_protocol(protocol)
     if reps < 1:
         raise AnalysisError("reps must be >= 1")
@@ -691,11 +695,15 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise AnalysisError(f"figure formats must be among png, pdf, svg (got {list(formats)})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = load_results(results_dir, method_by=method_by)
-        n_dirs = len(find_run_dirs(results_dir))
+        df = load_results(roots, method_by=method_by, filters=filter_items)
+        results_dir = results_base(roots)  # run_dir is relative to it
+        n_dirs = len({os.path.realpath(d) for r in roots for d in find_run_dirs(r)})
         if n_dirs == 0:
             raise AnalysisError(f"no run directories (eval.csv or run.json) under "
                                 f"{str(results_dir)!r}")
+        if df.empty and filter_items:
+            raise AnalysisError(f"no evaluations under {', '.join(map(str, roots))} match "
+                                + " and ".join(f"{k}={v}" for k, v in filter_items))
         if df.empty:
             first = f"; first problem: {caught[0].message}" if caught else ""
             raise AnalysisError(f"no usable evaluations in the {n_dirs} run "
@@ -1026,7 +1034,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     p = _Parser(prog="floq analyze",
                 description="Turn run directories into figures, tables and an index page.")
-    p.add_argument("results_dir", help="directory searched recursively for run dirs")
+    p.add_argument("results_dir", nargs="+",
+                   help="directories searched recursively for run dirs (several: one study)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="analyse only runs whose column KEY equals VALUE (repeatable: all must hold), "
+                        "e.g. --filter env=cube-double-play --filter critic_flow_steps=4")
     p.add_argument("--out", required=True, help="report directory (created)")
     p.add_argument("--protocol", default="fql",
                    help="final score per run: fql (mean of last 3 evaluations; default), "
@@ -1056,11 +1068,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            path = build_report(a.results_dir, a.out, protocol=a.protocol, seed=a.seed,
+            path = build_report(a.results_dir if len(a.results_dir) > 1 else a.results_dir[0], a.out, protocol=a.protocol, seed=a.seed,
                                 reps=a.reps, include_partial=a.include_partial,
                                 method_by=a.method_by.split(",") if a.method_by else None,
                                 published=published, formats=a.formats.split(","),
-                                phase=a.phase, baseline=a.baseline)
+                                phase=a.phase, baseline=a.baseline, filters=a.filter)
         except (AnalysisError, OSError) as e:
             print(f"floq analyze: error: {e}", file=sys.stderr)
             return 2
