@@ -641,24 +641,31 @@ class Bench:
                      peak_mem_mb=max(peaks) if None not in peaks else None,
                      temp_mem_mb=max(temps) if None not in temps else None, notes=note)
 
+    def _scaling_combos(self, configs):
+        """(critic, size) pairs of the seeds / tasks groups: floq at the default size, or every
+        --scaling-critics (else --critics) critic at each named configuration."""
+        if not configs:
+            return [("floq", self._size())]
+        return [(c, SIZES[s]) for s in configs for c in (self.mode.scaling_critics or self.critics)]
+
+    def _member_rows(self, benchmark, critic_name, size, timers, gflop, note):
+        """Time programs of 1..N members round-robin; one row each, `ratio` = member-updates/s
+        over the first program's per member."""
+        res = interleave(timers, self.mode.repeats)
+        base = None
+        for n, t in timers.items():
+            total = res[n]["updates_per_s"] * n
+            base = base or total / n
+            self._train_row(benchmark, critic_name, size, t, res[n], gflop, seed_updates_per_s=total,
+                            ratio=total / base, notes=note(n, t))
+
     def bench_seeds(self):
         """Updates/s vs vmapped seeds: floq at the small configuration by default; with
         --seed-configs, every critic of --critics at each of those configurations."""
-        m = self.mode
-        if m.seed_configs:
-            combos = [(c, SIZES[s]) for s in m.seed_configs for c in (m.scaling_critics or self.critics)]
-        else:
-            combos = [("floq", self._size())]
-        for critic_name, size in combos:
-            gflop = self._gflop(critic_name, size)
-            timers = {n: self.chunk(critic_name, size, seeds=n) for n in m.seed_counts}
-            res = interleave(timers, m.repeats)
-            base = None
-            for n, t in timers.items():
-                total = res[n]["updates_per_s"] * n
-                base = base or total / n
-                self._train_row("seeds", critic_name, size, t, res[n], gflop, seed_updates_per_s=total,
-                                ratio=total / base, notes="updates_per_s per seed; ratio = seed-updates/s vs 1 seed")
+        for critic_name, size in self._scaling_combos(self.mode.seed_configs):
+            timers = {n: self.chunk(critic_name, size, seeds=n) for n in self.mode.seed_counts}
+            self._member_rows("seeds", critic_name, size, timers, self._gflop(critic_name, size),
+                              lambda n, t: "updates_per_s per seed; ratio = seed-updates/s vs 1 seed")
             for key in [k for k in self._chunks if k[0] == critic_name and k[1] == size.name and k[3] > 1]:
                 del self._chunks[key]  # free the multi-seed programs
 
@@ -668,24 +675,14 @@ class Bench:
         vs the lone program of one member: `seed_updates_per_s` = member-updates/s,
         `ratio` = that over the lone program's."""
         m = self.mode
-        combos = ([(c, SIZES[s]) for s in m.task_configs for c in (m.scaling_critics or self.critics)]
-                  if m.task_configs
-                  else [("floq", self._size())])
-        for critic_name, size in combos:
+        for critic_name, size in self._scaling_combos(m.task_configs):
             gflop = self._gflop(critic_name, size)
             length = chunk_length(gflop, self.peak, self.mode)
             algo, critic = build(critic_name, size)
             timers = {t: ProgramTimer(algo, critic, size, self.host, t, length) for t in m.task_counts}
-            res = interleave(timers, m.repeats)
-            base = None
-            for t, timer in timers.items():
-                total = res[t]["updates_per_s"] * t
-                base = base or total / t
-                self._train_row("tasks", critic_name, size, timer, res[t], gflop, seed_updates_per_s=total,
-                                ratio=total / base,
-                                notes=f"{t}-task program (one member per task, `seeds` = members); updates_per_s per "
-                                      f"member; ratio = member-updates/s vs {m.task_counts[0]} member(s); "
-                                      f"compile {timer.compile_s:.1f}s")
+            self._member_rows("tasks", critic_name, size, timers, gflop, lambda t, timer: (
+                f"{t}-task program (one member per task, `seeds` = members); updates_per_s per member; "
+                f"ratio = member-updates/s vs {m.task_counts[0]} member(s); compile {timer.compile_s:.1f}s"))
 
     def bench_eval(self):
         """Evaluation throughput, side by side in one round-robin (see the README):
