@@ -548,6 +548,23 @@ class Run:
 
     # ------------------------------------------------------------------ the loop
     def execute(self) -> str:
+        try:
+            return self._execute()
+        except SystemExit as e:
+            th = getattr(self, "_compile_thread", None)
+            if e.code == 143 and th is not None and th.is_alive():
+                th.join(2.0)
+                if th.is_alive() and threading.current_thread() is threading.main_thread():
+                    # XLA is still compiling in its thread and cannot be cancelled; ending the
+                    # interpreter under it aborts the process (SIGABRT, exit 134), which a
+                    # scheduler reads as a crash. run.json and the checkpoint are written and
+                    # the lock released: leave at once.
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(143)
+            raise
+
+    def _execute(self) -> str:
         if self.already_done():
             print(f"floq: {self.run_dir} is already done; nothing to do")
             return self.run_dir
@@ -653,7 +670,7 @@ class Run:
                 out["e"] = e
 
         t0 = time.time()
-        th = threading.Thread(target=work, daemon=True)
+        th = self._compile_thread = threading.Thread(target=work, daemon=True)
         th.start()
         while th.is_alive():
             th.join(0.1)
