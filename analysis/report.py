@@ -683,6 +683,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"floq analyze: error: {message}\n")
 
 
+def _path_arg(text: str) -> str:
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a directory")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``floq analyze RESULTS_DIR --out REPORT_DIR [--protocol P] [--phase P] ...``
 
@@ -692,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = _Parser(prog="floq analyze",
                 description="Turn run directories into figures, tables and an index page.")
     p.add_argument("results_dir", help="directory searched recursively for run dirs")
-    p.add_argument("--out", required=True, help="report directory (created)")
+    p.add_argument("--out", required=True, type=_path_arg, help="report directory (created)")
     p.add_argument("--protocol", default="fql",
                    help="final score per run: fql (mean of last 3 evaluations; default), "
                         "last, max (optimistic), last_k:N")

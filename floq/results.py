@@ -237,6 +237,16 @@ def check_name(what: str, name) -> str:
     return name
 
 
+def path_arg(text: str) -> str:
+    """argparse `type` of a directory option: an empty value (an unset shell variable,
+    `--run-dir "$RUN"`) is refused rather than read as the working directory or the default."""
+    if not str(text).strip():
+        import argparse
+
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a directory")
+    return text
+
+
 def safe_run_dir(out_dir: str, experiment: str, run_name: str) -> str:
     """`out_dir/experiment/run_name` as an absolute path; refuses (ConfigError) an experiment
     or run name that is empty, absolute, or holds a path separator or '..'."""

@@ -624,7 +624,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument('dataset', help='OGBench dataset name, e.g. cube-single-play-v0')
     p.add_argument('--episodes', type=int, default=None,
                    help='train episodes (default: OGBench\'s count for the dataset, e.g. 1000)')
-    p.add_argument('--out', default=None, help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
+    from floq.results import path_arg
+
+    p.add_argument('--out', default=None, type=path_arg,
+                   help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--val-episodes', type=int, default=None, help='val episodes (default: max(1, episodes // 10))')

@@ -1611,9 +1611,12 @@ def build_parser() -> argparse.ArgumentParser:
         "\"ENVS = ['gin/tasks/scene-play.gin']\" (repeatable)",
     )
     parser.add_argument("--launcher", choices=("local", "slurm", "ray"), default="local")
+    from floq.results import path_arg
+
     parser.add_argument(
         "--out",
         default=DEFAULT_OUT,
+        type=path_arg,
         help="output directory; runs go to OUT/<sweep name>/<run name> (default: %(default)s)",
     )
     parser.add_argument(
