@@ -1695,9 +1695,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["address"] = args.ray_address
     runner = shlex.split(args.runner) if args.runner else None
     from floq.launch.base import StopSignals
+    from floq.results import RunError
 
     stop = StopSignals()  # SIGTERM/SIGHUP stop the driver as SIGINT does
     try:
+        from floq.results import ensure_writable_dir
+
+        ensure_writable_dir(args.out, "--out")  # a file or a read-only place: one line, exit 2
         with stop:
             summary = run_sweep(
                 args.file,
@@ -1712,6 +1716,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SweepError, ValueError) as e:
         print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except RunError as e:  # a full disk while writing sweep.json: one line
+        print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a vanished folder: one line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"floq sweep: error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"floq sweep: stopped by {stop.name}; trainers were asked to checkpoint and unfinished "
