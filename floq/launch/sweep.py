@@ -1443,6 +1443,37 @@ def _kept_text(counts: Mapping[str, int], suffix: str) -> str:
     return f", {', '.join(parts)}{suffix}" if parts else ""
 
 
+def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =") -> None:
+    """Builds each distinct configuration of ``runs`` (``floq.train.build``: the specs check
+    their values, e.g. positive train_steps, task_id in 1..5) before anything is launched;
+    raises SweepError (one line) naming the first run that does not build. Runs that differ
+    only in the seed are built once."""
+    import warnings
+
+    from floq import train
+
+    seen: dict[tuple, str | None] = {}
+    bad = []
+    try:
+        for run in runs:
+            key = _profile_key(run, seed_binding_prefix)
+            if key not in seen:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        train.build(list(run.gin_files), list(run.bindings))
+                    seen[key] = None
+                except Exception as e:  # noqa: BLE001 - any build error is the run's bad value
+                    seen[key] = re.sub(r" \(In call to configurable .*\)$", "", _one_line(e))
+            if seen[key]:
+                bad.append((run.name, seen[key]))
+    finally:
+        gin.clear_config()
+    if bad:
+        name, why = bad[0]
+        raise SweepError(f"{len(bad)} of {len(runs)} run(s) do not build, e.g. {name}: {why}; nothing was launched")
+
+
 def run_sweep(
     sweep_file: str,
     launcher="local",
@@ -1496,6 +1527,9 @@ def run_sweep(
         r.name: kept_state(statuses[r.name], prev_states.get(r.name, {}).get("state"))
         for r in plan.runs
     }
+
+    if parse is None and runner is None:  # floq run with the real gin: every run builds, or none is launched
+        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =")
 
     if dry_run:
         todo = [
