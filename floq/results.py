@@ -331,6 +331,26 @@ class RunLock:
         self.release()
 
 
+def lock_holder(run_dir: str) -> str | None:
+    """'pid N' (or 'another process') when a live trainer holds RUN/.lock, else None. Probes
+    without creating or changing anything."""
+    path = os.path.join(os.path.abspath(run_dir), RunLock.NAME)
+    try:
+        f = open(path)
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                holder = f.read().strip()
+                return f"pid {holder}" if holder.isdigit() else "another process"
+            return None
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
 def git_commit() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:

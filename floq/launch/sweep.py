@@ -53,6 +53,7 @@ from typing import Callable, Mapping, Sequence
 
 import gin
 
+from floq.results import lock_holder
 from floq.launch import runner as runner_lib
 from floq.launch import spec
 from floq.launch.runner import Run
@@ -1583,6 +1584,7 @@ def run_sweep(
     with _SweepLock(plan.sweep_dir):
         state = SweepState(plan, launcher_name, echo)
         todo = []
+        still = 0
         kept_counts = {s: 0 for s in KEPT_STATES}
         for run in plan.runs:
             entry = state.entries[run.name]
@@ -1593,6 +1595,13 @@ def run_sweep(
                     entry["state"] = kept[run.name]
                     entry["reason"] = runner_lib.run_reason(run.run_dir) or entry["reason"]
                 kept_counts[kept[run.name]] += 1
+            elif (holder := lock_holder(run.run_dir)) is not None:
+                # A trainer of an earlier driver (killed; trainers have sessions of their own)
+                # still trains it: launching another would be refused by its lock and read as
+                # a failure. It stays running; the next floq sweep finds it done or resumes it.
+                entry["state"] = "running"
+                entry["reason"] = f"still being trained by {holder} (started by an earlier floq sweep)"
+                still += 1
             else:
                 entry["state"], entry["reason"] = "pending", None
                 # `floq run` refuses a diverged run without it; harmless for the others.
@@ -1602,7 +1611,9 @@ def run_sweep(
         note = _kept_text(kept_counts, " before (--retry-failed runs them again)")
         echo(
             f"sweep {plan.name}: {len(plan.runs)} runs, {c['done']} done{note}; "
-            f"{len(todo)} to run with {launcher.describe()} -> {plan.sweep_dir}"
+            + (f"{still} still running (trainers of an earlier floq sweep; run it again once they "
+               f"end); " if still else "")
+            + f"{len(todo)} to run with {launcher.describe()} -> {plan.sweep_dir}"
         )
         if todo:
             try:
