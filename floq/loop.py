@@ -564,7 +564,7 @@ class Run:
                                f"to train this run again")
         then = meta.get("data_sha256")
         if then is not None and sorted(then.values()) != sorted(self.data_sha256.values()):
-            changed = sorted(set(self.data_sha256) - {p for p, h in self.data_sha256.items() if h in then.values()})
+            changed = sorted(p for p, h in self.data_sha256.items() if h not in then.values())
             raise ConfigError(f"the dataset changed since {self.run_dir} was checkpointed at step {step} "
                               f"({', '.join(changed) or 'other files'}: other bytes): resuming would train on other "
                               f"data; put the original file back, or give this run another --run-dir")
