@@ -94,11 +94,9 @@ TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
 # Columns added by this module.
 INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
                     "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived")
-# A run's configuration apart from its seeds and task (see ``configurations``): run.json
-# ``seedless_config_hash`` and ``config_fields`` (recorded since they existed), and a
-# fingerprint every run.json allows (protocol, describe and tags, by their own names).
-# Protocol fields left out of the fingerprint: texts and values that say nothing the others
-# do not.
+# A run's configuration apart from its seeds and task (see ``configurations``) is run.json's
+# ``seedless_config_hash`` and ``config_fields`` where recorded, else the settings every
+# run.json states (``_derived_config``: protocol, describe, tags), less these texts.
 _NOT_DERIVED = {"success_rule", "budget_note"}
 # Columns added by stats.final_scores (never tags).
 FINAL_COLUMNS = ("score", "n_evals", "last_step", "complete", "scored_steps", "compute_total",

@@ -200,7 +200,17 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Pat
 def load_published(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read ``published.csv`` (default: ``default_path()``)."""
     path = Path(path) if path is not None else default_path()
-    df = pd.read_csv(path, keep_default_na=True)
+    from analysis.load import AnalysisError
+
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AnalysisError(f"published numbers {str(path)!r} are not a readable CSV ({first[:200]})") from None
+    missing = [c for c in ("env", "metric", "setting", "x_name", "notes") if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"published numbers {str(path)!r} lack the column(s) {', '.join(missing)} "
+                            "(see results/published/README.md)")
     df["x_name"] = df["x_name"].fillna("")
     df["notes"] = df["notes"].fillna("")
     return df

@@ -1026,6 +1026,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"floq analyze: error: {message}\n")
 
 
+def _path_arg(text: str) -> str:
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a directory")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``floq analyze RESULTS_DIR --out REPORT_DIR [--protocol P] [--phase P] ...``
 
@@ -1039,7 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="analyse only runs whose column KEY equals VALUE (repeatable: all must hold), "
                         "e.g. --filter env=cube-double-play --filter critic_flow_steps=4")
-    p.add_argument("--out", required=True, help="report directory (created)")
+    p.add_argument("--out", required=True, type=_path_arg, help="report directory (created)")
     p.add_argument("--protocol", default="fql",
                    help="final score per run: fql (mean of last 3 evaluations; default), "
                         "last, max (optimistic), last_k:N")

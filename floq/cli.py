@@ -104,8 +104,11 @@ def _run(argv) -> int:
                    help="gin files; later files override earlier ones (or a run directory, or its config.gin)")
     p.add_argument("--bind", action="append", default=[], metavar="'Name.param = value'",
                    help="gin binding applied after the files (repeatable)")
-    p.add_argument("--out", default=None, help="results root (default: Trainer.out_dir, 'runs')")
-    p.add_argument("--run-dir", default=None, help="exact run directory (resumes if it holds a checkpoint)")
+    from floq.results import path_arg
+
+    p.add_argument("--out", default=None, type=path_arg, help="results root (default: Trainer.out_dir, 'runs')")
+    p.add_argument("--run-dir", default=None, type=path_arg,
+                   help="exact run directory (resumes if it holds a checkpoint)")
     p.add_argument("--tag", action="append", default=[], metavar="key=value",
                    help="extra result column (repeatable); sweeps pass their swept values here")
     p.add_argument("--logger", action="append", default=[], choices=("wandb", "tensorboard"),

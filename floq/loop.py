@@ -393,6 +393,7 @@ class Run:
                 del loaded
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        self.data_sha256 = _data_sha256(self.tasks if self.shards is None else [])
         rule = getattr(exp.critic, "reward_range_rule", "released")
         applied = applied_reward_rule(rule, tr.balanced_sampling)
         self.data_range = ranges[0]
@@ -571,6 +572,7 @@ class Run:
         self.wall_offset = float(meta["wall_time"])
         for k, v in (meta.get("times") or {}).items():
             self.times[k] = float(v)
+        self._check_resume(meta)
         self.eval_log.truncate(meta["eval_rows"])
         self.train_log.truncate(meta["train_rows"])
         self.pending_resubmit = [int(s) for s in meta.get("pending_evals", [])]
@@ -586,8 +588,46 @@ class Run:
         self.last_log = (time.time(), self.step, self.times["train_s"])
         print(f"floq: resuming {self.run_name} from step {self.step}", file=sys.stderr)
 
+    def _check_resume(self, meta: dict):
+        """What a resume continues must be what the checkpoint saw: every CSV row it
+        committed (a lost or truncated eval.csv would end 'done' with evaluations missing) and
+        the same dataset bytes (another file under the same path would be trained on silently).
+        One line, nothing changed, otherwise."""
+        step = meta.get("step")
+        for log, key in ((self.eval_log, "eval_rows"), (self.train_log, "train_rows")):
+            want = int(meta.get(key) or 0)
+            if len(log) < want:
+                name = os.path.basename(log.path)
+                raise RunError(f"{name} in {self.run_dir} has {len(log)} row(s) but the checkpoint at step {step} "
+                               f"was taken after {want}: rows were lost since (a sync tool, a clean-up, a restore "
+                               f"from backup?); put the full {name} back to resume, or move {self.run_dir} aside "
+                               f"to train this run again")
+        then = meta.get("data_sha256")
+        if then is not None and sorted(then.values()) != sorted(self.data_sha256.values()):
+            changed = sorted(p for p, h in self.data_sha256.items() if h not in then.values())
+            raise ConfigError(f"the dataset changed since {self.run_dir} was checkpointed at step {step} "
+                              f"({', '.join(changed) or 'other files'}: other bytes): resuming would train on other "
+                              f"data; put the original file back, or give this run another --run-dir")
+
     # ------------------------------------------------------------------ the loop
     def execute(self) -> str:
+        try:
+            return self._execute()
+        except SystemExit as e:
+            th = getattr(self, "_compile_thread", None)
+            if e.code == 143 and th is not None and th.is_alive():
+                th.join(2.0)
+                if th.is_alive() and threading.current_thread() is threading.main_thread():
+                    # XLA is still compiling in its thread and cannot be cancelled; ending the
+                    # interpreter under it aborts the process (SIGABRT, exit 134), which a
+                    # scheduler reads as a crash. run.json and the checkpoint are written and
+                    # the lock released: leave at once.
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(143)
+            raise
+
+    def _execute(self) -> str:
         if self.already_done():
             print(f"floq: {self.run_dir} is already done; nothing to do")
             return self.run_dir
@@ -698,7 +738,7 @@ class Run:
                 out["e"] = e
 
         t0 = time.time()
-        th = threading.Thread(target=work, daemon=True)
+        th = self._compile_thread = threading.Thread(target=work, daemon=True)
         th.start()
         while th.is_alive():
             th.join(0.1)
@@ -917,7 +957,8 @@ class Run:
         meta = {"step": self.step, "wall_time": self.wall(), "eval_rows": len(self.eval_log),
                 "train_rows": len(self.train_log), "config_hash": self.config_hash,
                 "pending_evals": pending, "times": dict(self.times),
-                "diverged_members": list(self.diverged_members)}
+                "diverged_members": list(self.diverged_members),
+                "data_sha256": self.data_sha256}
         tree = self._saved_tree()
         older = [s for s in pending if s < self.step]
         if older:  # only at a stop signal: every other checkpoint keeps its plain layout
@@ -1055,6 +1096,26 @@ def _restart_bar(bar, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _data_sha256(tasks) -> dict:
+    """{path: sha256} of the local dataset files the tasks read (DATASET_PATH or generated,
+    with their -val twins); OGBench's own downloads and shard folders are not hashed."""
+    from floq.checkpoints import file_sha256
+    from floq.data import sources
+
+    paths = []
+    for t in tasks:
+        if t.source == "path" or t.dataset_path:
+            paths.append(os.path.abspath(os.path.expanduser(t.dataset_path)))
+        elif t.source == "generate":
+            paths.append(sources.generated_path(t))
+    out = {}
+    for p in dict.fromkeys(paths):
+        for f in (p, sources.val_path_of(p)):
+            if os.path.isfile(f):
+                out[f] = file_sha256(f)
+    return out
+
+
 def _pack_window(window: list[dict]) -> dict | None:
     """The per-step metrics since the last log point, for a checkpoint's JSON sidecar (raw
     float32 bytes, base64): a run resumed between two log points writes the same mean."""

@@ -238,6 +238,16 @@ def check_name(what: str, name) -> str:
     return name
 
 
+def path_arg(text: str) -> str:
+    """argparse `type` of a directory option: an empty value (an unset shell variable,
+    `--run-dir "$RUN"`) is refused rather than read as the working directory or the default."""
+    if not str(text).strip():
+        import argparse
+
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a directory")
+    return text
+
+
 def safe_run_dir(out_dir: str, experiment: str, run_name: str) -> str:
     """`out_dir/experiment/run_name` as an absolute path; refuses (ConfigError) an experiment
     or run name that is empty, absolute, or holds a path separator or '..'."""
@@ -320,6 +330,26 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_holder(run_dir: str) -> str | None:
+    """'pid N' (or 'another process') when a live trainer holds RUN/.lock, else None. Probes
+    without creating or changing anything."""
+    path = os.path.join(os.path.abspath(run_dir), RunLock.NAME)
+    try:
+        f = open(path)
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                holder = f.read().strip()
+                return f"pid {holder}" if holder.isdigit() else "another process"
+            return None
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
 
 
 def git_commit() -> str:

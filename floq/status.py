@@ -202,8 +202,17 @@ def read_run(run_dir: str, name: str | None = None) -> RunInfo:
 def read_sweep(sweep_dir: str) -> Group:
     """The runs sweep.json lists, each read from its run directory."""
     sweep = _read_json(os.path.join(sweep_dir, "sweep.json")) or {}
+    if not isinstance(sweep, dict):
+        sweep = {}
+    entries = sweep.get("runs")
+    if not isinstance(entries, list):  # a malformed sweep.json: its run directories, found on disk
+        entries = [{"name": d} for d in sorted(os.listdir(sweep_dir))
+                   if os.path.isfile(os.path.join(sweep_dir, d, "run.json"))]
+        sweep = {k: v for k, v in sweep.items() if k in ("sweep", "launcher") and isinstance(v, str)}
     runs = []
-    for entry in sweep.get("runs") or []:
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
         name = str(entry.get("name"))
         run_dir = entry.get("run_dir") or os.path.join(sweep_dir, name)
         if not os.path.isdir(run_dir) and os.path.isdir(os.path.join(sweep_dir, name)):

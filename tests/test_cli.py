@@ -296,3 +296,22 @@ def test_slurm_cluster_default_is_one_gpu(monkeypatch):
     monkeypatch.setattr(slurm, "local_gpus", lambda: pytest.fail("a Slurm job's GPUs are not this machine's"))
     assert slurm.SlurmLauncher(cluster="slurm").gpus == 1
     assert slurm.SlurmLauncher(cluster="slurm", gpus=0).gpus == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "gin/experiments/smoke.gin", "--run-dir", ""],
+    ["run", "gin/experiments/smoke.gin", "--out", " "],
+    ["sweep", "gin/experiments/sweep_smoke.gin", "--out", "", "--dry-run"],
+    ["data", "generate", "cube-single-play-v0", "--episodes", "1", "--out", ""],
+    ["analyze", "results", "--out", ""],
+], ids=["run-dir", "out", "sweep-out", "data-out", "analyze-out"])
+def test_an_empty_directory_option_is_refused(argv, fake_train, tmp_path, monkeypatch, capsys):
+    """`--run-dir "$RUN"` with RUN unset trained into the working directory; `--out ''` meant ./runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gin").symlink_to(os.path.join(REPO_ROOT, "gin"))
+    (tmp_path / "results").mkdir()
+    assert cli.main(argv) == 2
+    _, err = err_lines(capsys)
+    assert any("is empty (an unset shell variable?)" in ln for ln in err), err
+    assert fake_train[0] == []  # nothing was trained
+    assert sorted(os.listdir(tmp_path)) == ["gin", "results"]

@@ -107,3 +107,29 @@ def test_checkpoint_at_a_stop_holds_the_policies_of_pending_evaluations(tmp_path
     now = jax.device_get(again.states["params"]["actor_onestep"])
     assert any(not np.array_equal(np.asarray(a), b) for a, b in
                zip(jax.tree_util.tree_leaves(now), jax.tree_util.tree_leaves(policy0["actor_onestep"])))
+
+
+def test_sigterm_while_xla_compiles_exits_143_not_abort(tmp_path, smoke_dataset):
+    """The update compiles in a thread (about 7 s here, with the compilation cache off);
+    a SIGTERM then must end the process with 143, not abort it (SIGABRT, 134) while XLA is
+    still compiling."""
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", "gin/experiments/smoke.gin", "gin/critics/floq.gin",
+                             "--bind", "CRITIC_FLOW_STEPS=16", "--bind", "Trainer.progress=False",
+                             "--run-dir", str(run_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    ev = run_dir / "eval.csv"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # the step-0 evaluation comes just before compiling
+        if ev.exists() and len(ev.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(2.0)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminate called" not in err
+    man = json.loads((run_dir / "run.json").read_text())
+    assert man["status"] == "preempted" and man["compile_s"] == 0.0  # stopped while compiling

@@ -396,3 +396,71 @@ def test_dataset_errors_are_config_errors_before_anything_is_written(tmp_path, d
     with pytest.raises(ConfigError, match="marks every transition terminal"):
         train.run([SMOKE], [f"DATASET_PATH = '{bad}'"], out_dir=str(out))
     assert not out.exists()
+
+
+def _values_case(name, n, o, a):
+    """The audit's bad datasets (made from a good one): the override of each."""
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((n, o)).astype(np.float32)
+    act = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+    term = (np.arange(n) % 10 == 9).astype(np.float32)
+    if name == "nan_obs":
+        obs[5, 3] = np.nan
+        return dict(observations=obs), "array 'observations' holds 1 non-finite value(s), the first nan at row 5, column 3"
+    if name == "allnan_obs":
+        return dict(observations=np.full((n, o), np.nan, np.float32)), f"array 'observations' holds {n * o} non-finite"
+    if name == "never_terminal":
+        return dict(terminals=np.zeros(n, np.float32)), "array 'terminals' does not mark the last transition terminal"
+    if name == "one_row":
+        return (dict(observations=obs[:1], actions=act[:1], terminals=term[:1], qpos=np.zeros((1, 5), np.float32),
+                     qvel=np.zeros((1, 5), np.float32)), "array 'terminals' does not mark the last transition terminal")
+    if name == "nan_qpos":
+        return dict(qpos=np.full((n, 5), np.nan, np.float32)), "array 'qpos' holds"
+    if name == "act_scaled":
+        return dict(actions=act * 10), "array 'actions' has"
+    if name == "inf_act":
+        act[7, 1] = np.inf
+        return dict(actions=act), "array 'actions' holds 1 non-finite value(s), the first inf at row 7, column 1"
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("case", ["nan_obs", "allnan_obs", "never_terminal", "one_row", "nan_qpos", "act_scaled",
+                                  "inf_act"])
+@pytest.mark.parametrize("which", ["train", "val"])
+def test_bad_values_are_refused_naming_file_and_array(tmp_path, dims, case, which):
+    """Each passed validation before (and ended 'diverged', crashed in JAX or trained on
+    garbage to 'done'): now one DataError naming the file and the array."""
+    override, message = _values_case(case, 40, *dims)
+    train = write_npz(tmp_path / "d.npz", obs=dims[0], act=dims[1], **(override if which == "train" else {}))
+    val = write_npz(tmp_path / "d-val.npz", obs=dims[0], act=dims[1], **(override if which == "val" else {}))
+    with pytest.raises(sources.DataError) as e:
+        task_for(train).resolve_path()
+    assert str(e.value).startswith(f"dataset file {train if which == 'train' else val}: "), str(e.value)
+    assert message in str(e.value)
+
+
+def test_actions_on_the_box_edge_pass(tmp_path, dims):
+    act = np.tile(np.array([-1.0, 1.0] * dims[1], np.float32)[:dims[1]], (40, 1))
+    train = write_npz(tmp_path / "d.npz", obs=dims[0], act=dims[1], actions=act)
+    write_npz(tmp_path / "d-val.npz", obs=dims[0], act=dims[1])
+    assert task_for(train).resolve_path(progress=False) == train
+
+
+def test_nan_observations_in_the_real_data_are_one_line_before_a_run_dir(tmp_path, smoke_dataset, capsys):
+    """The audit: NaN at observations[5, 3] of the smoke dataset ended as exit 3, 'diverged'."""
+    from floq.cli import main
+
+    with np.load(smoke_dataset) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["observations"] = arrays["observations"].copy()
+    arrays["observations"][5, 3] = np.nan
+    bad = tmp_path / "nan_obs.npz"
+    np.savez_compressed(bad, **arrays)
+    with np.load(smoke_dataset.replace(".npz", "-val.npz")) as f:
+        np.savez_compressed(tmp_path / "nan_obs-val.npz", **{k: f[k] for k in f.files})
+    run_dir = tmp_path / "run"
+    code = main(["run", SMOKE, "--bind", f"DATASET_PATH='{bad}'", "--run-dir", str(run_dir)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert f"dataset file {bad}: array 'observations' holds 1 non-finite value(s)" in err[0]
+    assert not run_dir.exists()

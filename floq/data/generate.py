@@ -624,7 +624,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument('dataset', help='OGBench dataset name, e.g. cube-single-play-v0')
     p.add_argument('--episodes', type=int, default=None,
                    help='train episodes (default: OGBench\'s count for the dataset, e.g. 1000)')
-    p.add_argument('--out', default=None, help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
+    from floq.results import path_arg
+
+    p.add_argument('--out', default=None, type=path_arg,
+                   help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--val-episodes', type=int, default=None, help='val episodes (default: max(1, episodes // 10))')
@@ -661,19 +664,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{parser.prog}: error: {e}', file=sys.stderr)
         sys.exit(2)
     out = args.out if args.out is not None else default_data_dir()
+    from floq.config import ConfigError
+    from floq.results import RunError, ensure_writable_dir
+
+    try:
+        ensure_writable_dir(out, '--out')  # a file or a read-only place: one line, nothing generated
+    except ConfigError as e:
+        print(f'{parser.prog}: error: {e}', file=sys.stderr)
+        sys.exit(2)
     if spec.is_locomotion:
         print(f'WARNING: {spec.name}: writing {_STANDIN_NOTE}', file=sys.stderr)
-    train_path, val_path = generate(
-        args.dataset,
-        episodes,
-        out,
-        seed=args.seed,
-        workers=args.workers,
-        val_episodes=args.val_episodes,
-        progress=not args.no_progress,
-        standin=args.standin,
-        episode_length=args.episode_length,
-    )
+    try:
+        train_path, val_path = generate(
+            args.dataset,
+            episodes,
+            out,
+            seed=args.seed,
+            workers=args.workers,
+            val_episodes=args.val_episodes,
+            progress=not args.no_progress,
+            standin=args.standin,
+            episode_length=args.episode_length,
+        )
+    except (RunError, OSError) as e:  # a full disk, a vanished folder: one line (nothing is left behind)
+        msg = str(e) if isinstance(e, RunError) else f'{type(e).__name__}: {e.strerror or e}'
+        print(f'{parser.prog}: error: {msg}', file=sys.stderr)
+        sys.exit(1)
     print(train_path)
     print(val_path)
     return 0

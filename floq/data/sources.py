@@ -339,21 +339,67 @@ def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] |
 def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True) -> None:
     """Validates a train file and its -val twin before anything is written: readable, the
     OGBench arrays present, 2-D observations/actions, equal row counts, widths matching the
-    environment's spaces, not every transition terminal; the val file is read in full (a
-    truncated or overwritten member fails its zip CRC). One DataError line naming the file
-    and the array."""
+    environment's spaces, then the values (`validate_values`). Both files are read in full (a
+    truncated or overwritten member fails its zip CRC). One DataError line naming the file and
+    the array."""
     dims = env_space_dims(dataset_name) if (check_env and dataset_name) else None
     for p in (path, val_path_of(path)):
         if not os.path.isfile(p):
             raise DataError(f"dataset file not found: {p}")
         shapes = _array_headers(p)
         validate_arrays(p, shapes, dims)
-        keys = list(shapes) if p != path else ["terminals"]
-        arrays = _read_all(p, keys)
-        terminals = arrays["terminals"]
-        if terminals.size and np.all(terminals > 0):
-            raise DataError(f"dataset file {p}: array 'terminals' marks every transition terminal "
-                            f"(episodes of length 1: nothing to bootstrap from)")
+        validate_values(p, list(shapes))
+
+
+#: How far outside [-1, 1] an action may lie (OGBench's actions are clipped to the box).
+ACTION_TOLERANCE = 1e-6
+
+
+def validate_values(path: str, keys) -> None:
+    """The values of one OGBench-format file, array by array: every floating-point array
+    finite (observations, actions, qpos, qvel, ...: a NaN would end as a 'diverged' run or as
+    rewards relabelled from NaN states), actions inside the action box [-1, 1] (they would be
+    clipped silently), terminals 0 or 1 with the last transition terminal (OGBench's loader
+    pairs each observation with the next one of its episode: without it next_observations is
+    one row short) and at least one transition that is not terminal (something to learn
+    from). DataError naming the file, the array and the first offending row."""
+    try:
+        f = np.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
+    with f:
+        for key in keys:
+            try:
+                a = np.asarray(f[key])
+            except Exception as e:  # noqa: BLE001
+                raise DataError(f"dataset file {path}: array '{key}' cannot be read (truncated or corrupt?): "
+                                f"{type(e).__name__}: {e}") from None
+            if a.dtype.kind in "fc":
+                bad = ~np.isfinite(a)
+                if bad.any():
+                    at = np.argwhere(bad)[0]
+                    raise DataError(f"dataset file {path}: array '{key}' holds {int(bad.sum())} non-finite "
+                                    f"value(s), the first {a[tuple(at)]} at row {at[0]}"
+                                    + (f", column {at[1]}" if len(at) > 1 else ""))
+            if key == "actions" and a.size:
+                out = np.abs(a) > 1 + ACTION_TOLERANCE
+                if out.any():
+                    at = np.argwhere(out)[0]
+                    raise DataError(f"dataset file {path}: array 'actions' has {int(out.sum())} value(s) outside "
+                                    f"the action box [-1, 1], the first {a[tuple(at)]:g} at row {at[0]} "
+                                    f"(they would be clipped silently; rescale the actions)")
+            if key == "terminals":
+                if not np.isin(a, (0, 1)).all():
+                    row = int(np.flatnonzero(~np.isin(a, (0, 1)))[0])
+                    raise DataError(f"dataset file {path}: array 'terminals' holds {a[row]} at row {row} "
+                                    f"(terminals are 0 or 1)")
+                if a.size and a[-1] != 1:
+                    raise DataError(f"dataset file {path}: array 'terminals' does not mark the last transition "
+                                    f"terminal (every episode ends with terminals = 1; OGBench's loader pairs each "
+                                    f"observation with the next one of its episode)")
+                if a.size and np.all(a > 0):
+                    raise DataError(f"dataset file {path}: array 'terminals' marks every transition terminal "
+                                    f"(episodes of length 1: nothing to bootstrap from)")
 
 
 def generated_path(task: Task) -> str:

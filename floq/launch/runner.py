@@ -124,7 +124,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def last_log_line(log_path: str, max_bytes: int = 65536, max_chars: int = 300) -> str | None:
-    """The last non-empty line the run printed (tqdm's ``\\r`` redraws split lines)."""
+    """The last error line of ``floq run`` in the log, else the last non-empty line the run
+    printed (tqdm's ``\\r`` redraws split lines)."""
     try:
         with open(log_path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -133,7 +134,13 @@ def last_log_line(log_path: str, max_bytes: int = 65536, max_chars: int = 300) -
             tail = f.read().decode("utf-8", errors="replace")
     except OSError:
         return None
-    for line in reversed(re.split(r"[\r\n]", _ANSI.sub("", tail))):
+    text = _ANSI.sub("", tail)
+    # floq run's own one-line account wins over a progress bar redrawn after it (another
+    # process writing the same log, e.g. a trainer of an earlier driver)
+    at = max(text.rfind("floq run: error:"), text.rfind("floq run: diverged"))
+    if at >= 0:
+        return re.split(r"[\r\n]", text[at:])[0].strip()[:max_chars]
+    for line in reversed(re.split(r"[\r\n]", text)):
         line = line.strip()
         if line and not line.startswith(LOG_MARK):
             return line[:max_chars]

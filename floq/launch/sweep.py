@@ -53,6 +53,7 @@ from typing import Callable, Mapping, Sequence
 
 import gin
 
+from floq.results import lock_holder
 from floq.launch import runner as runner_lib
 from floq.launch import spec
 from floq.launch.runner import Run
@@ -1443,6 +1444,37 @@ def _kept_text(counts: Mapping[str, int], suffix: str) -> str:
     return f", {', '.join(parts)}{suffix}" if parts else ""
 
 
+def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =") -> None:
+    """Builds each distinct configuration of ``runs`` (``floq.train.build``: the specs check
+    their values, e.g. positive train_steps, task_id in 1..5) before anything is launched;
+    raises SweepError (one line) naming the first run that does not build. Runs that differ
+    only in the seed are built once."""
+    import warnings
+
+    from floq import train
+
+    seen: dict[tuple, str | None] = {}
+    bad = []
+    try:
+        for run in runs:
+            key = _profile_key(run, seed_binding_prefix)
+            if key not in seen:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        train.build(list(run.gin_files), list(run.bindings))
+                    seen[key] = None
+                except Exception as e:  # noqa: BLE001 - any build error is the run's bad value
+                    seen[key] = re.sub(r" \(In call to configurable .*\)$", "", _one_line(e))
+            if seen[key]:
+                bad.append((run.name, seen[key]))
+    finally:
+        gin.clear_config()
+    if bad:
+        name, why = bad[0]
+        raise SweepError(f"{len(bad)} of {len(runs)} run(s) do not build, e.g. {name}: {why}; nothing was launched")
+
+
 def run_sweep(
     sweep_file: str,
     launcher="local",
@@ -1496,6 +1528,9 @@ def run_sweep(
         r.name: kept_state(statuses[r.name], prev_states.get(r.name, {}).get("state"))
         for r in plan.runs
     }
+
+    if parse is None and runner is None:  # floq run with the real gin: every run builds, or none is launched
+        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =")
 
     if dry_run:
         todo = [
@@ -1554,6 +1589,7 @@ def run_sweep(
     with _SweepLock(plan.sweep_dir):
         state = SweepState(plan, launcher_name, echo)
         todo = []
+        still = 0
         kept_counts = {s: 0 for s in KEPT_STATES}
         for run in plan.runs:
             entry = state.entries[run.name]
@@ -1564,6 +1600,13 @@ def run_sweep(
                     entry["state"] = kept[run.name]
                     entry["reason"] = runner_lib.run_reason(run.run_dir) or entry["reason"]
                 kept_counts[kept[run.name]] += 1
+            elif (holder := lock_holder(run.run_dir)) is not None:
+                # A trainer of an earlier driver (killed; trainers have sessions of their own)
+                # still trains it: launching another would be refused by its lock and read as
+                # a failure. It stays running; the next floq sweep finds it done or resumes it.
+                entry["state"] = "running"
+                entry["reason"] = f"still being trained by {holder} (started by an earlier floq sweep)"
+                still += 1
             else:
                 entry["state"], entry["reason"] = "pending", None
                 # `floq run` refuses a diverged run without it; harmless for the others.
@@ -1573,7 +1616,9 @@ def run_sweep(
         note = _kept_text(kept_counts, " before (--retry-failed runs them again)")
         echo(
             f"sweep {plan.name}: {len(plan.runs)} runs, {c['done']} done{note}; "
-            f"{len(todo)} to run with {launcher.describe()} -> {plan.sweep_dir}"
+            + (f"{still} still running (trainers of an earlier floq sweep; run it again once they "
+               f"end); " if still else "")
+            + f"{len(todo)} to run with {launcher.describe()} -> {plan.sweep_dir}"
         )
         if todo:
             try:
@@ -1662,9 +1707,12 @@ def build_parser() -> argparse.ArgumentParser:
         "binding Trainer.loggers = (...) after --bind); the CSV files are always written",
     )
     parser.add_argument("--launcher", choices=("local", "slurm", "ray"), default="local")
+    from floq.results import path_arg
+
     parser.add_argument(
         "--out",
         default=DEFAULT_OUT,
+        type=path_arg,
         help="output directory; runs go to OUT/<sweep name>/<run name> (default: %(default)s)",
     )
     parser.add_argument(
@@ -1753,9 +1801,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         bindings.append("Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip() + ")")
     from floq.launch.base import StopSignals
+    from floq.results import RunError
 
     stop = StopSignals()  # SIGTERM/SIGHUP stop the driver as SIGINT does
     try:
+        from floq.results import ensure_writable_dir
+
+        ensure_writable_dir(args.out, "--out")  # a file or a read-only place: one line, exit 2
         with stop:
             summary = run_sweep(
                 args.file,
@@ -1770,6 +1822,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SweepError, ValueError) as e:
         print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except RunError as e:  # a full disk while writing sweep.json: one line
+        print(f"floq sweep: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a vanished folder: one line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"floq sweep: error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"floq sweep: stopped by {stop.name}; trainers were asked to checkpoint and unfinished "
