@@ -1098,8 +1098,9 @@ def _restart_bar(bar, step: int) -> None:
 # ---------------------------------------------------------------------------------- helpers
 def _data_sha256(tasks) -> dict:
     """{path: sha256} of the local dataset files the tasks read (DATASET_PATH or generated,
-    with their -val twins); OGBench's own downloads and shard folders are not hashed."""
-    from floq.checkpoints import file_sha256
+    with their -val twins); OGBench's own downloads and shard folders are not hashed. The
+    digests are run.json's `data_files` ones (`results.file_fingerprint`, cached per process):
+    each file is read once."""
     from floq.data import sources
 
     paths = []
@@ -1112,7 +1113,7 @@ def _data_sha256(tasks) -> dict:
     for p in dict.fromkeys(paths):
         for f in (p, sources.val_path_of(p)):
             if os.path.isfile(f):
-                out[f] = file_sha256(f)
+                out[f] = results.file_fingerprint(f)["sha256"]
     return out
 
 
