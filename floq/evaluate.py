@@ -135,11 +135,15 @@ def export_policy(algorithm, params_example, obs_dim: int, act_dim: int, width: 
     import jax
     import jax.numpy as jnp
 
+    from floq.agents.base import noise_shape
+
+    shape = noise_shape(algorithm, act_dim)
+
     def policy(params, obs, ep_ids, ts, key):
         def noise(e, t):
-            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, e), t), (act_dim,))
+            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, e), t), shape)
 
-        return algorithm.act_from_noise(params, obs, jax.vmap(noise)(ep_ids, ts))
+        return algorithm.act(params, obs, jax.vmap(noise)(ep_ids, ts))
 
     spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), params_example)
     args = (spec, jax.ShapeDtypeStruct((width, obs_dim), jnp.float32), jax.ShapeDtypeStruct((width,), jnp.int32),

@@ -50,8 +50,9 @@ import numpy as np
 from floq import results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
-from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, policy_params,
-                        task_view, update_flops)
+from floq.agents.base import BASE_BATCH_KEYS, batch_keys
+from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
+                        task_view, update_flops, with_batch_keys)
 
 EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step", "phase",
                 "env_steps", "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
@@ -404,6 +405,12 @@ class Run:
             critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
         (r_min, r_max), critic = bounds[0], critics[0]
         self.critic, self.algo = critic, exp.algorithm
+        self.batch_keys = batch_keys(self.algo)
+        if tr.online_steps > 0 and set(self.batch_keys) - set(BASE_BATCH_KEYS):
+            raise ConfigError(f"{self.algo.name} has no online phase in floq: its batches need "
+                              f"{sorted(set(self.batch_keys) - set(BASE_BATCH_KEYS))}, which online transitions do "
+                              f"not carry (Trainer.online_steps must be 0)")
+        train = with_batch_keys(train, self.batch_keys)
         self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
         self.obs_dim, self.act_dim = train["observations"].shape[1], train["actions"].shape[1]
         self.n_transitions = int(train["observations"].shape[0])
@@ -511,7 +518,8 @@ class Run:
                        "success_timing": exp.task.success_timing}
         for k, v in self.tags.items():
             self.common.setdefault(k, v)
-        for k in ("critic_flow_steps", "critic_width", "critic_depth", "alpha"):
+        # The critic's axes, and the algorithm's own knobs (its `columns`; FQL: alpha).
+        for k in ("critic_flow_steps", "critic_width", "critic_depth", *getattr(self.algo, "columns", ("alpha",))):
             if k in describe:
                 self.common.setdefault(k, describe[k])
 
@@ -547,7 +555,7 @@ class Run:
             steps = meta.get("pending_policies") or []
             if not steps:
                 return self._saved_tree()
-            pp = jax.device_get(policy_params(self.states["params"]))
+            pp = jax.device_get(self.algo.policy_params(self.states["params"]))
             return {"run": self._saved_tree(), "pending_policies": {f"step_{int(s)}": pp for s in steps}}
 
         restored = self.ckpts.restore_latest(like)
@@ -757,6 +765,7 @@ class Run:
         if i != self.shard_index:
             for v in self.data.values():
                 v.delete()  # one shard on the device at a time
+            train = with_batch_keys(train, self.batch_keys)
             self.data = jax.device_put({k: jnp.asarray(v) for k, v in train.items()})
             self.shard_index = i
 
@@ -876,14 +885,14 @@ class Run:
         """Hand a snapshot of every member's policy at `step` to the evaluator (`policy`: the
         members' stacked policy parameters of that step, when they are not the current ones)."""
         if self.evaluator is None:
-            p0 = jax.device_get(policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
+            p0 = jax.device_get(self.algo.policy_params(jax.tree_util.tree_map(lambda x: x[0], self.states["params"])))
             pb = export_policy(self.algo, p0, self.obs_dim, self.act_dim, self.tr.eval_envs_per_worker)
             # Asynchronous evaluation does not wait for the workers to start (they import
             # MuJoCo and the policy while the program compiles and trains).
             self.evaluator = EvalService(pb, self.exp.task.env_kwargs(), self.n_workers,
                                          self.tr.eval_envs_per_worker, self.tr.eval_episodes,
                                          wait_ready=not self.async_eval)
-        pp = jax.device_get(policy_params(self.states["params"])) if policy is None else jax.device_get(policy)
+        pp = jax.device_get(self.algo.policy_params(self.states["params"])) if policy is None else jax.device_get(policy)
         self.eval_snapshots[step] = pp
         members = [m for m in self.members if self.alive[m.index]]  # a diverged member is not evaluated
         snaps = [jax.tree_util.tree_map(lambda x: np.asarray(x[m.index]), pp) for m in members]

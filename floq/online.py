@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from floq.evaluate import SEED_STRIDE, _make_env
-from floq.train import init_buffer, make_explorer, make_online_program, policy_params
+from floq.train import init_buffer, make_explorer, make_online_program
 
 ONLINE_SEED_OFFSET = 1_000_000_007  # online episodes never share a reset seed with evaluation episodes
 KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
@@ -121,7 +121,7 @@ class OnlinePhase:
         if self.envs is None:
             self._start(env_steps)
         t0 = time.time()
-        pp = policy_params(run.states["params"])
+        pp = run.algo.policy_params(run.states["params"])
         actions = np.asarray(self.act(pp, jnp.asarray(self.obs), self._seed_arr,
                                       jnp.asarray(env_steps, jnp.int32)))
         t1 = time.time()

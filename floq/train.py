@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from floq.agents.base import noise_shape
 from floq.config import ConfigError, parse
 
 @gin.configurable
@@ -161,6 +162,22 @@ def sample_batch(data: dict, key, batch_size: int, task=None) -> dict:
         return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
     out = {k: jnp.take(v, idx, axis=0) for k, v in data.items() if k not in PER_TASK}
     out.update({k: data[k][idx, task] for k in PER_TASK})
+    return out
+
+
+def with_batch_keys(train: dict, keys) -> dict:
+    """The training arrays an algorithm's batches need (its `batch_keys`): the loaded
+    dataset's, plus 'next_actions' when asked for, the action of the next row,
+    actions[min(i + 1, N - 1)] (FQL's Dataset with return_next_actions, which ReBRAC uses;
+    across an episode boundary that is the next episode's first action, as there)."""
+    keys = tuple(keys)
+    out = dict(train)
+    if "next_actions" in keys and "next_actions" not in out:
+        acts = out["actions"]
+        out["next_actions"] = acts[np.minimum(np.arange(acts.shape[0]) + 1, acts.shape[0] - 1)]
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise ConfigError(f"the algorithm needs batch arrays {missing}, which no dataset provides")
     return out
 
 
@@ -450,14 +467,16 @@ def exploration_key(seed: int, env_step):
 
 def make_explorer(algorithm, action_dim: int):
     """(policy params (members, ...), obs (members, O), seeds (members,), env_step) -> actions:
-    the one-step policy with its sampling noise, one action per member (FQL's
-    `sample_actions(temperature=1)`), seeded by (seed, env_step) so a resume repeats it."""
+    the algorithm's exploration policy (`act(..., explore=True)`; FQL: the one-step policy
+    with its sampling noise, `sample_actions(temperature=1)`), one action per member, its
+    noise seeded by (seed, env_step) so a resume repeats it."""
+    shape = noise_shape(algorithm, action_dim)
 
     @jax.jit
     def act(params, obs, seeds, env_step):
         def one(p, o, s):
-            z = jax.random.normal(exploration_key(s, env_step), (action_dim,))
-            return algorithm.act_from_noise(p, o[None], z[None])[0]
+            z = jax.random.normal(exploration_key(s, env_step), shape)
+            return algorithm.act(p, o[None], z[None], explore=True)[0]
 
         return jax.vmap(one)(params, obs, seeds)
 
@@ -511,11 +530,6 @@ class unrolled_loops:
         jax.lax.fori_loop = self._orig
 
 
-def policy_params(params) -> dict:
-    """The part of the parameters the evaluation policy reads (FQL's one-step policy)."""
-    return {"actor_onestep": params["actor_onestep"]}
-
-
 def make_policy(algorithm, action_dim: int):
     """Evaluation policy: (params, obs (W, O), episode ids (W,), t (W,), key) -> actions.
 
@@ -524,13 +538,15 @@ def make_policy(algorithm, action_dim: int):
     function, serialized for the evaluation workers).
     """
 
+    shape = noise_shape(algorithm, action_dim)
+
     @jax.jit
     def policy(params, obs, ep_ids, ts, key):
         def noise(e, t):
-            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, e), t), (action_dim,))
+            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, e), t), shape)
 
         z = jax.vmap(noise)(ep_ids, ts)
-        return algorithm.act_from_noise(params, obs, z)
+        return algorithm.act(params, obs, z)
 
     return policy
 

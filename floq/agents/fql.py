@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.critics.base import count_params, repeat_rows
+from floq.agents.base import BASE_BATCH_KEYS
+from floq.critics.base import actor_value, count_params, repeat_rows
 from floq.nets.specs import MLPNet
 
 
@@ -60,6 +61,9 @@ class FQL:
     clip_actions: bool = True
     grad_clip: float | None = None
     name: str = "fql"
+
+    batch_keys = BASE_BATCH_KEYS
+    columns = ("alpha",)  # result columns from describe()
 
     def __post_init__(self):
         if self.flow_steps < 1:
@@ -131,6 +135,15 @@ class FQL:
         a = self.onestep(params["actor_onestep"], obs, noise)
         return jnp.clip(a, -1, 1) if self.clip_actions else a
 
+    def policy_params(self, params):
+        """What evaluation ships: the one-step policy."""
+        return {"actor_onestep": params["actor_onestep"]}
+
+    def act(self, policy_params, obs, noise, explore: bool = False):
+        """The one-step policy at noise (W, A). Evaluation and exploration both sample it
+        (FQL's evaluation and online actions: sample_actions at temperature 1)."""
+        return self.act_from_noise(policy_params, obs, noise)
+
     # --- losses -------------------------------------------------------------------
     def actor_loss(self, trainable, critic, batch, rng):
         obs, act = batch["observations"], batch["actions"]
@@ -150,10 +163,8 @@ class FQL:
         if self.clip_actions:
             actions = jnp.clip(actions, -1, 1)
         frozen = jax.lax.stop_gradient(trainable["critic"])
-        if hasattr(critic, "actor_q"):  # a critic whose actor estimate is random (FQL-IQN: released taus)
-            q = critic.actor_q(frozen, obs, actions, actor_q_key(rng))  # (B,)
-        else:
-            q = critic.q(frozen, obs, actions)  # (B,)
+        # the critic's random estimate when it has one (FQL-IQN: released taus), else q
+        q = actor_value(critic, frozen, obs, actions, actor_q_key(rng))  # (B,)
         q_loss = -q.mean()
         if self.normalize_q_loss:
             q_loss = q_loss * jax.lax.stop_gradient(1.0 / jnp.abs(q).mean())

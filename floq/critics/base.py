@@ -4,11 +4,29 @@ A critic is a frozen (hashable) dataclass of static configuration plus pure func
 over parameter pytrees:
 
   init(rng, obs, act) -> params            {'online': ..., 'target': ...}
-  loss(params, batch, next_actions, rng)   -> (scalar, metrics); gradients flow into
+  keys(rng) -> (next_key, fit_key)         the PRNG keys of next_values and fit, split as the
+                                           critic's loss always split them (fit_key may be a
+                                           tuple: pass it to fit unchanged)
+  next_values(target, next_obs, next_actions, rng) -> (B, N)
+                                           the value of each next state-action (next_actions
+                                           (B, N, A)) under the target parameters, aggregated
+                                           over the ensemble by q_agg (floq: the target field
+                                           integrated from noise; IQN: one target quantile
+                                           sample per next action; monolithic: target Q)
+  fit(params, batch, targets, rng) -> (scalar, metrics)
+                                           regress the online parameters onto given (B, N)
+                                           targets (stop-gradient inside); gradients flow into
                                            params['online'] only
-  q(online_params, obs, act) -> (B,)       the Q the actor's loss maximises (deterministic)
-  actor_q(online, obs, act, rng) (optional) the actor's estimate when it is random (FQL-IQN's
-                                           released random taus); the actor uses it when present
+  loss(params, batch, next_actions, rng)   the TD loss with targets r + gamma * mask *
+                                           next_values: `td_loss` below, the same key splits
+                                           and operations as before the interface was split
+  q(online_params, obs, act, agg='mean') -> (B,)
+                                           the Q an actor maximises (deterministic), its
+                                           ensemble aggregated by agg ('mean' | 'min')
+  actor_q(online, obs, act, rng, agg='mean') (optional)
+                                           the actor's estimate when it is random (FQL-IQN's
+                                           released random taus); actors use it when present
+                                           (`actor_value` below)
   target_update(params, tau) -> params     Polyak averaging of the target part
   num_next_actions                         how many next actions per state loss() wants
   configure(discount, r_min, r_max)        bind task facts known only after loading data
@@ -63,6 +81,38 @@ def count_params(tree) -> int:
 def repeat_rows(x: jnp.ndarray, n: int) -> jnp.ndarray:
     """(B, ...) -> (B*n, ...): row b is repeated n times consecutively."""
     return jnp.repeat(x, n, axis=0)
+
+
+def td_targets(batch, discount: float, next_values, bonus=None):
+    """(B, N) TD targets r + gamma * mask * (next_values + bonus); bonus (B, N) or None."""
+    nv = next_values if bonus is None else next_values + bonus
+    return batch["rewards"][:, None] + discount * batch["masks"][:, None] * nv
+
+
+def td_loss(critic, params, batch, next_actions, rng):
+    """A critic's TD loss through its split interface: targets from next_values under the
+    target parameters, then fit. Every critic's `loss` is this."""
+    k_next, k_fit = critic.keys(rng)
+    next_values = critic.next_values(params["target"], batch["next_observations"], next_actions, k_next)
+    targets = td_targets(batch, critic.discount, next_values)
+    return critic.fit(params, batch, targets, k_fit)
+
+
+def value_of_actions(critic, target, obs, actions, rng):
+    """(B,) the target critic's value of given actions (B, A) at obs (B, O): next_values with
+    each action repeated num_next_actions times (floq: as many noise draws as a TD target
+    averages), averaged over them. IQL's and IFQL's V regress onto it."""
+    n = critic.num_next_actions
+    reps = jnp.broadcast_to(actions[:, None, :], (actions.shape[0], n, actions.shape[-1]))
+    return critic.next_values(target, obs, reps, rng).mean(axis=1)
+
+
+def actor_value(critic, online, obs, actions, rng, agg: str = "mean"):
+    """(B,) the Q an actor maximises: the critic's random estimate (`actor_q`) when it has
+    one, else q; ensemble aggregated by agg."""
+    if hasattr(critic, "actor_q"):
+        return critic.actor_q(online, obs, actions, rng, agg=agg)
+    return critic.q(online, obs, actions, agg=agg)
 
 
 def reward_range(rewards, rule: str = "released") -> tuple[float, float]:

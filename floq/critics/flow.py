@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
-                               repeat_rows, validate)
+                               repeat_rows, td_loss, td_targets, validate)
 from floq.critics.monolithic import act_concat
 from floq.nets.embeddings import TIME_EMBEDDINGS, hl_gauss_probs, time_embedding
 from floq.nets.mlp import ensemble_of
@@ -235,8 +235,8 @@ class FloqCritic:
         """(D, B) distilled Q values."""
         return self._distill.apply({"params": distill_params}, act_concat(obs, act))[..., 0]
 
-    def q(self, online, obs, act):
-        return self.distilled(online["distill"], obs, act).mean(axis=0)
+    def q(self, online, obs, act, agg: str = "mean"):
+        return aggregate(self.distilled(online["distill"], obs, act), agg)
 
     def flow_q(self, online, obs, act, rng, num_samples: int | None = None):
         """Q by integration, averaged over noise draws and ensemble members: (B,)."""
@@ -246,24 +246,40 @@ class FloqCritic:
         z = self.returns(online["field"], repeat_rows(obs, r), repeat_rows(act, r), u)
         return z.reshape(self.num_ensembles, b, r).mean(axis=(0, 2))
 
-    def td_targets(self, target_field, batch, next_actions, u_next):
-        """TD targets (B,), averaged over the R noise draws and R next actions."""
-        b, r, _ = next_actions.shape
-        next_obs = repeat_rows(batch["next_observations"], r)  # (B*R, O)
-        z_next = self.returns(target_field, next_obs, next_actions.reshape(b * r, -1), u_next)  # (E, B*R)
-        next_ret = aggregate(z_next, self.q_agg).reshape(b, r)  # (B, R)
-        y = batch["rewards"][:, None] + self.discount * batch["masks"][:, None] * next_ret
-        return y.mean(axis=1)
+    def keys(self, rng):
+        k_next, k_cur, k_t = jax.random.split(rng, 3)
+        return k_next, (k_cur, k_t)
 
-    def loss(self, params, batch, next_actions, rng):
+    def next_values(self, target, next_obs, next_actions, rng):
+        """(B, N): the target field integrated from one noise draw per next action (row
+        b * N + n), aggregated over the field ensemble by q_agg."""
+        b, n, _ = next_actions.shape
+        return self.next_returns(target["field"], next_obs, next_actions, jax.random.uniform(rng, (b * n,)))
+
+    def next_returns(self, target_field, next_obs, next_actions, u_next):
+        """(B, N) next_values from given uniforms u_next (B * N,) of the start values."""
+        b, n, _ = next_actions.shape
+        z_next = self.returns(target_field, repeat_rows(next_obs, n), next_actions.reshape(b * n, -1),
+                              u_next)  # (E, B*N)
+        return aggregate(z_next, self.q_agg).reshape(b, n)
+
+    def td_targets(self, target_field, batch, next_actions, u_next):
+        """TD targets (B,) from given uniforms: r + gamma * mask * next returns, averaged over
+        the R noise draws and R next actions (what fit regresses onto)."""
+        nv = self.next_returns(target_field, batch["next_observations"], next_actions, u_next)  # (B, R)
+        return td_targets(batch, self.discount, nv).mean(axis=1)
+
+    def fit(self, params, batch, targets, rng):
+        """Flow matching of every field member towards the (B, N) targets averaged over N
+        (the TD target y), at R noise draws per transition, plus distillation of the scalar
+        critic onto the integrated returns. rng: the fit key of `keys`."""
+        k_cur, k_t = rng
         b = batch["observations"].shape[0]
         r = self.noise_samples
         e = self.num_ensembles
-        k_next, k_cur, k_t = jax.random.split(rng, 3)
         online = params["online"]
 
-        y = jax.lax.stop_gradient(td_targets := self.td_targets(params["target"]["field"], batch, next_actions,
-                                                                 jax.random.uniform(k_next, (b * r,))))  # (B,)
+        y = jax.lax.stop_gradient(td_targets := targets.mean(axis=1))  # (B,)
         obs = repeat_rows(batch["observations"], r)  # (B*R, O)
         act = repeat_rows(batch["actions"], r)  # (B*R, A)
 
@@ -301,6 +317,9 @@ class FloqCritic:
             "critic/target_mean": td_targets.mean(),
             "critic/td_error": jnp.mean((cur_mean.mean(axis=-1) - y) ** 2),
         }
+
+    def loss(self, params, batch, next_actions, rng):
+        return td_loss(self, params, batch, next_actions, rng)
 
     def target_update(self, params, tau: float):
         new_target = {"field": polyak(params["online"]["field"], params["target"]["field"], tau)}

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
-                               repeat_rows, validate)
+                               repeat_rows, td_loss, validate)
 from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
@@ -179,20 +179,23 @@ class IQNCritic:
         """The M fixed quantile midpoints (m + 0.5) / M that q() averages."""
         return (jnp.arange(self.num_q_samples, dtype=jnp.float32) + 0.5) / self.num_q_samples
 
-    def q(self, online, obs, act):
-        return self.quantile_function(online["q"], obs, act, self.q_taus()).mean(axis=(0, 2))
+    def q(self, online, obs, act, agg: str = "mean"):
+        """(B,) the mean over the M midpoints of each member's quantiles, aggregated over E."""
+        return aggregate(self.quantile_function(online["q"], obs, act, self.q_taus()).mean(axis=2), agg)
 
-    def actor_q(self, online, obs, act, rng):
+    def actor_q(self, online, obs, act, rng, agg: str = "mean"):
         """(B,) the Q the actor's loss maximises (see the module docstring). 'random': Z at
         N = num_quantiles fractions tau ~ U[0, 1] per state (rows b * N + i, as the released
         repeat_tensor), averaged over the ensemble and the N fractions; its mean over the
         batch is the released code's q.mean() over B * N rows."""
         if self.actor_estimator == "midpoints":
-            return self.q(online, obs, act)
+            return self.q(online, obs, act, agg)
         b, n = obs.shape[0], self.num_quantiles
         taus = jax.random.uniform(rng, (b * n,))
         z = self.quantiles(online["q"], repeat_rows(obs, n), repeat_rows(act, n), taus)  # (E, B*N)
-        return z.mean(axis=0).reshape(b, n).mean(axis=1)
+        if agg == "mean":
+            return z.mean(axis=0).reshape(b, n).mean(axis=1)
+        return aggregate(z.reshape(self.num_ensembles, b, n).mean(axis=2), agg)
 
     def td_targets(self, target_q, batch, next_actions, tau_next):
         """(B, N') target samples r + gamma * mask * agg_e Z_target(s', a'_j; tau'_j)."""
@@ -202,17 +205,25 @@ class IQNCritic:
         next_z = aggregate(z, self.q_agg).reshape(b, n)
         return batch["rewards"][:, None] + self.discount * batch["masks"][:, None] * next_z
 
-    def loss(self, params, batch, next_actions, rng):
+    def keys(self, rng):
+        return tuple(jax.random.split(rng))
+
+    def next_values(self, target, next_obs, next_actions, rng):
+        """(B, N'): agg_e Z_target_e(s', a'_j; tau'_j), one fraction tau'_j ~ U[0, 1] per next
+        action (row b * N' + j): N' samples of the next return distribution."""
+        b, n, _ = next_actions.shape
+        tau_next = jax.random.uniform(rng, (b * n,))
+        z = self.quantiles(target["q"], repeat_rows(next_obs, n), next_actions.reshape(b * n, -1), tau_next)
+        return aggregate(z, self.q_agg).reshape(b, n)
+
+    def fit(self, params, batch, targets, rng):
+        """Quantile regression of N online fractions onto the (B, N') target samples (a scalar
+        target, N' = 1, makes every quantile regress onto that one value)."""
         b = batch["observations"].shape[0]
         n = self.num_quantiles
         e = self.num_ensembles
-        if next_actions.shape[1] != n:
-            raise ValueError(f"IQNCritic.loss wants next_actions (B, {n}, A), got {next_actions.shape}")
-        k_next, k_cur = jax.random.split(rng)
-        tau_next = jax.random.uniform(k_next, (b * n,))
-        target = jax.lax.stop_gradient(self.td_targets(params["target"]["q"], batch, next_actions, tau_next))  # (B, N')
-
-        tau = jax.random.uniform(k_cur, (b * n,))
+        target = jax.lax.stop_gradient(targets)  # (B, N')
+        tau = jax.random.uniform(rng, (b * n,))
         z = self.quantiles(params["online"]["q"], repeat_rows(batch["observations"], n),
                            repeat_rows(batch["actions"], n), tau).reshape(e, b, n)  # (E, B, N)
         delta = target[None, :, None, :] - z[..., None]  # (E, B, N, N')
@@ -221,6 +232,11 @@ class IQNCritic:
         return loss, {"critic/loss": loss, "critic/q_mean": z.mean(), "critic/q_max": z.max(),
                       "critic/q_min": z.min(), "critic/target_mean": target.mean(),
                       "critic/target_std": target.std(axis=1).mean()}
+
+    def loss(self, params, batch, next_actions, rng):
+        if next_actions.shape[1] != self.num_quantiles:
+            raise ValueError(f"IQNCritic.loss wants next_actions (B, {self.num_quantiles}, A), got {next_actions.shape}")
+        return td_loss(self, params, batch, next_actions, rng)
 
     def target_update(self, params, tau: float):
         return {"online": params["online"], "target": polyak(params["online"], params["target"], tau)}

@@ -12,7 +12,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak
+from floq.critics.base import (Q_AGGREGATIONS, aggregate, compute_dtype_of, count_params, polyak, repeat_rows,
+                               td_loss)
 from floq.nets.mlp import ensemble_of
 from floq.nets.specs import MLPNet
 
@@ -59,16 +60,28 @@ class MonolithicCritic:
         """(E, B) Q values."""
         return self._module.apply({"params": q_params}, act_concat(obs, act))[..., 0]
 
-    def q(self, online, obs, act):
-        return self.qs(online["q"], obs, act).mean(axis=0)
+    def q(self, online, obs, act, agg: str = "mean"):
+        return aggregate(self.qs(online["q"], obs, act), agg)
 
-    def loss(self, params, batch, next_actions, rng):
-        next_q = aggregate(self.qs(params["target"]["q"], batch["next_observations"], next_actions[:, 0]), self.q_agg)
-        target = jax.lax.stop_gradient(batch["rewards"] + self.discount * batch["masks"] * next_q)  # (B,)
+    def keys(self, rng):
+        return rng, rng  # the squared TD error draws nothing
+
+    def next_values(self, target, next_obs, next_actions, rng):
+        """(B, N): agg_e Q_target_e(s', a'_n)."""
+        b, n, a = next_actions.shape
+        obs = next_obs if n == 1 else repeat_rows(next_obs, n)
+        return aggregate(self.qs(target["q"], obs, next_actions.reshape(b * n, a)), self.q_agg).reshape(b, n)
+
+    def fit(self, params, batch, targets, rng):
+        """Squared error of every member against the targets averaged over N: (B, N) -> loss."""
+        target = jax.lax.stop_gradient(targets.mean(axis=1))  # (B,)
         q = self.qs(params["online"]["q"], batch["observations"], batch["actions"])  # (E, B)
         loss = jnp.mean((q - target[None]) ** 2)
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(), "critic/q_min": q.min(),
                       "critic/target_mean": target.mean()}
+
+    def loss(self, params, batch, next_actions, rng):
+        return td_loss(self, params, batch, next_actions, rng)
 
     def target_update(self, params, tau: float):
         return {"online": params["online"], "target": polyak(params["online"], params["target"], tau)}

@@ -140,11 +140,12 @@ def test_integration_memory_is_flat_in_k():
 # --- K = 1, t = 0: a one-step regression on the TD target ---------------------------------
 
 class Recorder:
-    """Wraps FloqCritic.returns / velocity / td_targets and records concrete calls."""
+    """Wraps FloqCritic.returns / velocity / fit and records concrete calls (`targets`: the TD
+    target y (B,) that fit regresses onto, the mean of its (B, N) targets)."""
 
     def __init__(self, monkeypatch):
         self.returns, self.velocity, self.targets = [], [], []
-        orig_returns, orig_velocity, orig_targets = FloqCritic.returns, FloqCritic.velocity, FloqCritic.td_targets
+        orig_returns, orig_velocity, orig_fit = FloqCritic.returns, FloqCritic.velocity, FloqCritic.fit
         concrete = lambda *xs: not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))  # noqa
 
         def returns(critic, field_params, obs, act, u):
@@ -159,15 +160,14 @@ class Recorder:
                 self.velocity.append(dict(field=field_params, obs=obs, act=act, z=z, t=t, out=out))
             return out
 
-        def td_targets(critic, target_field, batch, next_actions, u_next):
-            out = orig_targets(critic, target_field, batch, next_actions, u_next)
-            if concrete(out):
-                self.targets.append(dict(u_next=u_next, out=out))
-            return out
+        def fit(critic, params, batch, targets, rng):
+            if concrete(targets):
+                self.targets.append(dict(out=targets.mean(axis=1)))
+            return orig_fit(critic, params, batch, targets, rng)
 
         monkeypatch.setattr(FloqCritic, "returns", returns)
         monkeypatch.setattr(FloqCritic, "velocity", velocity)
-        monkeypatch.setattr(FloqCritic, "td_targets", td_targets)
+        monkeypatch.setattr(FloqCritic, "fit", fit)
 
     def current_returns_call(self, batch, r):
         obs = repeat_rows(batch["observations"], r)
@@ -312,7 +312,11 @@ def test_one_set_of_noise_draws_feeds_current_returns_and_flow_matching(monkeypa
     np.testing.assert_allclose(np.asarray(nxt[0]["act"]), np.asarray(next_actions.reshape(b * r, A)))
     assert nxt[0]["field"] is params["target"]["field"]
     assert cur["field"] is params["online"]["field"]
-    np.testing.assert_allclose(np.asarray(rec.targets[0]["u_next"]), np.asarray(nxt[0]["u"]))
+    # The TD target fit regressed onto is r + gamma * mask * agg_e(target returns), averaged over R.
+    z_next = np.asarray(nxt[0]["out"])  # (E, B*R)
+    agg = z_next.mean(0).reshape(b, r)
+    y_hand = (np.asarray(batch["rewards"])[:, None] + critic.discount * np.asarray(batch["masks"])[:, None] * agg)
+    np.testing.assert_allclose(np.asarray(rec.targets[0]["out"]), y_hand.mean(1), rtol=1e-5, atol=1e-5)
 
     # The flow-matching forward pass: B*R rows, rows b*R + r are state b.
     (fm,) = rec.velocity

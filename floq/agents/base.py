@@ -1,0 +1,58 @@
+"""The one algorithm interface the trainer, evaluation, the online phase, FLOP counting and
+the sweep's cost estimates rely on. Nothing outside floq/agents/ knows an algorithm's
+parameter names.
+
+An algorithm is a frozen (hashable) dataclass of static configuration (gin builds it from
+gin/algorithms/<name>.gin) plus pure functions over pytrees. It is paired with any critic
+of floq.critics.base's interface, which it receives as an argument:
+
+  name                                  result column `algorithm`
+  batch_keys                            the batch arrays update() reads (the trainer's
+                                        datasets carry them; e.g. ReBRAC adds 'next_actions')
+  init(rng, critic, obs, act) -> state  {'params': {..., 'critic': {'online', 'target'}},
+                                        'opt': ..., 'rng': key, 'step': int32}; obs (B, O) and
+                                        act (B, A) are examples
+  update(critic, state, batch) -> (state, metrics)
+                                        one gradient step; the algorithm chooses the next
+                                        actions and forms the TD target
+                                        r + gamma * mask * (critic.next_values + bonus), or its
+                                        own (IQL: r + gamma * mask * V(s')), and fits the
+                                        critic with critic.fit
+  policy_params(params) -> pytree       the part of the parameters evaluation ships to its
+                                        workers (everything act() reads)
+  act(policy_params, obs, noise, explore=False) -> actions
+                                        deterministic given noise: obs (W, O), noise
+                                        (W, *noise_shape(A)) standard normal; explore=True is
+                                        the online phase's exploration (e.g. ReBRAC's noisy
+                                        actions), False evaluation
+  noise_shape(action_dim) (optional)    the per-row noise act() reads; default (A,)
+  param_counts(critic, params) -> dict  parameter counts by part, 'critic_total' and 'total'
+  describe() -> dict                    knobs recorded as result columns
+  check_critic(critic) (optional)       raise ValueError (one line) when this algorithm needs
+                                        a quantity the critic cannot give
+
+Exactness contract: with the monolithic critic, one update from the same parameters, batch
+and key gives the reference implementation's losses and gradients (tests/agents/).
+"""
+
+from __future__ import annotations
+
+#: What every algorithm's batch holds (floq.train.sample_batch).
+BASE_BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
+
+
+def noise_shape(algorithm, action_dim: int) -> tuple:
+    """The per-row shape of the standard-normal noise `algorithm.act` reads."""
+    fn = getattr(algorithm, "noise_shape", None)
+    return tuple(fn(action_dim)) if fn is not None else (action_dim,)
+
+
+def batch_keys(algorithm) -> tuple:
+    return tuple(getattr(algorithm, "batch_keys", BASE_BATCH_KEYS))
+
+
+def check_pair(algorithm, critic) -> None:
+    """The algorithm's one-line refusal of a critic it cannot use (ValueError), if any."""
+    fn = getattr(algorithm, "check_critic", None)
+    if fn is not None:
+        fn(critic)
