@@ -35,6 +35,10 @@ _MODULES = (
     "floq.critics.flow",
     "floq.critics.iqn",
     "floq.agents.fql",
+    "floq.agents.rebrac",
+    "floq.agents.iql",
+    "floq.agents.ifql",
+    "floq.agents.sac",
     "floq.data.sources",
     "floq.train",
     "floq.launch.spec",
@@ -196,7 +200,7 @@ def text_line(path: str, line: int) -> str:
 
 _MACRO_DEF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M)
 #: Layer directories whose macros form floq's vocabulary (experiments only override them).
-LAYER_DIRS = ("gin/defaults.gin", "gin/algorithms", "gin/critics", "gin/tasks")
+LAYER_DIRS = ("gin/defaults.gin", "gin/algorithms", "gin/critics", "gin/tasks", "gin/recipes")
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,7 +219,7 @@ def _layer_macros_cached(stamp) -> frozenset:
 
 
 def layer_macros() -> frozenset:
-    """Macros declared by the layer files (gin/defaults.gin, algorithms, critics, tasks)."""
+    """Macros declared by the layer files (gin/defaults.gin, algorithms, critics, tasks, recipes)."""
     stamp = []
     for rel in LAYER_DIRS:
         root = os.path.join(REPO_ROOT, rel)

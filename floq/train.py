@@ -14,7 +14,7 @@ were grouped into calls (the loop sizes calls by time, to stay responsive to sig
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 
 import gin
 import jax
@@ -136,6 +136,11 @@ def build(gin_files, bindings=()) -> Experiment:
     except Exception as e:  # noqa: BLE001
         from floq.config import one_line
 
+        missing = re.search(r"in scope '(RECIPE_\w+)'", str(e))
+        if missing:
+            raise ConfigError(f"no recipe: {missing.group(1)} is undefined; name whose tuned per-environment values "
+                              f"this experiment uses by including a recipe, e.g. gin/recipes/fql_paper.gin or "
+                              f"gin/recipes/floq_paper.gin (see gin/defaults.gin)") from None
         raise ConfigError(f"bad configuration: {one_line(e)}") from None
     for field, kind in (("task", "Task"), ("trainer", "Trainer")):
         if type(getattr(exp, field)).__name__ != kind:

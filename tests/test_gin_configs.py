@@ -8,7 +8,7 @@ import os
 import gin
 import pytest
 
-from floq_test_utils import REPO
+from floq_test_utils import REPO, floq_main
 
 from floq.config import ConfigError, parse
 from floq.train import build
@@ -29,7 +29,7 @@ def _clear():
 @pytest.mark.parametrize("task", TASKS, ids=os.path.basename)
 @pytest.mark.parametrize("critic", CRITICS, ids=os.path.basename)
 def test_every_task_and_critic_combination_builds(task, critic):
-    exp = build(["gin/algorithms/fql.gin", critic, task])
+    exp = build(["gin/algorithms/fql.gin", critic, task, "gin/recipes/fql_paper.gin"])
     assert exp.task.env == os.path.basename(task)[:-4]
     assert exp.critic.num_ensembles == 2
     assert exp.trainer.train_steps == 1_000_000 and exp.trainer.eval_episodes == 50
@@ -46,7 +46,8 @@ def test_every_overlay_builds_after_its_task_file(overlay):
     """gin/tasks/{floq_best,online,online_fql}/<env>.gin: one per task file, each builds."""
     env = os.path.basename(overlay)[:-4]
     critic = "monolithic" if "online_fql" in overlay else "floq"
-    exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin", overlay])
+    recipe = "gin/recipes/fql_paper.gin" if critic == "monolithic" else "gin/recipes/floq_paper.gin"
+    exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin", recipe, overlay])
     assert exp.task.env == env
 
 
@@ -69,7 +70,7 @@ PAPER = {
 @pytest.mark.parametrize("env", sorted(PAPER))
 def test_task_files_carry_the_papers_settings(env):
     alpha, gamma, batch, q_agg, task = PAPER[env]
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", f"gin/tasks/{env}.gin"])
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", f"gin/tasks/{env}.gin", "gin/recipes/floq_paper.gin"])
     assert exp.algorithm.alpha == alpha and exp.task.discount == gamma
     assert exp.trainer.batch_size == batch and exp.critic.q_agg == q_agg and exp.task.task_id == task
     assert exp.critic.field_net.depth == (2 if env.startswith("cube") else 4)
@@ -78,10 +79,10 @@ def test_task_files_carry_the_papers_settings(env):
 
 def test_floq_best_overrides_are_one_include_away():
     best = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/antmaze-giant-navigate.gin",
-                  "gin/tasks/floq_best/antmaze-giant-navigate.gin"])
+                  "gin/tasks/floq_best/antmaze-giant-navigate.gin", "gin/recipes/floq_paper.gin"])
     assert best.critic.flow_steps == 4
     best = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/puzzle-4x4-play.gin",
-                  "gin/tasks/floq_best/puzzle-4x4-play.gin"])
+                  "gin/tasks/floq_best/puzzle-4x4-play.gin", "gin/recipes/floq_paper.gin"])
     assert best.critic.noise_coverage == 0.25
 
 
@@ -123,27 +124,33 @@ FQL = {
 @pytest.mark.parametrize("env", sorted(FQL))
 def test_the_fql_baseline_runs_with_fqls_own_flags(env):
     alpha, q_agg = FQL[env]
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", f"gin/tasks/{env}.gin"])
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", f"gin/tasks/{env}.gin", "gin/recipes/fql_paper.gin"])
     assert exp.algorithm.alpha == alpha and exp.critic.q_agg == q_agg
     assert exp.trainer.batch_size == 256 and exp.task.discount == PAPER[env][1]
 
 
-def test_per_critic_overrides_where_the_papers_differ():
+def test_recipes_not_critics_choose_the_tuned_values():
     # antmaze-large: FQL uses q_agg=min, floq mean; humanoidmaze-large: FQL alpha 30 / batch
-    # 256, floq alpha 20 / batch 512.
+    # 256, floq alpha 20 / batch 512. The recipe decides, whatever the critic.
     for env, fql, floq in [("antmaze-large-navigate", (10, "min", 256), (10, "mean", 256)),
                            ("humanoidmaze-large-navigate", (30, "mean", 256), (20, "mean", 512))]:
-        for critic, want in [("monolithic", fql), ("floq", floq), ("resnet", floq), ("iqn", floq)]:
-            exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin"])
-            assert (exp.algorithm.alpha, exp.critic.q_agg, exp.trainer.batch_size) == want, (env, critic)
-    # The critic included last decides (smoke.gin includes monolithic.gin; floq.gin follows).
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin", "gin/critics/floq.gin",
-                 "gin/tasks/humanoidmaze-large-navigate.gin"])
-    assert exp.algorithm.alpha == 20
+        for critic in ("monolithic", "floq", "resnet", "iqn"):
+            for recipe, want in (("fql_paper", fql), ("floq_paper", floq)):
+                exp = build(["gin/algorithms/fql.gin", f"gin/critics/{critic}.gin", f"gin/tasks/{env}.gin",
+                             f"gin/recipes/{recipe}.gin"])
+                assert (exp.algorithm.alpha, exp.critic.q_agg, exp.trainer.batch_size) == want, (env, critic, recipe)
     # An experiment's own value wins over every paper's.
     exp = build(["gin/algorithms/fql.gin", "gin/critics/monolithic.gin",
-                 "gin/tasks/antmaze-large-navigate.gin"], ["Q_AGG = 'mean'", "ALPHA = 3.0"])
+                 "gin/tasks/antmaze-large-navigate.gin", "gin/recipes/fql_paper.gin"], ["Q_AGG = 'mean'", "ALPHA = 3.0"])
     assert exp.critic.q_agg == "mean" and exp.algorithm.alpha == 3.0
+
+
+def test_an_experiment_that_names_no_recipe_fails_with_one_line():
+    with pytest.raises(ConfigError, match=r"^no recipe: RECIPE_\w+ is undefined.*gin/recipes/fql_paper.gin"):
+        build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-single-play.gin"])
+    res = floq_main("run", "gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-single-play.gin",
+                    "--out", "/nonexistent-never-written")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no recipe" in res.stderr
 
 
 def _settings(exp):
@@ -155,10 +162,10 @@ def _settings(exp):
 def test_include_order_of_a_task_file_does_not_matter(env):
     """A task file before fql.gin (and so before defaults.gin) keeps its settings."""
     task = f"gin/tasks/{env}.gin"
-    right = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", task])
-    for files in ([task, "gin/algorithms/fql.gin", "gin/critics/floq.gin"],
-                  ["gin/algorithms/fql.gin", task, "gin/critics/floq.gin"],
-                  ["gin/critics/floq.gin", task, "gin/algorithms/fql.gin"]):
+    right = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", task, "gin/recipes/floq_paper.gin"])
+    for files in ([task, "gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/recipes/floq_paper.gin"],
+                  ["gin/recipes/floq_paper.gin", "gin/algorithms/fql.gin", task, "gin/critics/floq.gin"],
+                  ["gin/critics/floq.gin", task, "gin/recipes/floq_paper.gin", "gin/algorithms/fql.gin"]):
         assert _settings(build(files)) == _settings(right), files
     alpha, gamma, batch, q_agg, task_id = PAPER[env]
     assert _settings(right)[:5] == (alpha, gamma, batch, q_agg, task_id)
@@ -174,17 +181,17 @@ def test_a_task_file_never_overwrites_an_experiments_overrides():
 
 
 def test_cube_field_depth_comes_from_the_task_file():
-    files = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"]
+    files = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin", "gin/recipes/floq_paper.gin"]
     assert build(files, ["CRITIC_DEPTH = 6"]).critic.field_net.depth == 2
     assert build(files, ["FLOW_FIELD_DEPTH = 6"]).critic.field_net.depth == 6
-    scene = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/scene-play.gin"]
+    scene = ["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/scene-play.gin", "gin/recipes/floq_paper.gin"]
     assert build(scene, ["CRITIC_DEPTH = 6"]).critic.field_net.depth == 6
 
 
 def test_online_macros_reach_the_trainer():
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"])
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin", "gin/recipes/floq_paper.gin"])
     assert (exp.trainer.online_steps, exp.trainer.utd_ratio, exp.trainer.balanced_sampling) == (0, 1, False)
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin"],
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/floq.gin", "gin/tasks/cube-double-play.gin", "gin/recipes/floq_paper.gin"],
                 ["ONLINE_STEPS = 1000", "UTD_RATIO = 2", "BALANCED_SAMPLING = True"])
     assert (exp.trainer.online_steps, exp.trainer.utd_ratio, exp.trainer.balanced_sampling) == (1000, 2, True)
 
@@ -197,11 +204,11 @@ RESNET_SHAPES = {"humanoidmaze-large-navigate": (4, 2), "antmaze-giant-navigate"
 def test_fql_resnet_takes_the_floq_readmes_shape_per_environment(env):
     # github:CMU-AIRe/floq README: FQL-ResNet num_transformations=4, block_depth=2 on
     # humanoidmaze-large; 2 and 4 on antmaze-giant; width 512.
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin"])
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin", "gin/recipes/floq_paper.gin"])
     net = exp.critic.net
     assert (net.num_blocks, net.block_depth) == RESNET_SHAPES.get(env, (2, 2)) and net.width == 512
     # A binding (a scaling sweep's axis) still wins.
-    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin"], ["RESNET_BLOCKS = 8"])
+    exp = build(["gin/algorithms/fql.gin", "gin/critics/resnet.gin", f"gin/tasks/{env}.gin", "gin/recipes/floq_paper.gin"], ["RESNET_BLOCKS = 8"])
     assert exp.critic.net.num_blocks == 8
 
 

@@ -105,6 +105,9 @@ class FloqCritic:
       time_embed: 'cos' (released code), 'fourier' (paper text), or 'none'.
       time_embed_dim: Fourier features when time_embed == 'fourier'.
       train_at_zero_only: flow matching only at t = 0 (with K = 1: a one-step regression).
+        'auto' (the default): True exactly when K = 1, the released code's one-step setting
+        (its K = 1 runs pass --agent.train_at_zero_only); resolved here, so `floq run` and a
+        sweep train K = 1 alike and the spec always holds a bool.
       r_min, r_max: reward range; None = read from the training data by configure().
       reward_range_rule: how the trainer reads that range from the training rewards
         (floq.critics.base.reward_range): 'released' (the released code's: always includes
@@ -125,7 +128,7 @@ class FloqCritic:
     sigma: float = 16.0
     time_embed: str = "cos"
     time_embed_dim: int = 64
-    train_at_zero_only: bool = False
+    train_at_zero_only: bool | str = "auto"
     r_min: float | None = None
     r_max: float | None = None
     reward_range_rule: str = "released"
@@ -134,7 +137,11 @@ class FloqCritic:
     compute_dtype: str = "float32"
 
     def __post_init__(self):
+        if self.train_at_zero_only == "auto":
+            object.__setattr__(self, "train_at_zero_only", self.flow_steps == 1)
         checks = [
+            (isinstance(self.train_at_zero_only, bool),
+             f"train_at_zero_only must be True, False or 'auto', got {self.train_at_zero_only!r}"),
             (self.flow_steps >= 1, f"flow_steps (K) must be >= 1, got {self.flow_steps}"),
             (self.noise_samples >= 1, f"noise_samples must be >= 1, got {self.noise_samples}"),
             (self.noise_coverage > 0, f"noise_coverage must be > 0, got {self.noise_coverage}"),

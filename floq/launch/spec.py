@@ -56,10 +56,9 @@ monolithic run is never repeated per K. Two runs with the same files and binding
 error. Values anywhere in ``Sweep.*`` may be macros (``Sweep.tasks = %ENVS``), so a file
 can expose what narrows it (``floq sweep FILE --bind "ENVS = [...]"``).
 
-K = 1: ``Sweep.one_step_at_k1 = True`` (default) adds ``FloqCritic.train_at_zero_only =
-True`` (the released code's one-step setting) to every floq run whose flow steps a grid
-sets to 1 (through an axis or ``bind``), unless that grid binds or sweeps
-``FloqCritic.train_at_zero_only`` itself.
+K = 1: the sweep knows no critic. The floq critic resolves its own one-step setting
+(``FloqCritic.train_at_zero_only = 'auto'``: True exactly at K = 1), so a K = 1 run trains
+the same under ``floq run`` and inside a sweep.
 
 This module is imported by ``floq.config`` so that ``Sweep`` is registered whenever a
 gin file is parsed (a training run parses the sweep file too and simply ignores
@@ -126,7 +125,6 @@ class Sweep:
       seed_macro: the macro that receives each seed.
       tasks: task files (an axis over environments); see the module docstring.
       grids: sub-grids (a list of dicts); see the module docstring.
-      one_step_at_k1: floq runs at K = 1 get ``FloqCritic.train_at_zero_only = True``.
     """
 
     def __init__(
@@ -137,7 +135,6 @@ class Sweep:
         seed_macro: str = "SEED",
         tasks: list | None = None,
         grids: list | None = None,
-        one_step_at_k1: bool = True,
     ):
         self.name = name
         self.axes = axes
@@ -145,7 +142,6 @@ class Sweep:
         self.seed_macro = seed_macro
         self.tasks = tasks
         self.grids = grids
-        self.one_step_at_k1 = one_step_at_k1
 
     @classmethod
     def from_bindings(cls) -> "Sweep":
@@ -165,5 +161,4 @@ class Sweep:
         sweep.seed_macro = bound.get("seed_macro", "SEED")
         sweep.tasks = bound.get("tasks")
         sweep.grids = bound.get("grids")
-        sweep.one_step_at_k1 = bound.get("one_step_at_k1", True)
         return sweep

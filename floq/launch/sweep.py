@@ -414,9 +414,6 @@ class Grid:
       axes: its axes: its own, then ``Sweep.axes``.
       tasks: task files (absolute paths), or ``None`` (no environment axis).
       overlays: files read after the task file (``{task}`` templates expanded per task).
-      one_step_k1: runs at K = 1 get ``FloqCritic.train_at_zero_only = True``.
-      k_axes: indices into ``axes`` of the axes that set FloqCritic's flow steps.
-      k_bound: the flow steps ``bind`` sets, or ``None``.
     """
 
     name: str | None
@@ -425,9 +422,6 @@ class Grid:
     axes: tuple[Axis, ...]
     tasks: tuple[str, ...] | None
     overlays: tuple[str, ...]
-    one_step_k1: bool = False
-    k_axes: tuple[int, ...] = ()
-    k_bound: object = None
 
     def overlay_files(self, task: str | None, sweep_file: str) -> list[str]:
         out = []
@@ -450,24 +444,6 @@ class Grid:
 GRID_KEYS = ("name", "files", "bind", "axes", "tasks", "overlays")
 #: The tags the sweep itself writes (a swept binding never gets these names).
 GRID_TAG, ENV_TAG = "grid", "env"
-ONE_STEP_BINDING = "FloqCritic.train_at_zero_only = True"
-_FLOQ = "floq.critics.flow.FloqCritic"
-
-
-def _is_floq(config: Mapping) -> bool:
-    """Whether the parsed experiment's critic is the floq critic (True when unknown)."""
-    for (scope, selector), params in config.items():
-        if selector.endswith("experiment") and "critic" in params:
-            ref = params["critic"]
-            if isinstance(ref, gin.config.ConfigurableReference):
-                return ref.config_key[1] == _FLOQ or ref.config_key[1].endswith(".FloqCritic")
-    return True
-
-
-def _k_keys(keys: set) -> bool:
-    return any(sel == _FLOQ and param == "flow_steps" for _, sel, param in keys)
-
-
 def expand(
     sweep_file: str,
     out_dir: str | None = None,
@@ -551,7 +527,6 @@ def expand(
         grids_raw = [{}]
     if not isinstance(grids_raw, (list, tuple)) or not grids_raw:
         raise SweepError("Sweep.grids must be a non-empty list of dicts (see floq/launch/spec.py)")
-    one_step = bool(_resolve_macros(declared.one_step_at_k1, config, "Sweep.one_step_at_k1"))
 
     grids: list[Grid] = []
     grid_names: list[str] = []
@@ -618,20 +593,16 @@ def expand(
         gmacros = {scope for scope, selector in gconfig if selector == "gin.macro"}
 
         targets: list[tuple[str, set]] = []
-        bind_k = None
         bind_keys: set = set()
         for line, (k, v) in zip(bind_lines, bind_raw.items()):
             key = _clean_key(k, "bind")
             _, keys = _target_keys(key, gconfig, gmacros, f"grid '{gname}' binds '{key}', which", base)
-            if _k_keys(keys):
-                bind_k = v
             bind_keys |= keys
             for what, other in targets:
                 if keys & other:
                     raise SweepError(f"grid '{gname}' binds {_display_shared(keys & other)} twice")
             targets.append((f"bind '{key}'", keys))
         axes_out = []
-        k_axes = []
         for raw_key, key, values in own + shared:
             macro, keys = _target_keys(key, gconfig, gmacros, f"axis '{key}'{where}", base)
             for literal in (gin_literal(v) for v in values):
@@ -649,8 +620,6 @@ def expand(
                         f"axes '{what}' and '{raw_key}' both bind {_display_shared(shared_keys)}"
                     )
             targets.append((raw_key, keys))
-            if _k_keys(keys):
-                k_axes.append(len(axes_out))
             axes_out.append((key, macro, values, keys))
         if seeds is not None:
             keys = _fed_by(gconfig, seed_macro) if seed_macro in gmacros else set()
@@ -658,15 +627,9 @@ def expand(
                 if keys & other:
                     label_what = f"grid '{gname}' {what}" if what.startswith("bind") else f"axis '{what}'"
                     raise SweepError(f"{label_what} and Sweep.seeds both bind {_display_shared(keys & other)}")
-        sets_zero_only = any(
-            sel == _FLOQ and param == "train_at_zero_only" for _, keys in targets for _, sel, param in keys
-        )
         grids.append(dataclasses.replace(
             grid,
             axes=tuple(Axis(k, m, v, "", ()) for k, m, v, _ in axes_out),
-            one_step_k1=one_step and not sets_zero_only and _is_floq(gconfig),
-            k_axes=tuple(k_axes),
-            k_bound=bind_k,
         ))
         grid_configs.append((gconfig, axes_out))
 
@@ -722,11 +685,6 @@ def expand(
                 parts = head_parts + [f"{a.tag}={name_value(v)}" for a, v in zip(grid.axes, values)]
                 run_bindings = extra + list(grid.bind)
                 run_bindings += [f"{a.key} = {gin_literal(v)}" for a, v in zip(grid.axes, values)]
-                k = grid.k_bound
-                for i in grid.k_axes:
-                    k = values[i]
-                if grid.one_step_k1 and isinstance(k, int) and not isinstance(k, bool) and k == 1:
-                    run_bindings.append(ONE_STEP_BINDING)
                 if seed is not None:
                     parts.append(f"seed={seed}")
                     run_bindings.append(f"{seed_macro} = {seed}")

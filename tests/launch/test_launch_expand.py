@@ -193,10 +193,14 @@ def test_shipped_sweep_files_expand(tmp_path, monkeypatch):
     steps = sorted({r.tags["critic_flow_steps"] for r in plan.runs})
     assert steps == [1, 2, 4, 8, 16, 32]
     assert plan.seeds == [0, 1, 2]
-    k1 = [r for r in plan.runs if r.tags["critic_flow_steps"] == 1]
-    assert k1 and all("FloqCritic.train_at_zero_only = True" in r.bindings for r in k1)
-    assert not any("FloqCritic.train_at_zero_only = True" in r.bindings
-                   for r in plan.runs if r.tags["critic_flow_steps"] != 1)
+    # The sweep adds no critic-specific binding: the floq critic resolves K = 1 itself, so a
+    # K = 1 run of the sweep is the run `floq run` would train with the same bindings.
+    assert not any("train_at_zero_only" in b for r in plan.runs for b in r.bindings)
+    from floq.train import build
+
+    for k in (1, 2):
+        run = next(r for r in plan.runs if r.tags["critic_flow_steps"] == k)
+        assert build(run.gin_files, run.bindings).critic.train_at_zero_only is (k == 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -297,7 +301,7 @@ Sweep.grids = [
     parse(mono[0].gin_files, mono[0].bindings)
     assert gin.query_parameter("FakeCritic.depth") == 7 and gin.query_parameter("%CRITIC_WIDTH") == 8
     assert [a.key for a in plan.axes] == ["CRITIC_FLOW_STEPS", "CRITIC_WIDTH"]
-    # The fake critic is not floq's: no one-step binding at K = 1.
+    # The sweep knows no critic: no one-step binding at K = 1.
     assert not any("train_at_zero_only" in b for r in plan.runs for b in r.bindings)
 
 
