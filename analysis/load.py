@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from floq import columns as _columns  # the shared column names (standard library only, no jax)
+
 import numpy as np
 import pandas as pd
 
@@ -57,14 +59,10 @@ class AnalysisError(ValueError):
 
 
 # eval.csv columns that are always present (CONTRACTS.md); every other column is a tag.
-EVAL_COLUMNS = (
-    "experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step",
-    "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
-    "ogbench_version", "success_timing",
-)
+EVAL_COLUMNS = tuple(c for c in _columns.EVAL_COLUMNS if c not in _columns.OPTIONAL_EVAL_COLUMNS)
 # Optional eval.csv columns (the trainer adds them; older CSVs lack them): the phase of the
 # evaluation and the environment steps taken online. Absent: every row is offline, 0 steps.
-OPTIONAL_EVAL_COLUMNS = ("phase", "env_steps")
+OPTIONAL_EVAL_COLUMNS = _columns.OPTIONAL_EVAL_COLUMNS
 PHASES = ("offline", "online")
 # Without these a row cannot be placed in a score matrix.
 REQUIRED_EVAL_COLUMNS = ("env", "task", "algorithm", "critic", "seed", "step", "success")

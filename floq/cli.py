@@ -37,22 +37,6 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
     return msg[:limit]
 
 
-def _run_errors():
-    """(RunError, RunDiverged) from floq.results, each None where it does not exist."""
-    try:
-        from floq import results
-    except ImportError:
-        return None, None
-    return getattr(results, "RunError", None), getattr(results, "RunDiverged", None)
-
-
-def _is_diverged(e: BaseException, run_diverged) -> bool:
-    """floq.results.RunDiverged, or (where floq.results has none) a class of that name."""
-    if run_diverged is not None:
-        return isinstance(e, run_diverged)
-    return any(c.__name__ == "RunDiverged" for c in type(e).__mro__)
-
-
 def _logger_binding(names) -> str:
     names = list(dict.fromkeys(names))
     return "Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip(" ") + ")"
@@ -141,7 +125,7 @@ def _run(argv) -> int:
         gin_files, run_dir, same_tags = rerun_target(a.gin_files, a.bind, a.tag, a.run_dir, a.out)
         if same_tags is not None:
             tags = same_tags
-        from floq.train import run
+        from floq.loop import run
 
         run_dir = run(gin_files, bindings, out_dir=a.out, run_dir=run_dir, tags=tags, force=a.force,
                       retry_failed=a.retry_failed)
@@ -156,12 +140,13 @@ def _run(argv) -> int:
     except Exception as e:  # noqa: BLE001 - the user gets one line; --debug gives the traceback
         if a.debug:
             traceback.print_exc()
-        run_error, run_diverged = _run_errors()
+        from floq import results
+
         msg = _one_line(e)
-        if _is_diverged(e, run_diverged):
+        if isinstance(e, results.RunDiverged):
             print(f"floq run: {msg if 'diverged' in msg.lower() else 'diverged: ' + msg}", file=sys.stderr)
             return EXIT_DIVERGED
-        if run_error is not None and isinstance(e, run_error):
+        if isinstance(e, results.RunError):
             print(f"floq run: error: {msg}", file=sys.stderr)
             return EXIT_FAILED
         hint = "" if a.debug else " (re-run with --debug for the traceback)"

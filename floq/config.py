@@ -83,8 +83,11 @@ def parse(gin_files, bindings=(), finalize: bool = False, check: bool = True) ->
     With `check` (the default) the parsed config is also validated: unknown macros
     (`check_macros`) and values that do not match a dataclass field's type (`check_bindings`).
     """
-    gin.clear_config()
+    # Register first: importing a module for the first time may call configurables (default
+    # field values such as MLPNet()), which gin records in the operative config; clearing
+    # afterwards keeps such phantom entries out of every run's config.gin.
     register()
+    gin.clear_config()
     for p in (os.getcwd(), REPO_ROOT):
         if p not in gin.config._LOCATION_PREFIXES:  # (gin appends duplicates otherwise)
             gin.add_config_file_search_path(p)

@@ -53,10 +53,8 @@ from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export
 from floq.agents.base import BASE_BATCH_KEYS, batch_keys
 from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
                         task_view, update_flops, with_batch_keys)
+from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
 
-EVAL_COLUMNS = ("experiment", "run", "env", "task", "dataset", "algorithm", "critic", "seed", "step", "phase",
-                "env_steps", "success", "return", "episode_length", "wall_time", "eval_episodes", "train_steps",
-                "ogbench_version", "success_timing")
 TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "phase", "env_steps", "wall_time", "updates_per_s")
 # Bindings that describe the protocol or the plumbing rather than the thing studied: they are
 # recorded in run.json, not turned into result columns or run names.
@@ -66,14 +64,9 @@ NOT_TAGS = {"seed", "num_seeds", "task_ids", "program_task_ids", "dataset_path",
 PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGHUP", "SIGINT"))
                         if s is not None)
 
-RunError = getattr(results, "RunError", RuntimeError)
-
-
-class RunDiverged(RunError):
-    """Training produced a non-finite loss, gradient or parameter."""
-
-
-RunDiverged = getattr(results, "RunDiverged", RunDiverged)
+# The error types live in floq.results (one home); re-exported here for the loop's callers.
+RunError = results.RunError
+RunDiverged = results.RunDiverged
 
 
 class Preempted(Exception):
@@ -149,6 +142,14 @@ def next_boundary(step: int, total: int, intervals) -> int:
 PLUMBING = {"progress", "eval_workers", "eval_envs_per_worker", "async_eval", "max_chunk_seconds", "loggers",
             "out_dir", "chunk_size"}
 
+
+# The head of every run's config.gin: how to read it (a comment, so the file still parses).
+CONFIG_HEADER = (
+    "# The operative configuration of this run: every parameter a configurable read, with the\n"
+    "# macros it read. A scoped binding (e.g. floq_k4/FloqCritic.flow_steps = 4) wins over the\n"
+    "# unscoped macro beside it (CRITIC_FLOW_STEPS), so read the scoped value; the specs as\n"
+    "# built, field by field, are run.json's config_fields. `floq run` on this file re-trains it.\n\n"
+)
 
 # Task fields that only matter for sharded datasets: left out of the hash of other runs, so
 # that adding them did not change any existing run's identity.
@@ -791,7 +792,7 @@ class Run:
         self.window.append(metrics)
         self.step += n
         if not os.path.exists(os.path.join(self.run_dir, "config.gin")):
-            results.atomic_write(os.path.join(self.run_dir, "config.gin"), gin.operative_config_str())
+            results.atomic_write(os.path.join(self.run_dir, "config.gin"), CONFIG_HEADER + gin.operative_config_str())
 
     def env_step(self):
         """One environment step of the online phase (floq/online.py) and its gradient steps."""
@@ -1153,15 +1154,23 @@ class _run_lock:
     """One trainer per run directory (an flock held for the whole run)."""
 
     def __init__(self, run_dir):
-        lock = getattr(results, "RunLock", None)
-        self.inner = lock(run_dir) if lock is not None else None
+        self.inner = results.RunLock(run_dir)
 
     def __enter__(self):
-        if self.inner is not None:
-            self.inner.__enter__()
+        self.inner.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.inner is not None:
-            return self.inner.__exit__(*exc)
-        return False
+        return self.inner.__exit__(*exc)
+
+
+def run(gin_files, bindings=(), out_dir: str | None = None, run_dir: str | None = None,
+        tags: dict | None = None, force: bool = False, retry_failed: bool = False) -> str:
+    """Train one run described by gin files + bindings; returns its run directory.
+
+    Resumes from run_dir's last good checkpoint; does nothing when the run is already done
+    with the same config. Bad configuration raises ConfigError before anything is written.
+    See floq/loop.py.
+    """
+    return Run(gin_files, bindings, out_dir=out_dir, run_dir=run_dir, tags=tags, force=force,
+               retry_failed=retry_failed).execute()

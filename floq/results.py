@@ -24,7 +24,7 @@ PACKAGES = ("floq", "jax", "jaxlib", "flax", "optax", "ogbench", "mujoco", "gin-
 #: those of killed writes).
 TEMP_PREFIX = ".tmp_"
 #: run.json statuses the trainer writes.
-RUN_STATUSES = ("running", "done", "diverged", "preempted", "failed")
+from floq.columns import RUN_STATUSES  # noqa: E402,F401
 #: errnos that mean "no space left" (a full disk, or a full quota).
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -32,6 +32,10 @@ _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 class RunError(Exception):
     """A failure while a run trains (disk full, a run directory already in use, ...), stated
     in one line; `floq run` prints it and exits non-zero. Nothing already committed is lost."""
+
+
+class RunDiverged(RunError):
+    """Training produced a non-finite loss, gradient or parameter (`floq run` exits 3)."""
 
 
 def is_disk_full(e: BaseException) -> bool:

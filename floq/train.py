@@ -1,7 +1,7 @@
 """The trainer's specs and compiled pieces; the loop that runs them is floq/loop.py.
 
 Gin stops at construction: `experiment()` is the one root configurable; it returns frozen
-specs (Task, critic, FQL, Trainer) that the compiled step receives as static configuration.
+specs (Task, critic, algorithm, Trainer) that the compiled step receives as static configuration.
 
 Exactness: the training state (parameters, targets, optimiser state, the PRNG key that
 drives both updates and batch sampling, the step) is one pytree with a leading member axis
@@ -554,17 +554,3 @@ def make_policy(algorithm, action_dim: int):
         return algorithm.act(params, obs, z)
 
     return policy
-
-
-def run(gin_files, bindings=(), out_dir: str | None = None, run_dir: str | None = None,
-        tags: dict | None = None, force: bool = False, retry_failed: bool = False) -> str:
-    """Train one run described by gin files + bindings; returns its run directory.
-
-    Resumes from run_dir's last good checkpoint; does nothing when the run is already done
-    with the same config. Bad configuration raises ConfigError before anything is written.
-    See floq/loop.py.
-    """
-    from floq.loop import Run
-
-    return Run(gin_files, bindings, out_dir=out_dir, run_dir=run_dir, tags=tags, force=force,
-               retry_failed=retry_failed).execute()

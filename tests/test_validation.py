@@ -387,14 +387,14 @@ def test_not_an_npz(tmp_path, dims):
 
 
 def test_dataset_errors_are_config_errors_before_anything_is_written(tmp_path, dims):
-    """floq.train.run turns a DataError into a ConfigError before creating the run dir."""
-    from floq import train
+    """floq.loop.run turns a DataError into a ConfigError before creating the run dir."""
+    from floq import loop
 
     bad = write_npz(tmp_path / "d.npz", obs=dims[0], act=dims[1], terminals=np.ones(40, np.float32))
     write_npz(tmp_path / "d-val.npz", obs=dims[0], act=dims[1])
     out = tmp_path / "runs"
     with pytest.raises(ConfigError, match="marks every transition terminal"):
-        train.run([SMOKE], [f"DATASET_PATH = '{bad}'"], out_dir=str(out))
+        loop.run([SMOKE], [f"DATASET_PATH = '{bad}'"], out_dir=str(out))
     assert not out.exists()
 
 

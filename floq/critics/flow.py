@@ -136,6 +136,9 @@ class FloqCritic:
     name: str = "floq"
     compute_dtype: str = "float32"
 
+    #: Which `floq bench` rows give this critic's FLOP rate in cost estimates (floq.launch.cost).
+    bench_family = "floq"
+
     def __post_init__(self):
         if self.train_at_zero_only == "auto":
             object.__setattr__(self, "train_at_zero_only", self.flow_steps == 1)

@@ -29,7 +29,7 @@ Here:
   shard it was on.
 * Each shard is loaded and relabelled for the singletask reward exactly as ``Task.load`` loads a
   file (``ogbench.make_env_and_datasets(dataset_name, dataset_path=shard, ...)``, then
-  ``sources._finish``: float32, actions clipped 1e-5 inside the box, ``Task.max_transitions``).
+  ``sources.finish_arrays``: float32, actions clipped 1e-5 inside the box, ``Task.max_transitions``).
   The environment is made once and passed as ``cur_env``.
 * Every shard is cut to the same number of transitions, ``ShardedData.rows`` (the smallest shard's,
   or ``max_transitions``), so the compiled training program never sees a new shape. OGBench's
@@ -55,8 +55,8 @@ import zipfile
 
 import numpy as np
 
-from floq.data.sources import (DataError, _array_headers, _finish, default_data_dir, env_space_dims,
-                               val_path_of, validate_arrays, validate_dataset)
+from floq.data.files import (DataError, array_headers, finish_arrays, default_data_dir, env_space_dims,
+                             val_path_of, validate_arrays, validate_dataset)
 
 SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d+)\.npz$")
 # Folder names of OGBench's large datasets: such a folder is a sharded dataset even when empty
@@ -143,7 +143,7 @@ def validate_shards(paths, dataset_name: str | None) -> None:
     dims = env_space_dims(dataset_name) if dataset_name else None
     for p in paths:
         for q in (p, val_path_of(p)):
-            validate_arrays(q, _array_headers(q), dims)
+            validate_arrays(q, array_headers(q), dims)
 
 
 def _singletask_env_name(dataset_name: str) -> str:
@@ -262,7 +262,7 @@ class ShardedData:
                                                             cur_env=env, **self.env_kwargs)
             except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
                 raise DataError(f"cannot load shard {path} for {self.dataset_name}: {type(e).__name__}: {e}") from None
-        out = _finish(train, rows)
+        out = finish_arrays(train, rows)
         if out["observations"].shape[0] != rows:  # the stats pass counted from 'terminals'
             raise DataError(f"shard {path} has {out['observations'].shape[0]} transitions, expected {rows}")
         return out

@@ -13,14 +13,16 @@ Singletask rewards and masks always come from OGBench's own relabelling
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 import sys
 import zipfile
 
 import gin
-import numpy as np
+
+# The file layer, re-exported: floq.data.sources is the package's public face.
+from floq.data.files import (DataError, check_files, default_data_dir, env_space_dims,  # noqa: F401
+                             finish_arrays, val_path_of, validate_dataset)
 
 SOURCES = ("ogbench", "path", "generate")
 SUCCESS_TIMINGS = ("pre", "post")
@@ -41,15 +43,6 @@ LOCOMOTION = (
     "pointmaze-medium-navigate", "pointmaze-large-navigate", "pointmaze-giant-navigate",
 )
 KNOWN_ENVS = MANIPULATION + LOCOMOTION
-
-
-class DataError(ValueError):
-    """A dataset that cannot be found, read or used, stated in one line naming the file (and
-    the array)."""
-
-
-def default_data_dir() -> str:
-    return os.path.expanduser(os.environ.get("FLOQ_DATA_DIR", "~/.floq/data"))
 
 
 @gin.configurable
@@ -184,7 +177,7 @@ class Task:
             if not self.dataset_path:
                 raise DataError("Task.source = 'path' needs Task.dataset_path (or the DATASET_PATH macro)")
             path = os.path.expanduser(self.dataset_path)
-            _check_files(path)
+            check_files(path)
             validate_dataset(path, self.dataset_name)
             return path
         if self.source == "generate":
@@ -220,186 +213,7 @@ class Task:
             raise DataError(f"cannot load dataset for {self.dataset_name} from {path or 'ogbench download'}: "
                             f"{type(e).__name__}: {e}") from None
         env.close()
-        return _finish(train, self.max_transitions), _finish(val, self.max_transitions)
-
-
-def _check_files(path: str) -> None:
-    val = val_path_of(path)
-    if not path.endswith(".npz"):
-        raise DataError(f"dataset file must be an OGBench .npz file, got {path!r}")
-    for p in (path, val):
-        if not os.path.isfile(p):
-            raise DataError(f"dataset file not found: {p}")
-    try:
-        with np.load(path) as f:
-            missing = [k for k in ("observations", "actions", "terminals") if k not in f.files]
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
-    if missing:
-        raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
-
-
-# --------------------------------------------------------------------------------------
-# Dataset validation (before anything is written)
-# --------------------------------------------------------------------------------------
-
-def val_path_of(path: str) -> str:
-    return path[: -len(".npz")] + "-val.npz" if path.endswith(".npz") else path + "-val.npz"
-
-
-def _array_headers(path: str) -> dict[str, tuple]:
-    """{array name: shape} from the .npy headers inside an .npz (no array data is read)."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
-        raise DataError(f"dataset file {path} is not a readable .npz (truncated or corrupt?): "
-                        f"{type(e).__name__}: {e}") from None
-    shapes = {}
-    with zf:
-        for name in zf.namelist():
-            if not name.endswith(".npy"):
-                continue
-            key = name[:-4]
-            try:
-                with zf.open(name) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    if version == (1, 0):
-                        shape, _, _ = np.lib.format.read_array_header_1_0(fh)
-                    else:
-                        shape, _, _ = np.lib.format.read_array_header_2_0(fh)
-            except Exception as e:  # noqa: BLE001 - any unreadable member is the same user error
-                raise DataError(f"dataset file {path}: array '{key}' cannot be read (truncated or corrupt?): "
-                                f"{type(e).__name__}: {e}") from None
-            shapes[key] = tuple(shape)
-    return shapes
-
-
-def _read_all(path: str, keys) -> dict[str, np.ndarray]:
-    """Decompresses the given arrays (detects truncated or overwritten members: zip CRCs)."""
-    out = {}
-    try:
-        with np.load(path) as f:
-            for k in keys:
-                try:
-                    out[k] = np.asarray(f[k])
-                except Exception as e:  # noqa: BLE001
-                    raise DataError(f"dataset file {path}: array '{k}' cannot be read (truncated or corrupt?): "
-                                    f"{type(e).__name__}: {e}") from None
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def env_space_dims(dataset_name: str) -> tuple[int, int]:
-    """(observation width, action width) of the OGBench environment of `dataset_name`
-    (the environment is created once per process, with ogbench's env_only)."""
-    import ogbench
-
-    env = ogbench.make_env_and_datasets(dataset_name, env_only=True)
-    try:
-        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
-    finally:
-        env.close()
-
-
-def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None) -> None:
-    """Checks the shapes of one OGBench-format file; DataError naming the file and the array."""
-    missing = [k for k in ("observations", "actions", "terminals") if k not in shapes]
-    if missing:
-        raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
-    for key in ("observations", "actions"):
-        if len(shapes[key]) != 2:
-            raise DataError(f"dataset file {path}: array '{key}' has shape {shapes[key]}, expected (transitions, width)"
-                            + (" (1-D: one number per transition)" if len(shapes[key]) == 1 else ""))
-    if len(shapes["terminals"]) != 1:
-        raise DataError(f"dataset file {path}: array 'terminals' has shape {shapes['terminals']}, "
-                        f"expected (transitions,)")
-    rows = {k: (v[0] if v else None) for k, v in shapes.items()}
-    n = rows["observations"]
-    odd = sorted(k for k, r in rows.items() if r != n)
-    if odd:
-        k = odd[0]
-        raise DataError(f"dataset file {path}: array '{k}' has {rows[k]} rows but 'observations' has {n} "
-                        f"(arrays must have one row per transition)")
-    if n == 0:
-        raise DataError(f"dataset file {path}: array 'observations' has no rows")
-    if dims is not None:
-        obs_dim, act_dim = dims
-        if shapes["observations"][1] != obs_dim:
-            raise DataError(f"dataset file {path}: array 'observations' is {shapes['observations'][1]} wide, but the "
-                            f"environment's observations are {obs_dim} wide (a dataset of another environment?)")
-        if shapes["actions"][1] != act_dim:
-            raise DataError(f"dataset file {path}: array 'actions' is {shapes['actions'][1]} wide, but the "
-                            f"environment's actions are {act_dim} wide (a dataset of another environment?)")
-
-
-def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True) -> None:
-    """Validates a train file and its -val twin before anything is written: readable, the
-    OGBench arrays present, 2-D observations/actions, equal row counts, widths matching the
-    environment's spaces, then the values (`validate_values`). Both files are read in full (a
-    truncated or overwritten member fails its zip CRC). One DataError line naming the file and
-    the array."""
-    dims = env_space_dims(dataset_name) if (check_env and dataset_name) else None
-    for p in (path, val_path_of(path)):
-        if not os.path.isfile(p):
-            raise DataError(f"dataset file not found: {p}")
-        shapes = _array_headers(p)
-        validate_arrays(p, shapes, dims)
-        validate_values(p, list(shapes))
-
-
-#: How far outside [-1, 1] an action may lie (OGBench's actions are clipped to the box).
-ACTION_TOLERANCE = 1e-6
-
-
-def validate_values(path: str, keys) -> None:
-    """The values of one OGBench-format file, array by array: every floating-point array
-    finite (observations, actions, qpos, qvel, ...: a NaN would end as a 'diverged' run or as
-    rewards relabelled from NaN states), actions inside the action box [-1, 1] (they would be
-    clipped silently), terminals 0 or 1 with the last transition terminal (OGBench's loader
-    pairs each observation with the next one of its episode: without it next_observations is
-    one row short) and at least one transition that is not terminal (something to learn
-    from). DataError naming the file, the array and the first offending row."""
-    try:
-        f = np.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
-    with f:
-        for key in keys:
-            try:
-                a = np.asarray(f[key])
-            except Exception as e:  # noqa: BLE001
-                raise DataError(f"dataset file {path}: array '{key}' cannot be read (truncated or corrupt?): "
-                                f"{type(e).__name__}: {e}") from None
-            if a.dtype.kind in "fc":
-                bad = ~np.isfinite(a)
-                if bad.any():
-                    at = np.argwhere(bad)[0]
-                    raise DataError(f"dataset file {path}: array '{key}' holds {int(bad.sum())} non-finite "
-                                    f"value(s), the first {a[tuple(at)]} at row {at[0]}"
-                                    + (f", column {at[1]}" if len(at) > 1 else ""))
-            if key == "actions" and a.size:
-                out = np.abs(a) > 1 + ACTION_TOLERANCE
-                if out.any():
-                    at = np.argwhere(out)[0]
-                    raise DataError(f"dataset file {path}: array 'actions' has {int(out.sum())} value(s) outside "
-                                    f"the action box [-1, 1], the first {a[tuple(at)]:g} at row {at[0]} "
-                                    f"(they would be clipped silently; rescale the actions)")
-            if key == "terminals":
-                if not np.isin(a, (0, 1)).all():
-                    row = int(np.flatnonzero(~np.isin(a, (0, 1)))[0])
-                    raise DataError(f"dataset file {path}: array 'terminals' holds {a[row]} at row {row} "
-                                    f"(terminals are 0 or 1)")
-                if a.size and a[-1] != 1:
-                    raise DataError(f"dataset file {path}: array 'terminals' does not mark the last transition "
-                                    f"terminal (every episode ends with terminals = 1; OGBench's loader pairs each "
-                                    f"observation with the next one of its episode)")
-                if a.size and np.all(a > 0):
-                    raise DataError(f"dataset file {path}: array 'terminals' marks every transition terminal "
-                                    f"(episodes of length 1: nothing to bootstrap from)")
+        return finish_arrays(train, self.max_transitions), finish_arrays(val, self.max_transitions)
 
 
 def generated_path(task: Task) -> str:
@@ -453,20 +267,6 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-def _finish(ds: dict, max_transitions: int = 0) -> dict:
-    """Keep what training needs; clip actions like FQL (1e-5 inside the box)."""
-    out = {
-        "observations": np.asarray(ds["observations"], np.float32),
-        "actions": np.clip(np.asarray(ds["actions"], np.float32), -1 + 1e-5, 1 - 1e-5),
-        "rewards": np.asarray(ds["rewards"], np.float32),
-        "masks": np.asarray(ds["masks"], np.float32),
-        "next_observations": np.asarray(ds["next_observations"], np.float32),
-    }
-    if max_transitions:
-        out = {k: v[:max_transitions] for k, v in out.items()}
-    return out
 
 
 def env_family(name: str) -> str:

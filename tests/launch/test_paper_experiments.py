@@ -9,7 +9,7 @@ import os
 import gin
 import pytest
 
-from floq.launch import spec, sweep
+from floq.launch import cost, spec, sweep
 from floq.train import build
 
 PAPER_DIR = os.path.join(spec.REPO_ROOT, "gin", "experiments", "paper")
@@ -183,7 +183,7 @@ def test_offline_dry_run_lists_750_runs_over_10_envs_and_prices_them(monkeypatch
         calls.append((type(critic).__name__, batch_size, obs_dim, act_dim))
         return 1e10
 
-    monkeypatch.setattr(sweep, "lowered_flops", fake_flops)
+    monkeypatch.setattr(cost, "lowered_flops", fake_flops)
     path = os.path.join(PAPER_DIR, "offline.gin")
     assert sweep.main([path, "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out.splitlines()
