@@ -31,14 +31,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _MODULES = (
     "floq.nets.specs",
-    "floq.critics.monolithic",
-    "floq.critics.flow",
-    "floq.critics.iqn",
-    "floq.agents.fql",
-    "floq.agents.rebrac",
-    "floq.agents.iql",
-    "floq.agents.ifql",
-    "floq.agents.sac",
     "floq.data.sources",
     "floq.train",
     "floq.launch.spec",
@@ -49,9 +41,24 @@ class ConfigError(ValueError):
     """A configuration problem, stated in one line."""
 
 
+#: Packages whose every module is imported by register(): a new critic or algorithm module
+#: registers its configurables by existing (docs/ADDING.md).
+_PLUGIN_PACKAGES = ("floq.critics", "floq.agents")
+
+
+def _modules() -> list[str]:
+    import pkgutil
+
+    found = []
+    for pkg in _PLUGIN_PACKAGES:
+        path = os.path.join(REPO_ROOT, *pkg.split("."))
+        found += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules([path]) if not m.name.startswith("_")]
+    return [_MODULES[0], *sorted(found), *_MODULES[1:]]
+
+
 def register() -> None:
     """Import every module that defines gin configurables."""
-    for m in _MODULES:
+    for m in _modules():
         try:
             importlib.import_module(m)
         except ModuleNotFoundError as e:
