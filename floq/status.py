@@ -391,14 +391,23 @@ def group_text(group: Group, now: float | None = None) -> str:
     line += f" | {fmt_step(e['done_steps'])} of {fmt_step(e['total_steps'])} steps"
     if e["unknown_runs"]:
         line += f" ({e['unknown_runs']} of unknown length)"
-    if e["remaining_steps"] == 0:
-        line += " | nothing left to train"
-    elif e["eta_s"] is None:
-        line += f" | ETA unknown ({fmt_step(e['remaining_steps'])} steps left; {e['basis']})"
-    else:
-        line += (f" | ETA {'>= ' if e['lower_bound'] else ''}{fmt_duration(e['eta_s'])} "
-                 f"({fmt_step(e['remaining_steps'])} steps left; {e['basis']})")
+    line += " | " + eta_phrase(e)
     return "\n".join([group.title + ":", _table(head, rows) if rows else "(no runs)", line])
+
+
+def eta_phrase(e: dict) -> str:
+    """'ETA 12m (340k steps left; ...)' from `eta`'s dict (also the sweep's progress lines)."""
+    if e["remaining_steps"] == 0:
+        return "nothing left to train"
+    if e["eta_s"] is None:
+        return f"ETA unknown ({fmt_step(e['remaining_steps'])} steps left; {e['basis']})"
+    return (f"ETA {'>= ' if e['lower_bound'] else ''}{fmt_duration(e['eta_s'])} "
+            f"({fmt_step(e['remaining_steps'])} steps left; {e['basis']})")
+
+
+def sweep_eta(run_dirs) -> str:
+    """The ETA phrase of a sweep's runs (floq sweep prints it each time a run ends)."""
+    return eta_phrase(eta([read_run(d) for d in run_dirs]))
 
 
 def status_text(root: str, now: float | None = None) -> str:

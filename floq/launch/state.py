@@ -122,7 +122,19 @@ class SweepState:
                     "diverged": f"diverged: {entry['reason']} (log: {entry['log']})",
                     "pending": "pending",
                 }[state]
-                self.echo(f"{self.progress_line()} | {name} {detail}")
+                line = f"{self.progress_line()} | {name} {detail}"
+                if state in ("done", *KEPT_STATES):
+                    line += self._eta()
+                self.echo(line)
+
+    def _eta(self) -> str:
+        """' | ETA ...' over the sweep's runs, as `floq status` computes it ('' if it cannot)."""
+        try:
+            from floq.status import sweep_eta
+
+            return " | " + sweep_eta([run.run_dir for run in self.plan.runs])
+        except Exception:  # noqa: BLE001 - an estimate never breaks a sweep
+            return ""
 
 
 class _SweepLock:

@@ -64,6 +64,10 @@ def test_fake_sweep_skip_failure_retry(grid_file, parse, fake_runner, control, t
         f"{FAILING} failed: floq run: error: fake failure" in l and "log.txt" in l for l in lines
     )
     assert sum(" running (log: " in l for l in lines) == 8
+    # Each run's end says what is left, as floq status computes it; the last says nothing is.
+    ends = [l for l in lines if l.startswith("[grid]") and (" done |" in l or " failed: " in l)]
+    assert len(ends) == 8 and all(" | ETA " in l or "nothing left to train" in l for l in ends), ends
+    assert "nothing left to train" in ends[-1]
     assert lines[-1].startswith("sweep grid finished: 7 done, 1 failed")
     # It ends with what ran (floq run's results table), where, and what to run next.
     grid = os.path.join(out, "grid")
