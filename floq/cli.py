@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
+
+from floq.columns import EVAL_COLUMNS
 
 USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --version
 
@@ -40,6 +43,11 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
 def _logger_binding(names) -> str:
     names = list(dict.fromkeys(names))
     return "Trainer.loggers = (" + "".join(f"'{n}', " for n in names).rstrip(" ") + ")"
+
+
+#: Names a --tag may not take: eval.csv's standard columns and the run.json fields the
+#: analysis reads beside them (a tag 'status=done' would otherwise override run.json's status).
+RESERVED_TAGS = frozenset(EVAL_COLUMNS) | {"status", "status_reason", "status_step", "config_hash", "seedless_config_hash"}
 
 
 def rerun_target(gin_files, bind, tag, run_dir, out):
@@ -111,7 +119,12 @@ def _run(argv) -> int:
         if "=" not in t:
             p.error(f"--tag needs key=value, got {t!r}")
         k, v = t.split("=", 1)
-        tags[k.strip()] = v.strip()
+        k = k.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", k):
+            p.error(f"--tag needs a column name before '=' (letters, digits, _ . / -), got {t!r}")
+        if k in RESERVED_TAGS:
+            p.error(f"--tag {k}=... would shadow floq's own '{k}' column; choose another name")
+        tags[k] = v.strip()
     bindings = list(a.bind)
 
     from floq.config import ConfigError

@@ -150,11 +150,15 @@ def _startup(manifest: dict | None) -> float | None:
 
 def read_run(run_dir: str, name: str | None = None) -> RunInfo:
     """A run directory's status, progress, last success and speed (missing files allowed)."""
-    manifest = _read_json(os.path.join(run_dir, "run.json"))
+    manifest_path = os.path.join(run_dir, "run.json")
+    manifest = _read_json(manifest_path)
+    unreadable = os.path.exists(manifest_path) and not isinstance(manifest, dict)
     manifest = manifest if isinstance(manifest, dict) else None
     train = _read_csv(os.path.join(run_dir, "train.csv"))
     evals = _read_csv(os.path.join(run_dir, "eval.csv"))
-    if manifest and manifest.get("status"):
+    if unreadable:
+        status = "unreadable"  # a run.json that is not a JSON object: never 'absent'
+    elif manifest and manifest.get("status"):
         status = str(manifest["status"])
     elif manifest is not None or train or evals or os.path.isdir(os.path.join(run_dir, "checkpoints")):
         status = "partial"
@@ -194,6 +198,7 @@ def read_run(run_dir: str, name: str | None = None) -> RunInfo:
         last_eval_step=last_eval,
         updates_per_s=ups,
         updated=max(mtimes) if mtimes else None,
+        reason="run.json is not a readable JSON object" if unreadable else None,
         s_per_step=_wall_per_step(train, manifest),
         startup_s=_startup(manifest),
     )

@@ -23,6 +23,17 @@ import numpy as np
 
 from floq.agents.base import noise_shape
 from floq.config import ConfigError, parse
+from floq.critics.base import Q_AGGREGATIONS, REWARD_RANGE_RULES
+from floq.nets.embeddings import TIME_EMBEDDINGS
+
+#: The most members (seeds x tasks) one vmapped program takes: beyond it a typo (NUM_SEEDS =
+#: 100000) would spend many silent minutes building states before failing for memory.
+MAX_MEMBERS = 1024
+
+#: Macros whose values are checked even where no configurable of this experiment reads them
+#: (e.g. TIME_EMBED under a monolithic critic): the choices, or where they come from.
+MACRO_CHOICES = {"TIME_EMBED": TIME_EMBEDDINGS, "REWARD_RANGE": REWARD_RANGE_RULES, "Q_AGG": Q_AGGREGATIONS}
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +103,13 @@ class Trainer:
         for name in ("log_interval", "eval_interval", "checkpoint_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Trainer.{name} must be >= 0, got {getattr(self, name)}")
-        if self.eval_envs_per_worker < 1 or self.utd_ratio < 1 or self.online_steps < 0:
-            raise ValueError("Trainer.eval_envs_per_worker and Trainer.utd_ratio must be >= 1, "
-                             "Trainer.online_steps >= 0")
+        for name, low in (("eval_envs_per_worker", 1), ("utd_ratio", 1), ("online_steps", 0), ("eval_workers", -1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"Trainer.{name} must be >= {low}, got {getattr(self, name)}"
+                                 + (" (-1: one per core but one; 0: in this process)" if name == "eval_workers" else ""))
+        if self.num_seeds > MAX_MEMBERS:
+            raise ValueError(f"Trainer.num_seeds = {self.num_seeds} seeds in one vmapped program is more than "
+                             f"{MAX_MEMBERS}; train them as several runs (Sweep.seeds, or SEED + NUM_SEEDS per run)")
         if self.buffer_size < 2:  # the released buffer samples its first min(written, size - 1) rows
             raise ValueError(f"Trainer.buffer_size must be >= 2, got {self.buffer_size}")
         if self.async_eval not in ("auto", True, False):
@@ -129,6 +144,13 @@ def experiment(task=gin.REQUIRED, critic=gin.REQUIRED, algorithm=gin.REQUIRED, t
 def build(gin_files, bindings=()) -> Experiment:
     """Parse gin and construct the specs; any bad value becomes one ConfigError line."""
     parse(gin_files, bindings)
+    for macro, choices in MACRO_CHOICES.items():
+        try:
+            value = gin.query_parameter(f"%{macro}")
+        except (ValueError, KeyError):
+            continue
+        if isinstance(value, str) and value not in choices:
+            raise ConfigError(f"{macro} must be one of {choices}, got {value!r}")
     try:
         exp = experiment()
     except ConfigError:
@@ -137,6 +159,10 @@ def build(gin_files, bindings=()) -> Experiment:
         from floq.config import one_line
 
         missing = re.search(r"in scope '(RECIPE_\w+)'", str(e))
+        undefined = re.search(r"macro\(\) missing 1 required positional argument: 'value'.*in scope '(\w+)'", str(e), re.S)
+        if undefined and not missing:
+            raise ConfigError(f"undefined macro {undefined.group(1)}: something reads %{undefined.group(1)} but "
+                              f"no file or --bind defines it") from None
         if missing:
             raise ConfigError(f"no recipe: {missing.group(1)} is undefined; name whose tuned per-environment values "
                               f"this experiment uses by including a recipe, e.g. gin/recipes/fql_paper.gin or "

@@ -68,6 +68,8 @@ class FQL:
     def __post_init__(self):
         if self.flow_steps < 1:
             raise ValueError(f"FQL.flow_steps must be >= 1, got {self.flow_steps}")
+        if not self.alpha >= 0:
+            raise ValueError(f"FQL.alpha must be >= 0, got {self.alpha}")
         if self.lr <= 0 or not (0 < self.tau <= 1):
             raise ValueError(f"FQL needs lr > 0 and tau in (0, 1]; got lr={self.lr}, tau={self.tau}")
 

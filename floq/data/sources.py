@@ -123,6 +123,8 @@ class Task:
             raise ValueError(f"discount must be in (0, 1), got {self.discount}")
         if self.source == "generate" and self.generate_episodes < 1:
             raise ValueError(f"generate_episodes must be >= 1, got {self.generate_episodes}")
+        if self.max_transitions < 0:
+            raise ValueError(f"Task.max_transitions must be >= 0 (0 = all), got {self.max_transitions}")
         if self.shard_interval < 0 or self.num_shards < 0:
             raise ValueError(f"shard_interval and num_shards must be >= 0, got {self.shard_interval}, "
                              f"{self.num_shards}")
