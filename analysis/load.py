@@ -651,8 +651,8 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
                   by: Sequence[str] | None = None) -> pd.Series:
     """A human-readable method label per row.
 
-    Default (``by=None``): ``critic`` (``algorithm:critic`` when several algorithms are
-    present) followed by ``(tag=value, ...)`` (tag names shortened by
+    Default (``by=None``): ``critic`` (``algorithm + critic``, e.g. ``rebrac + floq``, when
+    several algorithms are present: the algorithm is then a method dimension) followed by ``(tag=value, ...)`` (tag names shortened by
     ``TAG_ABBREVIATIONS``: ``K`` = critic_flow_steps) for every tag that varies among the
     runs of that algorithm and critic (two or more distinct recorded values; a run that
     lacks the tag, e.g. one whose run.json is unreadable, does not make it vary), except
@@ -679,7 +679,7 @@ def method_labels(df: pd.DataFrame, exclude: Iterable[str] = (),
     tags = [c for c in tag_columns(df) if c not in TASK_TAGS]
     labels = pd.Series("", index=df.index, dtype=object)
     for (algo, critic), group in df.groupby(["algorithm", "critic"], sort=False):
-        base = f"{algo}:{critic}" if multi_algo else str(critic)
+        base = f"{algo} + {critic}" if multi_algo else str(critic)
         varying = [c for c in tags if group[c].dropna().astype(str).nunique() > 1]
         varying = [c for c in varying
                    if c not in exclude and not _restates(group, c, varying)]

@@ -513,6 +513,15 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         w.text(f"{stem}.csv", lt.to_csv())
         md.append(f"- {env}: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)")
     md.append("")
+    # ---- algorithm x critic (when both vary)
+    act = tables.algorithm_critic_table(final, protocol=proto, reps=reps, seed=seed)
+    if act is not None:
+        stem = f"{prefix}algorithm_critic"
+        w.text(f"{stem}.md", act.to_markdown())
+        w.text(f"{stem}.tex", act.to_latex())
+        w.text(f"{stem}.csv", act.to_csv())
+        md += [f"{h} Algorithm × critic", "", act.to_markdown(),
+               f"Files: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)", ""]
 
     if not learned:
         steps = sorted(pd.to_numeric(evals["step"], errors="coerce").dropna().unique())

@@ -36,7 +36,8 @@ from analysis.load import PROTOCOL_FIELDS, natural_key
 from analysis.stats import (Protocol, bootstrap_estimate, parse_protocol, score_matrix,
                             scored_steps_rule, weighted_mean_estimate)
 
-__all__ = ["DEFAULT_PUBLISHED_METHODS", "Leaderboard", "protocol_of", "split_by_protocol",
+__all__ = ["DEFAULT_PUBLISHED_METHODS", "PUBLISHED_ALGORITHMS", "published_methods_for",
+           "algorithm_critic_table", "Leaderboard", "protocol_of", "split_by_protocol",
            "leaderboard", "natural_key", "significance_bold", "average_ranks",
            "MEAN_COLUMN", "RANK_COLUMN", "WIDE_COLUMNS"]
 
@@ -46,6 +47,22 @@ WIDE_COLUMNS = 6  # more data columns than this: table* across the text width
 
 # Published methods shown beside ours by default (the FQL and floq papers' own methods).
 DEFAULT_PUBLISHED_METHODS = ("FQL", "FQL(1M)", "FQL(2M)", "floq-def", "floq-best")
+#: Our ``algorithm`` names (lower case) -> the method name the papers' tables use
+#: (results/published/published.csv): a leaderboard of runs of these algorithms shows the
+#: published rows of the same algorithm (FQL paper Tables 2-4; ReBRAC also the floq paper's).
+#: RLPD (``sac`` / ``rlpd``) is published for offline-to-online only.
+PUBLISHED_ALGORITHMS = {"fql": "FQL", "iql": "IQL", "rebrac": "ReBRAC", "ifql": "IFQL",
+                        "rlpd": "RLPD", "sac": "RLPD"}
+
+
+def published_methods_for(final: pd.DataFrame,
+                          base: Sequence[str] = DEFAULT_PUBLISHED_METHODS) -> tuple[str, ...]:
+    """``base`` plus the published method name of every algorithm in ``final`` (matched by
+    ``PUBLISHED_ALGORITHMS``, case-insensitively), in that order, without repeats."""
+    algos = (sorted({str(a).lower() for a in final["algorithm"].dropna().unique()})
+             if "algorithm" in final.columns else [])
+    extra = [PUBLISHED_ALGORITHMS[a] for a in algos if a in PUBLISHED_ALGORITHMS]
+    return tuple(dict.fromkeys([*base, *extra]))
 
 
 # --------------------------------------------------------------------------- protocols
@@ -323,7 +340,7 @@ def _published_note(pub: pd.DataFrame, ref: str, ours: dict, n_seeds_ours: str,
 
 def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
                 published: pd.DataFrame | None = None,
-                published_methods: Sequence[str] = DEFAULT_PUBLISHED_METHODS,
+                published_methods: Sequence[str] | None = None,
                 protocol: str | Protocol = "fql", reps: int = 2000,
                 confidence: float = 0.95, seed: int = 0) -> Leaderboard:
     """Build a leaderboard from per-run final scores.
@@ -336,6 +353,9 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
         published: ``published.load_published()`` or None. Offline success rows of
             ``published_methods`` for the same environments (5-task averages for
             ``by="env"``, per-task rows for ``by="task"``) become extra rows.
+        published_methods: the published methods to show; None: FQL's and floq's
+            (``DEFAULT_PUBLISHED_METHODS``) plus those of the algorithms in ``final``
+            (``published_methods_for``: runs of ``rebrac`` bring the published ReBRAC rows).
         protocol: the scoring rule ``final`` was computed with (for the caption).
     Raises:
         ValueError: runs mix protocols (see ``protocol_of``), bad ``by``/``env``, or no runs.
@@ -343,6 +363,8 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
     proto = parse_protocol(protocol)
     if final.empty:
         raise ValueError("no runs to tabulate")
+    if published_methods is None:
+        published_methods = published_methods_for(final)
     if by not in ("env", "task"):
         raise ValueError(f"by must be 'env' or 'task', not {by!r}")
     ours_protocol = protocol_of(final)
@@ -492,3 +514,64 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
                                                                      env.lower()))
     return Leaderboard(cells=df.reset_index(drop=True), rows=rows, columns=columns,
                        title=title, caption=caption, notes=notes, label=label)
+
+
+# --------------------------------------------------------------------------- algorithm x critic
+def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql",
+                           reps: int = 2000, confidence: float = 0.95,
+                           seed: int = 0) -> Leaderboard | None:
+    """Rows algorithms, columns critics; a cell is the pair's final success over all its
+    tasks (mean over tasks of the per-task mean over seeds, ± half the width of the
+    stratified-bootstrap CI), as ``leaderboard``'s cells. None unless both the algorithm
+    and the critic vary. A pair whose runs hold several configurations (e.g. a K sweep)
+    has no single number: its cell says so and the leaderboard has its rows.
+    Raises ValueError for mixed protocols (as ``leaderboard``)."""
+    if final.empty or final["algorithm"].nunique() < 2 or final["critic"].nunique() < 2:
+        return None
+    proto = parse_protocol(protocol)
+    ours_protocol = protocol_of(final)
+    algos = sorted(final["algorithm"].astype(str).unique(), key=natural_key)
+    critics = sorted(final["critic"].astype(str).unique(), key=natural_key)
+    n_total = final["task_key"].nunique()
+    cells = []
+    for a in algos:
+        for c in critics:
+            sub = final[(final["algorithm"].astype(str) == a) & (final["critic"].astype(str) == c)]
+            if sub.empty:
+                continue
+            methods = sorted(sub["method"].unique(), key=natural_key)
+            if len(methods) > 1:
+                cells.append(dict(row=a, column=c, kind="ours", point=np.nan, lo=np.nan,
+                                  hi=np.nan, display=f"{len(methods)} configurations",
+                                  n_seeds=np.nan, n_seeds_max=np.nan,
+                                  n_tasks=sub["task_key"].nunique(), uncertainty=np.nan,
+                                  uncertainty_kind="", ref="ours"))
+                continue
+            cell = _ours_cell(score_matrix(sub), reps, confidence, seed, f"{a}\x00{c}", n_total)
+            cells.append(dict(row=a, column=c, **cell))
+    df = pd.DataFrame(cells)
+    full = (df["n_tasks"] == n_total) & df["point"].notna()
+    df["bold"] = significance_bold(df, full)
+    df = df[["row", "column", "kind", "point", "lo", "hi", "display", "bold", "n_seeds",
+             "n_seeds_max", "n_tasks", "uncertainty", "uncertainty_kind", "ref"]]
+    rule = scored_steps_rule(final, proto)
+    caption = (f"{budget_text(ours_protocol, rule)} Rows: algorithms; columns: critics. A "
+               f"cell: mean over the pair's {n_total} task(s) of the per-task mean over "
+               f"seeds, ± half the width of the {int(confidence * 100)}% stratified-bootstrap "
+               f"CI ({reps} reps, seed {seed}); score per run: {proto.description}, here "
+               f"{rule}.")
+    notes = []
+    if df["bold"].any():
+        notes.append("Bold: per critic, the best algorithm (point estimate) among those "
+                     "covering every task, and every one whose CI overlaps it, only where "
+                     "some CI does not (not a significance test).")
+    if df["display"].str.contains("configurations", regex=False).any():
+        notes.append("k configurations: the pair's runs differ in more than the seed (e.g. "
+                     "a flow-step sweep); see the leaderboard for one row per configuration.")
+    if df["display"].str.contains("tasks]", regex=False).any():
+        notes.append("[k/n tasks]: the pair covers only k of the n tasks; not directly "
+                     "comparable.")
+    return Leaderboard(cells=df.reset_index(drop=True), rows=algos, columns=critics,
+                       title="Final success rate (%) by algorithm and critic",
+                       caption=caption, notes=notes, label="tab:algorithm-critic",
+                       first_header="Algorithm")

@@ -47,8 +47,19 @@ def plan_of(name: str):
     return _PLANS[name]
 
 
+# The FQL paper's baseline rows (IQL, ReBRAC, IFQL): checked in tests/test_algorithm_settings.py
+# (its grids expand only once gin/algorithms/{iql,rebrac,ifql}.gin exist).
+FQL_PAPER_FILES = {"baselines.gin": 1200}
+
+
 def test_every_paper_file_is_listed_and_opens_with_its_description():
-    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(PAPER_DIR, "*.gin"))) == sorted(RUN_COUNTS)
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(PAPER_DIR, "*.gin"))) == sorted(
+        {**RUN_COUNTS, **FQL_PAPER_FILES})
+    for name, count in FQL_PAPER_FILES.items():
+        with open(os.path.join(PAPER_DIR, name)) as f:
+            head = f.read().split("\ninclude", 1)[0]
+        assert head.startswith(f"# {name[:-4]}:") and "FQL paper" in head and "Park" in head, name
+        assert "GPU-hours" in head and "Narrow it" in head and f"{count} runs" in head, name
     for name, count in RUN_COUNTS.items():
         with open(os.path.join(PAPER_DIR, name)) as f:
             head = f.read().split("\ninclude", 1)[0]
