@@ -407,5 +407,4 @@ def test_end_to_end(tmp_path, smoke_dataset, critic_file):
     assert (ev.algorithm == "rebrac").all()
     assert list(ev.step) == [0, 20]
     assert (ev.critic == ("floq" if critic_file else "monolithic")).all()
-    if "rebrac_alpha_actor" in ev.columns:
-        assert (ev.rebrac_alpha_actor == 0.1).all()
+    assert (ev.rebrac_alpha_actor == 0.1).all() and (ev.rebrac_alpha_critic == 0.01).all()
