@@ -389,6 +389,28 @@ def test_describe_and_columns():
         ReBRAC(actor_freq=0)
 
 
+def test_gin_overlay_builds_rebrac_with_min_aggregation():
+    import gin
+
+    from floq.train import build
+
+    gin.clear_config()
+    try:
+        for critic_file in ([], ["gin/critics/floq.gin"], ["gin/critics/iqn.gin"]):
+            exp = build(["gin/experiments/smoke.gin", "gin/algorithms/rebrac.gin", *critic_file],
+                        ["REBRAC_ALPHA_ACTOR = 0.1", "REBRAC_ALPHA_CRITIC = 0.01"])
+            algo = exp.algorithm
+            assert isinstance(algo, ReBRAC) and algo.name == "rebrac"
+            assert (algo.alpha_actor, algo.alpha_critic) == (0.1, 0.01)
+            assert (algo.actor_net.width, algo.actor_net.depth, algo.actor_net.layer_norm) == (32, 2, False)
+            assert (algo.lr, algo.tau, algo.actor_freq, algo.actor_noise, algo.actor_noise_clip,
+                    algo.actor_fc_scale) == (3e-4, 0.005, 2, 0.2, 0.5, 0.01)
+            assert exp.critic.q_agg == "min"  # ReBRAC's definition, whatever the recipe says
+            gin.clear_config()
+    finally:
+        gin.clear_config()
+
+
 # --- 4. end to end -------------------------------------------------------------------------
 
 @pytest.mark.slow
