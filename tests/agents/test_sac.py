@@ -10,6 +10,7 @@ below in its own layer layout (ModuleDict names, `value_net`, `actor_net`/`mean_
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -404,8 +405,9 @@ def _run(tmp_path, *extra):
 @pytest.mark.slow
 def test_end_to_end_monolithic_offline_to_online(tmp_path):
     ev = _run(tmp_path, "gin/algorithms/sac.gin", "--bind", "ONLINE_STEPS=40", "--bind", "BALANCED_SAMPLING=True")
-    assert (ev.critic == "monolithic").all() and (ev.q_agg == "min").all() if "q_agg" in ev else True
-    assert "sac_target_entropy_multiplier" in ev.columns
+    assert (ev.critic == "monolithic").all()
+    assert int(ev.env_steps.max()) == 40 and "online" in set(ev.phase)
+    assert (ev.sac_target_entropy_multiplier == 0.5).all() and (ev.sac_target_entropy == "auto").all()
 
 
 @pytest.mark.slow
@@ -425,4 +427,29 @@ def test_end_to_end_rlpd(tmp_path):
                     "--out", str(out))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     ev = pd.read_csv(next(out.rglob("eval.csv")))
-    assert (ev.algorithm == "sac").all() and (ev.train_steps == 1).all()
+    assert (ev.algorithm == "sac").all() and (ev.train_steps == 1).all() and int(ev.env_steps.max()) == 30
+    manifest = json.loads(next(out.rglob("run.json")).read_text())
+    text = json.dumps(manifest)
+    assert '"q_agg": "min"' in text and '"balanced_sampling": true' in text and '"utd_ratio": 1' in text
+
+
+def test_gin_overlays_build():
+    """sac.gin swaps the algorithm after any experiment's files (reference defaults, q_agg
+    'min'); rlpd.gin adds the RLPD protocol (1 offline step, balanced sampling, UTD 1)."""
+    from floq.train import build
+
+    base = ["gin/defaults.gin", "gin/critics/monolithic.gin", "gin/tasks/cube-single-play.gin",
+            "gin/recipes/fql_paper.gin"]
+    exp = build(base + ["gin/algorithms/sac.gin"])
+    algo = exp.algorithm
+    assert isinstance(algo, SAC) and algo.name == "sac"
+    assert (algo.actor_net.width, algo.actor_net.depth, algo.actor_net.layer_norm) == (512, 4, False)
+    assert (algo.lr, algo.tau, algo.target_entropy, algo.target_entropy_multiplier, algo.backup_entropy,
+            algo.init_alpha, algo.actor_fc_scale, algo.log_std_min, algo.log_std_max) == (
+        3e-4, 0.005, None, 0.5, False, 1.0, 0.01, -5.0, 2.0)
+    assert exp.critic.q_agg == "min" and exp.trainer.online_steps == 0
+    exp = build(["gin/experiments/smoke.gin", "gin/critics/floq.gin", "gin/algorithms/rlpd.gin"],
+                ["ONLINE_STEPS = 100"])
+    assert isinstance(exp.algorithm, SAC) and exp.critic.q_agg == "min"
+    tr = exp.trainer
+    assert (tr.train_steps, tr.online_steps, tr.balanced_sampling, tr.utd_ratio) == (1, 100, True, 1)
