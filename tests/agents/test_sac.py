@@ -371,6 +371,12 @@ def test_act_evaluation_ignores_noise_exploration_uses_it():
     np.testing.assert_allclose(algo.act(pp, obs, z1), jnp.tanh(mean), rtol=1e-6)
     np.testing.assert_allclose(algo.act(pp, obs, z1, explore=True), jnp.tanh(mean + jnp.exp(log_std) * z1), rtol=1e-6)
     assert float(log_std.min()) >= -5 and float(log_std.max()) <= 2
+    # the evaluation workers' serialized policy is the same function
+    from floq.evaluate import eval_key, export_policy
+
+    call = jax.export.deserialize(bytearray(export_policy(algo, pp, OBS, ACT, 4))).call
+    got = call(pp, obs, jnp.arange(4, dtype=jnp.int32), jnp.zeros(4, jnp.int32), jnp.asarray(eval_key(0, 0)))
+    np.testing.assert_allclose(got, jnp.tanh(mean), rtol=1e-6)
 
 
 def test_describe_and_validation():
