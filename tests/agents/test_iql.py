@@ -147,7 +147,8 @@ def to_ref(p):
         "modules_value": {"value_net": p["value"]},
         "modules_critic": {"value_net": p["critic"]["online"]["q"]},
         "modules_target_critic": {"value_net": p["critic"]["target"]["q"]},
-        "modules_actor": {"actor_net": p["actor"]["trunk"], "mean_net": p["actor"]["mean"]},
+        "modules_actor": {"actor_net": p["actor"]["trunk"], "mean_net": p["actor"]["mean"],
+                          **({"log_stds": p["actor"]["log_stds"]} if "log_stds" in p["actor"] else {})},
     }
 
 
@@ -192,9 +193,9 @@ def assert_tree_close(a, b, rtol=1e-5, atol=1e-6):
 
 
 # --- 1. reference equality ------------------------------------------------------------------
-@pytest.mark.parametrize("actor_loss", ["awr", "ddpgbc"])
-def test_one_update_equals_reference(actor_loss):
-    algo = tiny_iql(actor_loss=actor_loss, expectile=0.7)
+@pytest.mark.parametrize("actor_loss,const_std", [("awr", True), ("ddpgbc", True), ("awr", False)])
+def test_one_update_equals_reference(actor_loss, const_std):
+    algo = tiny_iql(actor_loss=actor_loss, expectile=0.7, const_std=const_std)
     critic = mono("min")
     batch = make_batch()
     state = perturbed_state(algo, critic, batch)
@@ -202,7 +203,7 @@ def test_one_update_equals_reference(actor_loss):
     new_state, info = jax.jit(algo.update, static_argnums=0)(critic, state, batch)
 
     nets = (RefValue((32, 32), layer_norm=True, num_ensembles=1), RefValue((32, 32), layer_norm=True),
-            RefActor((32, 32), A))
+            RefActor((32, 32), A, const_std=const_std))
     cfg = {"expectile": 0.7, "alpha": 3.0, "discount": 0.99, "actor_loss": actor_loss, "lr": 3e-4, "tau": 0.005}
     ref_params = to_ref(state["params"])
     # The reference's modules initialise to the same shapes (layouts agree).
@@ -244,7 +245,7 @@ def test_one_update_equals_reference(actor_loss):
     assert_tree_close({"value_net": g["value"]}, ref_grads["modules_value"])
     assert_tree_close({"value_net": jax.tree_util.tree_map(lambda x: 2 * x, g["critic"]["q"])},
                       ref_grads["modules_critic"])
-    assert_tree_close({"actor_net": g["actor"]["trunk"], "mean_net": g["actor"]["mean"]}, ref_grads["modules_actor"])
+    assert_tree_close(to_ref({**state["params"], "actor": g["actor"]})["modules_actor"], ref_grads["modules_actor"])
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda x: bool(jnp.all(x == 0)),
                                                          ref_grads["modules_target_critic"]))
     np.testing.assert_allclose(info["grad/norm"], optax.tree.norm(g), rtol=1e-5)
