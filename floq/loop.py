@@ -406,6 +406,8 @@ class Run:
             critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
         (r_min, r_max), critic = bounds[0], critics[0]
         self.critic, self.algo = critic, exp.algorithm
+        if hasattr(self.algo, "bind_critic"):  # an algorithm whose act() scores actions with the critic (IFQL)
+            self.algo = self.algo.bind_critic(critic)
         self.batch_keys = batch_keys(self.algo)
         if tr.online_steps > 0 and set(self.batch_keys) - set(BASE_BATCH_KEYS):
             raise ConfigError(f"{self.algo.name} has no online phase in floq: its batches need "

@@ -30,6 +30,10 @@ of floq.critics.base's interface, which it receives as an argument:
   describe() -> dict                    knobs recorded as result columns
   check_critic(critic) (optional)       raise ValueError (one line) when this algorithm needs
                                         a quantity the critic cannot give
+  bind_critic(critic) (optional)        -> a copy of the algorithm that holds the configured
+                                        critic, for an act() that scores actions with it
+                                        (IFQL: best of N samples); the trainer calls it once
+                                        before it builds its programs (floq/loop.py)
 
 Exactness contract: with the monolithic critic, one update from the same parameters, batch
 and key gives the reference implementation's losses and gradients (tests/agents/).
