@@ -88,7 +88,8 @@ NAME_FIELDS = {"train_steps": "trainer.train_steps", "eval_interval": "trainer.e
 def legacy_run_name(exp, tags: dict) -> str:
     """The default run-directory name before it named seeds and protocol bindings (a directory
     of that name holding this very run is still used)."""
-    parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
+    algo = getattr(exp.algorithm, "name", "fql")
+    parts = ([algo] if algo != "fql" else []) + [exp.critic.name, exp.task.env, task_label(exp.task)]
     parts += [f"{k}={v}" for k, v in sorted(tags.items()) if k not in ("seed", "task_id")]
     return _safe_name("_".join(str(p) for p in parts))
 
@@ -108,11 +109,13 @@ def seeds_label(seeds) -> str:
 
 
 def default_run_name(exp, tags: dict, base=None, bound=()) -> str:
-    """critic_env_task, the tags (values bound on the command line), the protocol settings
+    """[algorithm_]critic_env_task, the tags (values bound on the command line), the protocol settings
     (NAME_FIELDS) that the bindings changed from the gin files' values (`base`: the same gin
     files built without bindings; when unknown, every bound one), and the seeds:
     'monolithic_cube-single-play_task1_train_steps=2000_seed=1'. Two runs that differ in a
-    binding or a seed never share a directory."""
+    binding or a seed never share a directory. The algorithm leads the name unless it is FQL
+    (the default algorithm: FQL runs keep the names they always had), so an FQL run and a
+    ReBRAC run of one critic and task never share one either."""
     items = {k: v for k, v in tags.items() if k not in ("seed", "task_id")}
     now = config_fields(exp)
     was = config_fields(base) if base is not None else None

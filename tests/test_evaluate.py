@@ -11,7 +11,7 @@ from floq.agents.fql import FQL
 from floq.critics.monolithic import MonolithicCritic
 from floq.evaluate import EvalService, LockstepEvaluator, Member, export_policy
 from floq.nets.specs import MLPNet
-from floq.train import init_states, policy_params
+from floq.train import init_states
 
 DATASET = "cube-single-play-singletask-task1-v0"
 KWARGS = {"success_timing": "post"}
@@ -21,7 +21,7 @@ def _snapshots(seeds):
     algo = FQL(alpha=10.0, actor_net=MLPNet(32, 2, layer_norm=False), flow_steps=3)
     critic = MonolithicCritic(net=MLPNet(16, 2)).configure(0.99, -1.0, 0.0)
     st = init_states(algo, critic, seeds, jnp.zeros((2, 28)), jnp.zeros((2, 5)))
-    pp = jax.device_get(policy_params(st["params"]))
+    pp = jax.device_get(algo.policy_params(st["params"]))
     return algo, [jax.tree_util.tree_map(lambda x: np.asarray(x[i]), pp) for i in range(len(seeds))]
 
 
