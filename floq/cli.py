@@ -126,6 +126,9 @@ def _run(argv) -> int:
             p.error(f"--tag {k}=... would shadow floq's own '{k}' column; choose another name")
         tags[k] = v.strip()
     bindings = list(a.bind)
+    if a.run_dir is not None and os.path.exists(a.run_dir) and not os.path.isdir(a.run_dir):
+        print(f"floq run: error: --run-dir {a.run_dir} is a file, not a directory", file=sys.stderr)
+        return EXIT_CONFIG
 
     from floq.config import ConfigError
 

@@ -249,10 +249,6 @@ def path_arg(text: str) -> str:
         import argparse
 
         raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a directory")
-    if os.path.exists(text) and not os.path.isdir(text):
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
     return text
 
 

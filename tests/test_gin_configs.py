@@ -96,7 +96,7 @@ def test_later_files_and_bindings_override_earlier_ones():
     ("CRITIC_FLOW_STEPS = 0", "flow_steps (K) must be >= 1"),
     ("NOISE_COVERAGE = 0.0", "noise_coverage must be > 0"),
     ("CRITIC_ENSEMBLES = 0", "num_ensembles must be >= 1"),
-    ("TIME_EMBED = 'wavelet'", "time_embed must be one of"),
+    ("TIME_EMBED = 'wavelet'", "TIME_EMBED must be one of"),
     ("FloqCritic.r_min = 1.0", "r_min"),
 ])
 def test_invalid_floq_configs_fail_at_config_time(binding, needle):

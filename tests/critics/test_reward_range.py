@@ -60,12 +60,14 @@ def test_critics_expose_the_rule_for_the_trainer():
 @pytest.mark.parametrize("critic_file, cls", [("gin/critics/floq.gin", "FloqCritic"),
                                               ("gin/critics/iqn.gin", "IQNCritic")])
 def test_reward_range_macro_reaches_the_critic(critic_file, cls):
-    files = ["gin/algorithms/fql.gin", critic_file, "gin/tasks/puzzle-4x4-play.gin"]
+    files = ["gin/algorithms/fql.gin", critic_file, "gin/tasks/puzzle-4x4-play.gin", "gin/recipes/floq_paper.gin"]
     exp = build(files)
     assert type(exp.critic).__name__ == cls and exp.critic.reward_range_rule == "released"
     exp = build(files, ["REWARD_RANGE = 'data'"])
     assert exp.critic.reward_range_rule == "data"
     rewards = np.array([-4.0, -2.0, -1.0])  # no success transition in the data
     assert reward_range(rewards, getattr(exp.critic, "reward_range_rule", "released")) == (-4.0, -1.0)
-    with pytest.raises(ConfigError, match="reward_range_rule must be one of"):
+    with pytest.raises(ConfigError, match="REWARD_RANGE must be one of"):
         build(files, ["REWARD_RANGE = 'raw'"])
+    with pytest.raises(ConfigError, match="reward_range_rule must be one of"):  # the critic's own check
+        build(files, [f"{cls}.reward_range_rule = 'raw'"])
