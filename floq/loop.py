@@ -50,7 +50,7 @@ import numpy as np
 from floq import results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
-from floq.agents.base import BASE_BATCH_KEYS, batch_keys
+from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair
 from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
                         task_view, update_flops, with_batch_keys)
 from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
@@ -409,6 +409,10 @@ class Run:
             critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
         (r_min, r_max), critic = bounds[0], critics[0]
         self.critic, self.algo = critic, exp.algorithm
+        try:
+            check_pair(self.algo, critic)  # an algorithm's one-line refusal (or warning) of a critic
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if hasattr(self.algo, "bind_critic"):  # an algorithm whose act() scores actions with the critic (IFQL)
             self.algo = self.algo.bind_critic(critic)
         self.batch_keys = batch_keys(self.algo)

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from floq.agents.base import BASE_BATCH_KEYS
-from floq.agents.iql import value_init, value_losses
+from floq.agents.iql import value_init, value_losses, warn_scalar_target
 from floq.critics.base import count_params, repeat_rows
 from floq.nets.specs import MLPNet
 
@@ -90,6 +90,9 @@ class IFQL:
                              f"flow_steps={self.flow_steps}")
         if self.lr <= 0 or not (0 < self.tau <= 1):
             raise ValueError(f"IFQL needs lr > 0 and tau in (0, 1]; got lr={self.lr}, tau={self.tau}")
+
+    def check_critic(self, critic) -> None:
+        warn_scalar_target("IFQL", critic)
 
     def bind_critic(self, critic) -> "IFQL":
         """A copy that acts with `critic` (the configured critic this run trains)."""

@@ -61,6 +61,17 @@ from floq.nets.specs import MLPNet
 ACTOR_LOSSES = ("awr", "ddpgbc")
 
 
+def warn_scalar_target(name: str, critic) -> None:
+    """One line at config time: a distributional critic inside IQL/IFQL learns no return
+    distribution (its quantiles all regress onto the one scalar target r + gamma * V(s'))."""
+    if getattr(critic, "distributional", False):
+        import warnings
+
+        warnings.warn(f"{name} with the {critic.name} critic: the TD target r + gamma * V(s') is one scalar per "
+                      f"transition, so every quantile regresses onto it (no return distribution is learned)",
+                      stacklevel=2)
+
+
 def expectile_loss(diff, expectile: float):
     """|expectile - 1(diff < 0)| * diff^2, elementwise."""
     weight = jnp.where(diff >= 0, expectile, 1.0 - expectile)
@@ -219,6 +230,9 @@ class IQL:
         return counts
 
     # --- policy -------------------------------------------------------------------
+    def check_critic(self, critic) -> None:
+        warn_scalar_target("IQL", critic)
+
     def policy_params(self, params):
         return {"actor": params["actor"]}
 

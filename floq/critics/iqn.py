@@ -145,6 +145,9 @@ class IQNCritic:
         ]
         validate(checks)
 
+    #: A return distribution, not a scalar: algorithms whose targets are scalars say so.
+    distributional = True
+
     @property
     def num_next_actions(self) -> int:
         return self.num_quantiles

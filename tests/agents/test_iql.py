@@ -415,3 +415,21 @@ def test_floq_run_end_to_end(tmp_path, critic_file):
     rows = list(csv.DictReader(open(evals[0])))
     assert rows and all(r["algorithm"] == "iql" for r in rows)
     assert rows[0]["iql_alpha"] == "3.0" and rows[0]["iql_expectile"] == "0.9"
+
+
+def test_a_distributional_critic_inside_iql_is_said_in_one_line():
+    """IQN's quantiles all regress onto IQL's scalar target: a warning at config time, no refusal."""
+    import warnings
+
+    from floq.agents.base import check_pair
+    from floq.agents.ifql import IFQL
+    from floq.agents.iql import IQL
+    from floq.critics.iqn import IQNCritic
+    from floq.critics.monolithic import MonolithicCritic
+
+    for algo in (IQL(), IFQL()):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            check_pair(algo, IQNCritic())
+            check_pair(algo, MonolithicCritic())
+        assert len(w) == 1 and "every quantile regresses onto it" in str(w[0].message)
