@@ -702,7 +702,7 @@ class Bench:
         import jax.numpy as jnp
 
         from floq.evaluate import EvalService, LockstepEvaluator, Member, _make_env, export_policy, reset_seed
-        from floq.train import init_states, make_policy, policy_params
+        from floq.train import init_states, make_policy
 
         m = self.mode
         n_cpu = os.cpu_count() or 1
@@ -747,7 +747,7 @@ class Bench:
                         break
             return steps / episodes
 
-        snap = jax.device_get(policy_params(params))
+        snap = jax.device_get(algo.policy_params(params))
         pb = export_policy(algo, snap, OBS_DIM, ACT_DIM, width)
         whole_counts = [0] + workers if m.eval_in_process else list(workers)
         services, lockstep = {}, {}

@@ -33,6 +33,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.subprocess)
 
 
+@pytest.fixture(autouse=True)
+def _no_gin_leak():
+    """Clear gin after every test: a gin-configurable class constructed directly in a later test
+    (FloqCritic(...)) would otherwise take unset arguments from an earlier test's bindings
+    (e.g. Q_AGG = 'min' of an algorithm overlay)."""
+    yield
+    import gin
+
+    gin.clear_config()
+
+
 @pytest.fixture(scope="session")
 def smoke_dataset():
     """The smoke experiment's generated dataset (made once, then cached)."""

@@ -123,7 +123,20 @@ def test_no_source_module_is_over_the_line_limit():
         assert os.path.exists(os.path.join(REPO, rel)), f"LONG_MODULES names a module that is gone: {rel}"
 
 
-COMMITTED = sorted(glob.glob(os.path.join(REPO, "results", "*", "*", "run.json")))
+def _committed_manifests() -> list[str]:
+    """results/*/*/run.json as committed (git ls-files): a study training in this working tree
+    is not committed yet. Without git (a source tarball): every one on disk."""
+    try:
+        out = subprocess.run(["git", "ls-files", "results/*/*/run.json"], cwd=REPO, capture_output=True, text=True,
+                             timeout=30)
+        if out.returncode == 0:
+            return sorted(os.path.join(REPO, p) for p in out.stdout.split())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return sorted(glob.glob(os.path.join(REPO, "results", "*", "*", "run.json")))
+
+
+COMMITTED = _committed_manifests()
 
 
 @pytest.mark.parametrize("manifest", COMMITTED, ids=lambda p: os.path.relpath(os.path.dirname(p), REPO))

@@ -201,14 +201,13 @@ class FlopsCache:
     def save(self) -> None:
         if not self.dirty:
             return
+        from floq.results import RunError, atomic_open
+
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.tmp{os.getpid()}"
-            with open(tmp, "w") as f:
+            with atomic_open(self.path) as f:
                 json.dump(self.values, f, indent=0, sort_keys=True)
-            os.replace(tmp, self.path)
             self.dirty = False
-        except OSError:
+        except (OSError, RunError):  # a cache: never worth failing a dry run for
             pass
 
 

@@ -170,17 +170,11 @@ def read_marker(state_dir: str, run_name: str) -> dict | None:
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)  # (a full disk: no half-written temp file is left behind)
-        except OSError:
-            pass
-        raise
+    """floq.results' one atomic writer (temp file beside `path`, one rename; removed on error)."""
+    from floq.results import atomic_open
+
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=1)
 
 
 def signal_active(sig: int = signal.SIGTERM) -> None:

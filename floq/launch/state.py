@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 
 
+from floq.results import atomic_open
 from floq.launch.expand import KEPT_STATES, STATES, SweepError, SweepPlan, tag_value
 
 
@@ -80,12 +81,9 @@ class SweepState:
         }
 
     def write(self) -> None:
-        path = self.plan.summary_path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
+        # floq.results' one atomic writer (a full disk: one-line RunError, the old file kept)
+        with atomic_open(self.plan.summary_path) as f:
             json.dump(self.summary(), f, indent=1, default=str)
-        os.replace(tmp, path)
 
     def progress_line(self) -> str:
         c = self.counts()
