@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from floq_test_utils import FULL
 from scipy.optimize import brentq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -402,7 +404,9 @@ def test_describe_and_validation():
 
 # --- 4. end to end ---------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("critic_file", [None, "gin/critics/floq.gin"])
+# Under make test one end-to-end run, with the floq critic (the monolithic path is the reference-
+# equality tests' and the golden digests'); make test-full (FLOQ_FULL_TESTS=1) adds the monolithic run.
+@pytest.mark.parametrize("critic_file", ["gin/critics/floq.gin"] + ([None] if FULL else []))
 def test_floq_run_end_to_end(tmp_path, critic_file):
     from floq_test_utils import floq_main
 

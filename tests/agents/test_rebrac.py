@@ -13,6 +13,8 @@ import numpy as np
 import optax
 import pytest
 
+from floq_test_utils import FULL
+
 from floq.agents.rebrac import ReBRAC
 from floq.critics.flow import FloqCritic
 from floq.critics.iqn import IQNCritic
@@ -415,7 +417,9 @@ def test_gin_overlay_builds_rebrac_with_min_aggregation():
 # --- 4. end to end -------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("critic_file", [None, "gin/critics/floq.gin"])
+# Under make test one end-to-end run, with the floq critic (the monolithic path is the reference-
+# equality tests' and the golden digests'); make test-full (FLOQ_FULL_TESTS=1) adds the monolithic run.
+@pytest.mark.parametrize("critic_file", ["gin/critics/floq.gin"] + ([None] if FULL else []))
 def test_end_to_end(tmp_path, smoke_dataset, critic_file):
     import pandas as pd
 

@@ -23,6 +23,8 @@ import numpy as np
 import optax
 import pytest
 
+from floq_test_utils import FULL
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from floq.agents.sac import SAC  # noqa: E402
@@ -423,6 +425,7 @@ def test_end_to_end_floq(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="make test-full: RLPD is SAC with balanced batches and one offline step, which the offline-to-online run above covers")
 def test_end_to_end_rlpd(tmp_path):
     import pandas as pd
     from floq_test_utils import floq_main
