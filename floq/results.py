@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import platform
 import subprocess
 import tempfile
@@ -187,7 +188,9 @@ def run_reason(run_dir: str) -> str | None:
     if not isinstance(man, dict) or man.get("status") not in ("diverged", "failed"):
         return None
     reason = str(man.get("reason") or man["status"])
-    return f"{reason} (step {man['step']})" if man.get("step") is not None else reason
+    if man.get("step") is None or re.search(r"\bstep \d", reason):  # the reason names its step already
+        return reason
+    return f"{reason} (step {man['step']})"
 
 
 #: The operative config the trainer writes into a run directory; `floq run RUN/config.gin`

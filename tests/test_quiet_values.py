@@ -65,3 +65,14 @@ def test_status_names_an_unreadable_run_json(content, tmp_path):
     assert read_run(str(run)).status == "done"
     os.remove(run / "run.json")
     assert read_run(str(run)).status == "absent"
+
+
+def test_a_reason_that_names_its_step_is_not_given_a_second_one(tmp_path):
+    """Audit 12: 'actor/bc_flow_loss is inf at step 2 (seed 0) (step 0)' in the sweep's table."""
+    from floq.results import run_reason
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "diverged", "step": 0,
+                                                   "reason": "actor/bc_flow_loss is inf at step 2 (seed 0)"}))
+    assert run_reason(str(tmp_path)) == "actor/bc_flow_loss is inf at step 2 (seed 0)"
+    (tmp_path / "run.json").write_text(json.dumps({"status": "diverged", "step": 2, "reason": "critic/loss is nan (seed 0)"}))
+    assert run_reason(str(tmp_path)) == "critic/loss is nan (seed 0) (step 2)"
