@@ -45,6 +45,20 @@ from __future__ import annotations
 BASE_BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
 
 
+def gradient_step(tx, loss_fn, trainable, opt_state):
+    """One optimiser step on `trainable`: (loss_fn(trainable) -> (loss, info)) ->
+    (new trainable, new optimiser state, info with 'grad/norm' (global L2 norm)). The step every
+    algorithm takes over all its trainable parameters (one optax transformation, as FQL)."""
+    import jax
+    import optax
+
+    grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    info["grad/norm"] = optax.tree.norm(grads)
+    return trainable, opt_state, info
+
+
 def noise_shape(algorithm, action_dim: int) -> tuple:
     """The per-row shape of the standard-normal noise `algorithm.act` reads."""
     fn = getattr(algorithm, "noise_shape", None)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.agents.base import BASE_BATCH_KEYS
+from floq.agents.base import BASE_BATCH_KEYS, gradient_step
 from floq.critics.base import actor_value, count_params, repeat_rows
 from floq.nets.specs import MLPNet
 
@@ -196,16 +196,13 @@ class FQL:
             return c_loss + a_loss, {**c_info, **a_info}
 
         trainable = _trainable(params)
-        grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
-        updates, opt = self.optimizer().update(grads, state["opt"], trainable)
-        trainable = optax.apply_updates(trainable, updates)
+        trainable, opt, info = gradient_step(self.optimizer(), loss_fn, trainable, state["opt"])
         # Polyak-average the target towards the online parameters from *before* this step, as
         # FQL and the released floq code do.
         critic_params = critic.target_update(params["critic"], self.tau)
         critic_params = {"online": trainable["critic"], "target": critic_params["target"]}
         new_params = {"actor_bc": trainable["actor_bc"], "actor_onestep": trainable["actor_onestep"],
                       "critic": critic_params}
-        info["grad/norm"] = optax.tree.norm(grads)
         return {"params": new_params, "opt": opt, "rng": rng, "step": state["step"] + 1}, info
 
     def describe(self) -> dict:

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.agents.base import BASE_BATCH_KEYS
+from floq.agents.base import BASE_BATCH_KEYS, gradient_step
 from floq.agents.iql import value_init, value_losses, warn_scalar_target
 from floq.critics.base import count_params, repeat_rows
 from floq.nets.specs import MLPNet
@@ -184,13 +184,10 @@ class IFQL:
             return vq_loss + a_loss, {**vq_info, **a_info}
 
         trainable = _trainable(params)
-        grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
-        updates, opt = self.optimizer().update(grads, state["opt"], trainable)
-        trainable = optax.apply_updates(trainable, updates)
+        trainable, opt, info = gradient_step(self.optimizer(), loss_fn, trainable, state["opt"])
         critic_params = critic.target_update(params["critic"], self.tau)
         new_params = {"actor_bc": trainable["actor_bc"], "value": trainable["value"],
                       "critic": {"online": trainable["critic"], "target": critic_params["target"]}}
-        info["grad/norm"] = optax.tree.norm(grads)
         return {"params": new_params, "opt": opt, "rng": new_rng, "step": state["step"] + 1}, info
 
     def describe(self) -> dict:

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.agents.base import BASE_BATCH_KEYS
+from floq.agents.base import BASE_BATCH_KEYS, gradient_step
 from floq.critics.base import actor_value, count_params, td_targets, value_of_actions
 from floq.nets.mlp import MLP, default_init
 from floq.nets.specs import MLPNet
@@ -285,14 +285,11 @@ class IQL:
             return vq_loss + a_loss, {**vq_info, **a_info}
 
         trainable = _trainable(params)
-        grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
-        updates, opt = self.optimizer().update(grads, state["opt"], trainable)
-        trainable = optax.apply_updates(trainable, updates)
+        trainable, opt, info = gradient_step(self.optimizer(), loss_fn, trainable, state["opt"])
         # Polyak towards the online parameters from before this step, as the reference.
         critic_params = critic.target_update(params["critic"], self.tau)
         new_params = {"actor": trainable["actor"], "value": trainable["value"],
                       "critic": {"online": trainable["critic"], "target": critic_params["target"]}}
-        info["grad/norm"] = optax.tree.norm(grads)
         return {"params": new_params, "opt": opt, "rng": new_rng, "step": state["step"] + 1}, info
 
     def describe(self) -> dict:

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.agents.base import BASE_BATCH_KEYS
+from floq.agents.base import BASE_BATCH_KEYS, gradient_step
 from floq.critics.base import actor_value, count_params, repeat_rows, td_targets
 from floq.nets.mlp import default_init
 from floq.nets.specs import MLPNet
@@ -258,13 +258,10 @@ class SAC:
             return c_loss + a_loss, {**c_info, **a_info}
 
         trainable = _trainable(params)
-        grads, info = jax.grad(loss_fn, has_aux=True)(trainable)
-        updates, opt = self.optimizer().update(grads, state["opt"], trainable)
-        trainable = optax.apply_updates(trainable, updates)
+        trainable, opt, info = gradient_step(self.optimizer(), loss_fn, trainable, state["opt"])
         critic_params = critic.target_update(params["critic"], self.tau)  # towards the pre-step online
         new_params = {"actor": trainable["actor"], "log_alpha": trainable["log_alpha"],
                       "critic": {"online": trainable["critic"], "target": critic_params["target"]}}
-        info["grad/norm"] = optax.tree.norm(grads)
         return {"params": new_params, "opt": opt, "rng": rng, "step": state["step"] + 1}, info
 
     def describe(self) -> dict:
