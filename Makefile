@@ -12,6 +12,11 @@ PY := $(VENV)/bin/python
 # the jax and generator versions (tests/floq_test_utils.py).
 export FLOQ_CACHE_DIR ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/floq
 export FLOQ_DATA_DIR ?= $(FLOQ_CACHE_DIR)/data
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file to one worker (module
+# fixtures are built once); session fixtures are built once across workers (tests/conftest.py).
+# TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast test-full test-cold install install-dev clean
 
@@ -38,19 +43,19 @@ demo: $(VENV)/.installed
 	$(PY) -m floq.demo
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest tests
+	$(PYTEST) tests
 
 # The inner loop: no test that trains for long or starts processes (markers slow, subprocess).
 test-fast: $(VENV)/.installed-dev
-	$(PY) -m pytest tests -m "not slow and not subprocess"
+	$(PYTEST) tests -m "not slow and not subprocess"
 
 test-full: $(VENV)/.installed-dev
-	FLOQ_FULL_TESTS=1 $(PY) -m pytest tests
+	FLOQ_FULL_TESTS=1 $(PYTEST) tests
 
 # The whole suite with empty caches (what a first clone on a new machine sees).
 test-cold: $(VENV)/.installed-dev
 	@cold=$$(mktemp -d); echo "empty cache: $$cold"; \
-	FLOQ_CACHE_DIR=$$cold env -u JAX_COMPILATION_CACHE_DIR $(PY) -m pytest tests; rc=$$?; rm -rf $$cold; exit $$rc
+	FLOQ_CACHE_DIR=$$cold env -u JAX_COMPILATION_CACHE_DIR $(PYTEST) tests; rc=$$?; rm -rf $$cold; exit $$rc
 
 clean:
 	rm -rf runs/quickstart reports/quickstart .pytest_cache

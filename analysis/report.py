@@ -200,8 +200,9 @@ def _ci_text(point, lo, hi) -> str:
 
 def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[str],
                        dropped: list[str], prefix: str, colors: dict, markers: dict,
-                       seed: int, reps: int, baseline: str | None) -> list[str]:
-    """Aggregates, probability of improvement and performance profile; index lines."""
+                       seed: int, reps: int, baseline: str | None, h: str = "##") -> list[str]:
+    """Aggregates, probability of improvement and performance profile; index lines (their
+    headings one level below `h`, the section's)."""
     md: list[str] = []
     scope = (f"{len(tasks)} task(s): {', '.join(tasks)}"
              + (f"; left out because they miss some of these tasks: {', '.join(dropped)}"
@@ -243,7 +244,7 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
         figs = w.figure(stem, plots.plot_probability_of_improvement(poi, colors=colors))
         against = (f"every method against the baseline {baseline} (--baseline)"
                    if baseline in scores else "every pair of methods (no baseline)")
-        md += ["## Probability of improvement", "",
+        md += [f"{h}# Probability of improvement", "",
                _fig_block(figs, f"{stem}.csv",
                           f"P(X > Y) over the same tasks, {against} (0.5: no difference); "
                           "CI from independent stratified bootstraps of X and Y"), "",
@@ -253,7 +254,7 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
     stem = f"{prefix}performance_profile"
     w.frame(f"{stem}.csv", prof)
     figs = w.figure(stem, plots.plot_performance_profile(prof, colors=colors))
-    md += ["## Performance profile", "",
+    md += [f"{h}# Performance profile", "",
            _fig_block(figs, f"{stem}.csv",
                       "Score distribution: fraction of run seeds x tasks with final "
                       "success above the threshold, 95% CI bands"), ""]
@@ -520,8 +521,11 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         w.text(f"{stem}.md", act.to_markdown())
         w.text(f"{stem}.tex", act.to_latex())
         w.text(f"{stem}.csv", act.to_csv())
-        md += [f"{h} Algorithm × critic", "", act.to_markdown(),
-               f"Files: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)", ""]
+        act_block = [f"{h} Algorithm × critic", "", act.to_markdown(),
+                     f"Files: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)",
+                     ""]
+    else:
+        act_block = []
 
     if not learned:
         steps = sorted(pd.to_numeric(evals["step"], errors="coerce").dropna().unique())
@@ -535,7 +539,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                  "each run's train.csv (critic/loss, critic/q_mean) before reading anything "
                  "into these runs.", ""]
         head += _cost_table(final)
-        return head, md
+        return head, md + act_block
 
     # ---- aggregates over a shared task axis
     tasks, kept, dropped = _common_tasks(final)
@@ -547,7 +551,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         agg = stats.aggregate_estimates(scores, reps=reps, seed=seed)
         head += _headline_sentence(scores, agg, tasks, baseline, seed, reps)
         md += _aggregate_section(w, scores, agg, tasks, dropped, prefix, colors, markers,
-                                 seed, reps, baseline)
+                                 seed, reps, baseline, h)
     else:
         md += ["No task is shared by the methods, so no aggregate was computed.", ""]
 
@@ -577,6 +581,12 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     axes = stats.scaling_axes(final)
     main = ("critic_flow_steps" if "critic_flow_steps" in axes else
             axes[0] if axes else None)
+    # A study of algorithms x critics asks which pairing wins: its table opens the page, after
+    # the answer; only floq's flow-step axis keeps its figure there too (another varying axis,
+    # e.g. one algorithm's sensitivity check, goes with the other scaling figures).
+    head += act_block
+    if act_block and main != "critic_flow_steps":
+        main = None
     rest_scaling: list[str] = []
     from analysis.published import scaling_rows
     for axis in axes:
@@ -612,7 +622,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
             head += block
         else:
             rest_scaling += block
-    if main is None:
+    if main is None and not axes:
         head += ["No scaling figure: no numeric axis (critic_flow_steps, critic_width, "
                  "critic_depth, parameters, FLOPs per update) varies within a critic family "
                  "in these runs, so no scaling plot was made.", ""]

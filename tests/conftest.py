@@ -3,7 +3,10 @@ the smoke dataset, and the runs that many tests read (trained once per session).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -53,33 +56,59 @@ def smoke_dataset():
     return exp.task.resolve_path(progress=False)
 
 
+def _once_per_session(tmp_path_factory, name, make):
+    """The folder `name`, filled by make(folder) once per test session — once across all
+    pytest-xdist workers too (`make test` runs two): the first worker to ask builds it under a
+    file lock in the folder the workers share; the others wait and then read it. A build that
+    failed leaves no completion mark, so the next worker tries again (and fails the same way)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the basetemp every worker's own basetemp lives in
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            make(folder)
+            done.write_text("")
+    return folder
+
+
 SMOKE_RUN_ARGS = ["gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=50"]
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, smoke_dataset):
     """A finished smoke run (monolithic critic, one seed, 100 steps, evaluations at 0, 50, 100),
-    trained once per session in this process: (run_dir, CompletedProcess of `floq run`). Read
-    it freely; a test that changes it works on a copy (floq_test_utils.copy_run)."""
+    trained once per session, in-process: (run_dir, CompletedProcess of `floq run`). Read it
+    freely; a test that changes it works on a copy (floq_test_utils.copy_run)."""
     from floq_test_utils import REPO, floq_main
 
-    out = tmp_path_factory.mktemp("smoke_runs")
-    # the gin file by its absolute path, as a clone elsewhere would pass it (run.json records it
-    # relative to the repository)
-    res = floq_main("run", os.path.join(REPO, SMOKE_RUN_ARGS[0]), *SMOKE_RUN_ARGS[1:], "--out", str(out))
-    assert res.returncode == 0, res.stderr[-2000:]
+    def make(out):
+        # the gin file by its absolute path, as a clone elsewhere would pass it (run.json records
+        # it relative to the repository)
+        res = floq_main("run", os.path.join(REPO, SMOKE_RUN_ARGS[0]), *SMOKE_RUN_ARGS[1:], "--out", str(out / "runs"))
+        assert res.returncode == 0, res.stderr[-2000:]
+        (out / "result.json").write_text(json.dumps([res.args, res.returncode, res.stdout, res.stderr]))
+
+    out = _once_per_session(tmp_path_factory, "smoke_runs", make)
+    args, code, stdout, stderr = json.loads((out / "result.json").read_text())
     # The run directory's name depends on the bindings (the default naming): the one run there.
-    (run_dir,) = [p for p in (out / "smoke").iterdir() if p.is_dir()]
-    return run_dir, res
+    (run_dir,) = [p for p in (out / "runs" / "smoke").iterdir() if p.is_dir()]
+    return run_dir, subprocess.CompletedProcess(args, code, stdout, stderr)
 
 
 @pytest.fixture(scope="session")
 def resume_reference(tmp_path_factory, smoke_dataset):
-    """The uninterrupted run of floq_test_utils.RESUME_ARGS (synchronous in-process evaluation), trained once
-    per session in this process."""
+    """The uninterrupted run of floq_test_utils.RESUME_ARGS (synchronous in-process evaluation),
+    trained once per session, in-process."""
     from floq_test_utils import RESUME_ARGS, floq_main
 
-    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
-    res = floq_main("run", *RESUME_ARGS, "--run-dir", str(run_dir))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return run_dir
+    def make(out):
+        res = floq_main("run", *RESUME_ARGS, "--run-dir", str(out / "uninterrupted"))
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    return _once_per_session(tmp_path_factory, "resume", make) / "uninterrupted"

@@ -114,3 +114,28 @@ def test_report_has_the_algorithm_critic_table(tmp_path):
     text = (out / "index.md").read_text()
     assert "Algorithm × critic" in text and (out / "algorithm_critic.md").exists()
     assert "rebrac + floq" in text and "ReBRAC (published, FQL Tab. 2)" in text
+    # the first screen: the answer, then the algorithm x critic table, before cost and leaderboards
+    assert (text.index("**Answer.**") < text.index("## Algorithm × critic")
+            < text.index("Cost") < text.index("Leaderboard per environment"))
+    assert text.count("## Algorithm × critic") == 1
+
+
+def test_a_one_algorithm_axis_does_not_displace_the_algorithm_critic_table(tmp_path):
+    """A sensitivity check of one algorithm (a numeric tag varying for rebrac + monolithic only)
+    keeps its figure, but among the other scaling figures, not on the first screen."""
+    root = _results(tmp_path / "runs", {("iql", "monolithic"): 0.2, ("iql", "floq"): 0.4})
+    for alpha, final in ((1.0, 0.1), (0.1, 0.3)):
+        make_run(root, f"rebrac-mono-{alpha}", env="cube-double-play", task="task1",
+                 critic="monolithic", algorithm="rebrac", success=ramp(final),
+                 tags={"rebrac_alpha_actor": alpha})
+        make_run(root, f"rebrac-mono-{alpha}-t2", env="cube-double-play", task="task2",
+                 critic="monolithic", algorithm="rebrac", success=ramp(final),
+                 tags={"rebrac_alpha_actor": alpha})
+    out = tmp_path / "report"
+    report.build_report(root, out, reps=50, formats=("png",), published=None)
+    text = (out / "index.md").read_text()
+    assert (out / "scaling_rebrac_alpha_actor.png").exists()
+    assert (text.index("## Algorithm × critic") < text.index("Leaderboard per environment")
+            < text.index("Scaling: other axes") < text.index("scaling_rebrac_alpha_actor.png"))
+    # the aggregates' subsections sit one level below their section's heading
+    assert "\n### Probability of improvement" in text and "\n## Probability" not in text
