@@ -30,10 +30,19 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 SUBPROCESS_FIXTURES = {"fake_runner", "slow_trainer", "local_ray"}
 
 
+# Fixtures that train a run end to end (the smoke data is asked for by tests that train on it;
+# the session runs are trained once): a test using one is marked `slow`, so `make test-fast`
+# keeps unit and in-process checks that do not train.
+TRAINING_FIXTURES = {"smoke_dataset", "smoke_run", "resume_reference"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SUBPROCESS_FIXTURES & fixtures:
             item.add_marker(pytest.mark.subprocess)
+        if TRAINING_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

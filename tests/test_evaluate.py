@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from floq.agents.fql import FQL
 from floq.critics.monolithic import MonolithicCritic
@@ -25,6 +26,7 @@ def _snapshots(seeds):
     return algo, [jax.tree_util.tree_map(lambda x: np.asarray(x[i]), pp) for i in range(len(seeds))]
 
 
+@pytest.mark.subprocess  # two evaluation worker processes
 def test_in_process_and_two_workers_give_identical_episodes():
     algo, snaps = _snapshots([0, 1])
     pb = export_policy(algo, snaps[0], 28, 5, 2)

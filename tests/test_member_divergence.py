@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # every test trains the two-seed program (module fixture)
+
 import floq.loop
 from floq.loop import Preempted, Run
 

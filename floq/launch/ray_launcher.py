@@ -10,6 +10,8 @@ extra).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Sequence
 
 import ray
@@ -45,6 +47,13 @@ def startup_error(e: BaseException, address: str | None) -> LaunchError:
 
 
 def _execute_task(run: Run, runner, state_dir: str, launch_id: str) -> Outcome:
+    # A graceful ray.cancel interrupts the task with _thread.interrupt_main(), which does
+    # nothing where SIGINT is not handled by Python (SIG_IGN: inherited by Ray's workers from a
+    # driver started as a background job, where the shell ignores SIGINT). The task must stay
+    # interruptible, or its trainer is never asked to checkpoint and outlives the force-kill.
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return runner_lib.execute(run, runner, state_dir, launch_id)
 
 

@@ -60,6 +60,14 @@ def slow_trainer(tmp_path):
     return [sys.executable, str(path)]
 
 
+def default_stop_signals() -> None:
+    """The driver as a shell starts it in the foreground: SIGINT and SIGHUP not ignored. (A
+    pytest-xdist worker ignores them, and the driver leaves an ignored signal ignored on
+    purpose, as under nohup.)"""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -83,7 +91,8 @@ def test_signal_stops_driver_and_every_trainer(sig, slow_trainer, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "TRAIN_S": "120"}
     cmd = [sys.executable, "-m", "floq", "sweep", "gin/experiments/sweep_smoke.gin", "--out", str(out),
            "--workers", "2", "--runner", " ".join(slow_trainer)]
-    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=default_stop_signals)
     sweep_dir = out / "sweep_smoke"
     pids = {}
     try:
@@ -188,13 +197,19 @@ def test_ray_connect_failure_names_the_address(monkeypatch):
 
 def test_ray_interrupt_stops_trainers_gracefully(fake_base, parse, slow_trainer, tmp_path, monkeypatch):
     """Interrupting the Ray driver: tasks are cancelled without force first, so each task's
-    execute() SIGTERMs its trainer (which checkpoints); nothing is left running."""
+    execute() SIGTERMs its trainer (which checkpoints); nothing is left running — also when the
+    driver was started with SIGINT ignored (a background job of a script), which Ray's workers
+    inherit and which would make the graceful cancel a no-op."""
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("TRAIN_S", "120")  # Ray's workers inherit the driver's environment
     file = fake_base("Sweep.name = 'rs'\nSweep.axes = {'CRITIC_FLOW_STEPS': [1, 2]}\n")
     out = tmp_path / "out"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job has it
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     try:
         started = {}
 

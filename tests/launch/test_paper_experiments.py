@@ -186,6 +186,7 @@ def test_online_finetune_uses_the_fine_tuning_flags():
     assert type(fql.critic).__name__ == "MonolithicCritic" and fql.algorithm.alpha == 300
 
 
+@pytest.mark.slow  # builds all 750 configurations
 def test_offline_dry_run_lists_750_runs_over_10_envs_and_prices_them(monkeypatch, tmp_path, capsys):
     """The CLI path; lowering is replaced by a fixed FLOP count (the real one: below)."""
     calls = []
