@@ -3,6 +3,7 @@ the smoke dataset, and the runs that many tests read (trained once per session).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -70,13 +71,13 @@ def _once_per_session(tmp_path_factory, name, make):
     pytest-xdist workers too (`make test` runs two): the first worker to ask builds it under a
     file lock in the folder the workers share; the others wait and then read it. A build that
     failed leaves no completion mark, so the next worker tries again (and fails the same way)."""
-    from filelock import FileLock
-
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the basetemp every worker's own basetemp lives in
     folder, done = root / name, root / f"{name}.done"
-    with FileLock(str(root / f"{name}.lock")):
+    # a blocking flock, as floq.data.sources guards dataset generation (released if a worker dies)
+    with open(root / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
             if folder.exists():
                 shutil.rmtree(folder)
