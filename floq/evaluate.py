@@ -43,6 +43,7 @@ import traceback
 
 import numpy as np
 
+from floq import envs as envs_pool
 from floq.quiet import quiet_warnings
 
 SEED_STRIDE = 100_003
@@ -113,9 +114,8 @@ def reset_seed(seed: int, episode: int, step: int) -> int:
 
 
 def _make_env(dataset_name: str, env_kwargs: dict):
-    import ogbench
-
-    return ogbench.make_env_and_datasets(dataset_name, env_only=True, **env_kwargs)
+    """A new OGBench environment (runners and the online phase take theirs from floq.envs)."""
+    return envs_pool.make(dataset_name, env_kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -163,10 +163,13 @@ class EpisodeRunner:
         self.env_kwargs = dict(env_kwargs)
         self._envs: dict[str, list] = {}
 
-    def envs(self, dataset: str) -> list:
-        if dataset not in self._envs:
-            self._envs[dataset] = [_make_env(dataset, self.env_kwargs) for _ in range(self.width)]
-        return self._envs[dataset]
+    def envs(self, dataset: str, n: int) -> list:
+        """The first n of this runner's environments of `dataset` (taken from floq.envs when
+        first needed: a unit of fewer episodes than the width uses only as many)."""
+        envs = self._envs.setdefault(dataset, [])
+        while len(envs) < n:
+            envs.append(envs_pool.acquire(dataset, self.env_kwargs))
+        return envs[:n]
 
     def run(self, params, key, dataset: str, seed: int, episodes, step: int) -> np.ndarray:
         """Episodes `episodes` (at most width) of seed `seed`'s evaluation at `step` ->
@@ -180,7 +183,7 @@ class EpisodeRunner:
         # On the device once per unit: passing numpy parameters to every policy call copies
         # them every simulator step (4 MB per step for a 4x512 actor).
         params, key = jax.device_put(params), jax.device_put(np.asarray(key))
-        envs = self.envs(dataset)
+        envs = self.envs(dataset, n)
         first = [np.asarray(envs[j].reset(seed=reset_seed(seed, e, step))[0], np.float32)
                  for j, e in enumerate(episodes)]
         obs = np.zeros((w, first[0].shape[0]), np.float32)
@@ -205,9 +208,9 @@ class EpisodeRunner:
         return out
 
     def close(self):
-        for envs in self._envs.values():
+        for dataset, envs in self._envs.items():
             for e in envs:
-                e.close()
+                envs_pool.release(dataset, self.env_kwargs, e)
         self._envs = {}
 
 

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq.evaluate import SEED_STRIDE, _make_env
+from floq import envs as envs_pool
+from floq.evaluate import SEED_STRIDE
 from floq.train import init_buffer, make_explorer, make_online_program
 
 ONLINE_SEED_OFFSET = 1_000_000_007  # online episodes never share a reset seed with evaluation episodes
@@ -85,7 +86,7 @@ class OnlinePhase:
         """Make the simulators and bring each to its state after `env_steps` online steps."""
         kwargs = self.run.exp.task.env_kwargs()
         name = self.run.exp.task.dataset_name
-        self.envs = [_make_env(name, kwargs) for _ in self.seeds]
+        self.envs = [envs_pool.acquire(name, kwargs) for _ in self.seeds]
         self.obs = np.zeros((len(self.seeds), self.run.obs_dim), np.float32)
         host = None
         for m, env in enumerate(self.envs):
@@ -107,8 +108,9 @@ class OnlinePhase:
             self.obs[m] = ob
 
     def close(self):
+        task = self.run.exp.task
         for env in self.envs or ():
-            env.close()
+            envs_pool.release(task.dataset_name, task.env_kwargs(), env)
         self.envs = None
 
     # ------------------------------------------------------------------ one environment step

@@ -93,14 +93,14 @@ def read_all(path: str, keys) -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def env_space_dims(dataset_name: str) -> tuple[int, int]:
     """(observation width, action width) of the OGBench environment of `dataset_name`
-    (the environment is created once per process, with ogbench's env_only)."""
-    import ogbench
+    (asked once per process, of an environment from floq.envs)."""
+    from floq import envs
 
-    env = ogbench.make_env_and_datasets(dataset_name, env_only=True)
+    env = envs.acquire(dataset_name, {})
     try:
         return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     finally:
-        env.close()
+        envs.release(dataset_name, {}, env)
 
 
 def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None) -> None:

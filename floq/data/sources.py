@@ -20,6 +20,8 @@ import zipfile
 
 import gin
 
+from floq import envs as envs_pool
+
 # The file layer, re-exported: floq.data.sources is the package's public face.
 from floq.data.files import (DataError, check_files, default_data_dir, env_space_dims,  # noqa: F401
                              finish_arrays, val_path_of, validate_dataset)
@@ -209,12 +211,18 @@ class Task:
         path = self.resolve_path(progress=progress)
         kwargs = dict(dataset_path=path) if path else dict(
             dataset_dir=os.path.expanduser(self.dataset_dir or "~/.ogbench/data"))
+        # The rewards are relabelled with the task's environment: one from floq.envs (the
+        # evaluation that follows in this process takes it again).
+        env = None
         try:
-            env, train, val = ogbench.make_env_and_datasets(self.dataset_name, **kwargs, **self.env_kwargs())
+            env = envs_pool.acquire(self.dataset_name, self.env_kwargs())
+            train, val = ogbench.make_env_and_datasets(self.dataset_name, **kwargs, dataset_only=True, cur_env=env)
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"cannot load dataset for {self.dataset_name} from {path or 'ogbench download'}: "
                             f"{type(e).__name__}: {e}") from None
-        env.close()
+        finally:
+            if env is not None:
+                envs_pool.release(self.dataset_name, self.env_kwargs(), env)
         return finish_arrays(train, self.max_transitions), finish_arrays(val, self.max_transitions)
 
 
