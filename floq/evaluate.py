@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing as mp
 import os
 import queue
@@ -44,6 +45,7 @@ import traceback
 import numpy as np
 
 from floq import envs as envs_pool
+from floq.memo import memoized
 from floq.quiet import quiet_warnings
 
 SEED_STRIDE = 100_003
@@ -133,6 +135,14 @@ def export_policy(algorithm, params_example, obs_dim: int, act_dim: int, width: 
     """Serialize the evaluation policy (params, obs (W, O), episode ids (W,), t (W,), key) ->
     actions (W, A) for W = width rows, for the CPU."""
     import jax
+
+    spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), params_example)
+    return _export_policy(algorithm, spec, int(obs_dim), int(act_dim), int(width))
+
+
+@memoized
+def _export_policy(algorithm, spec, obs_dim: int, act_dim: int, width: int) -> bytes:
+    import jax
     import jax.numpy as jnp
 
     from floq.agents.base import noise_shape
@@ -145,11 +155,19 @@ def export_policy(algorithm, params_example, obs_dim: int, act_dim: int, width: 
 
         return algorithm.act(params, obs, jax.vmap(noise)(ep_ids, ts))
 
-    spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), params_example)
     args = (spec, jax.ShapeDtypeStruct((width, obs_dim), jnp.float32), jax.ShapeDtypeStruct((width,), jnp.int32),
             jax.ShapeDtypeStruct((width,), jnp.int32), jax.ShapeDtypeStruct((2,), jnp.uint32))
     exported = jax.export.export(jax.jit(policy), platforms=["cpu"])(*args)
     return bytes(exported.serialize())
+
+
+@functools.lru_cache(maxsize=8)
+def _policy_program(policy_bytes: bytes):
+    """The exported policy as a jitted callable, one per policy in this process (a later
+    runner of the same policy calls the program the first one compiled)."""
+    import jax
+
+    return jax.jit(jax.export.deserialize(bytearray(policy_bytes)).call)
 
 
 class EpisodeRunner:
@@ -158,7 +176,7 @@ class EpisodeRunner:
     def __init__(self, policy_bytes: bytes, width: int, env_kwargs: dict):
         import jax
 
-        self._policy = jax.jit(jax.export.deserialize(bytearray(policy_bytes)).call)
+        self._policy = _policy_program(bytes(policy_bytes))
         self.width = width
         self.env_kwargs = dict(env_kwargs)
         self._envs: dict[str, list] = {}

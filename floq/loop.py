@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq import results
+from floq import memo, results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair
@@ -749,9 +749,14 @@ class Run:
         still honoured within a fraction of a second."""
         out = {}
 
+        args = (self.states, jnp.asarray(self.alive), self.data, n)
+        self.compiled = memo.compiled(self.program, args)  # compiled for an earlier run in this process
+        if self.compiled is not None:
+            return
+
         def work():
             try:
-                out["c"] = self.program.lower(self.states, jnp.asarray(self.alive), self.data, n).compile()
+                out["c"] = self.program.lower(*args).compile()
             except BaseException as e:  # noqa: BLE001
                 out["e"] = e
 
@@ -765,6 +770,7 @@ class Run:
         if "e" in out:
             raise out["e"]
         self.compiled = out["c"]
+        memo.keep_compiled(self.program, args, self.compiled)
 
     def _use_shard(self, step: int):
         """Sharded data: put the shard of `step` on the device (the online phase keeps the

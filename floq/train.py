@@ -24,6 +24,7 @@ import numpy as np
 from floq.agents.base import noise_shape
 from floq.config import ConfigError, parse
 from floq.critics.base import Q_AGGREGATIONS, REWARD_RANGE_RULES
+from floq.memo import memoized
 from floq.nets.embeddings import TIME_EMBEDDINGS
 
 #: The most members (seeds x tasks) one vmapped program takes: beyond it a typo (NUM_SEEDS =
@@ -268,6 +269,7 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
     return jax.jit(run_chunk, donate_argnums=(0,))
 
 
+@memoized  # one program per configuration and process (floq.memo)
 def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
     """The run's one compiled program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
 
@@ -448,6 +450,7 @@ def sample_mixed(data: dict, buffer: dict, n_online, key, batch_size: int, balan
     return {k: pick(data[k], buffer[k]) for k in buffer}
 
 
+@memoized  # one program per configuration and process (floq.memo)
 def make_online_program(algorithm, critic, batch_size: int, utd_ratio: int, balanced: bool,
                         buffer_size: int = 2_000_000):
     """The online phase's compiled program: (states, alive, buffer, data, transitions, idx) ->
@@ -496,6 +499,7 @@ def exploration_key(seed: int, env_step):
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0x6F6E6C), env_step)
 
 
+@memoized  # one program per configuration and process (floq.memo)
 def make_explorer(algorithm, action_dim: int):
     """(policy params (members, ...), obs (members, O), seeds (members,), env_step) -> actions:
     the algorithm's exploration policy (`act(..., explore=True)`; FQL: the one-step policy
@@ -537,13 +541,21 @@ def update_flops(algorithm, critic, state1, data, batch_size: int) -> float | No
     """FLOPs of one gradient step from XLA's cost analysis (loops unrolled so that the
     K-step integrations are counted K times)."""
     try:
+        # Abstract arguments: arrays committed to a GPU cannot be lowered for the CPU.
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), (state1, data))
+        return _update_flops(algorithm, critic, abstract, batch_size)
+    except Exception:  # noqa: BLE001 - accounting must never break a run
+        return None
+
+
+@memoized
+def _update_flops(algorithm, critic, abstract, batch_size: int) -> float | None:
+    try:
         with unrolled_loops():
             step = make_step(algorithm, critic, batch_size)
             # HLO-level analysis of the lowered program: no compilation needed. Lowered for
             # the CPU whatever the device: the count is the same, and on a GPU (jax 0.11, H200)
             # the default lowering's cost_analysis() gave nothing.
-            # Abstract arguments: arrays committed to a GPU cannot be lowered for the CPU.
-            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype), (state1, data))
             traced = jax.jit(step).trace(*abstract)
             try:
                 cost = traced.lower(lowering_platforms=("cpu",)).cost_analysis()

@@ -90,3 +90,17 @@ GOLDEN = {
     "multitask": "acd0fcfe3502e110df37bae0",
     "online": "d738075a449b151854255c9e",
 }
+
+
+@pytest.mark.slow
+def test_a_second_run_in_one_process_reuses_its_programs_with_the_same_bits(tmp_path, smoke_dataset):
+    """Two runs of one configuration in one process: the second takes the first's compiled
+    programs (floq.memo: no compilation, compile_s 0) and environments (floq.envs), and both
+    give the golden numbers."""
+    import json
+
+    for name in ("first", "second"):  # the run directory's name is in the rows: 'monolithic' for both
+        res = floq_main("run", *BASE, "--run-dir", str(tmp_path / name / "monolithic"))
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert run_digest(str(tmp_path / name / "monolithic")) == GOLDEN["monolithic"], name
+    assert json.loads((tmp_path / "second" / "monolithic" / "run.json").read_text())["compile_s"] == 0.0
