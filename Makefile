@@ -12,11 +12,11 @@ PY := $(VENV)/bin/python
 # the jax and generator versions (tests/floq_test_utils.py).
 export FLOQ_CACHE_DIR ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/floq
 export FLOQ_DATA_DIR ?= $(FLOQ_CACHE_DIR)/data
-# The suite runs in TEST_WORKERS pytest-xdist processes, a test file to one worker (module
-# fixtures are built once); session fixtures are built once across workers (tests/conftest.py).
-# TEST_WORKERS=0 runs it in this one process.
+# The suite runs in TEST_WORKERS pytest-xdist processes, tests handed out one at a time
+# (a module whose tests share module state goes to one worker: tests/conftest.py); session
+# fixtures are built once across workers. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: demo test test-fast test-full test-cold install install-dev clean
 

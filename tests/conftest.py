@@ -37,6 +37,7 @@ SUBPROCESS_FIXTURES = {"fake_runner", "slow_trainer", "local_ray"}
 TRAINING_FIXTURES = {"smoke_dataset", "smoke_run", "resume_reference"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -44,6 +45,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.subprocess)
         if TRAINING_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        # `make test` hands tests to the workers one at a time (--dist loadgroup), so that the
+        # long ones spread over both; a module whose tests share state (a module-scoped fixture,
+        # or ONE_WORKER = True for a module-level cache) goes to one worker, built once.
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if getattr(item.module, "ONE_WORKER", False) or any(
+                d.scope == "module" for ds in defs.values() for d in ds):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True)

@@ -178,7 +178,9 @@ def mono(q_agg="min", net=None):
 def perturbed_state(algo, critic, batch, seed=0):
     """An initial state whose target differs from the online critic (so that the test can
     tell them apart)."""
-    state = algo.init(jax.random.PRNGKey(seed), critic, batch["observations"][:2], batch["actions"][:2])
+    # compiled as one program (op by op, XLA compiles every initialiser's ops one at a time)
+    state = jax.jit(lambda k, o, a: algo.init(k, critic, o, a))(jax.random.PRNGKey(seed), batch["observations"][:2],
+                                                               batch["actions"][:2])
     leaves, tree = jax.tree_util.tree_flatten(state["params"]["critic"]["target"])
     keys = jax.random.split(jax.random.PRNGKey(99), len(leaves))
     leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
@@ -211,16 +213,17 @@ def test_one_update_equals_reference(actor_loss, const_std):
     # The reference's modules initialise to the same shapes (layouts agree).
     k = jax.random.PRNGKey(0)
     ref_shapes = {
-        "modules_value": nets[0].init(k, batch["observations"])["params"],
-        "modules_critic": nets[1].init(k, batch["observations"], batch["actions"])["params"],
-        "modules_actor": nets[2].init(k, batch["observations"])["params"],
+        "modules_value": jax.eval_shape(nets[0].init, k, batch["observations"])["params"],
+        "modules_critic": jax.eval_shape(nets[1].init, k, batch["observations"], batch["actions"])["params"],
+        "modules_actor": jax.eval_shape(nets[2].init, k, batch["observations"])["params"],
     }
     for name, tree in ref_shapes.items():
-        assert jax.tree_util.tree_map(jnp.shape, tree) == jax.tree_util.tree_map(jnp.shape, ref_params[name])
+        shape = lambda x: tuple(x.shape)  # noqa: E731
+        assert jax.tree_util.tree_map(shape, tree) == jax.tree_util.tree_map(shape, ref_params[name])
 
     opt0 = optax.adam(3e-4).init(ref_params)
-    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = ref_update(cfg, nets, ref_params, opt0, batch,
-                                                                        state["rng"])
+    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = jax.jit(
+        lambda p, o, b, r: ref_update(cfg, nets, p, o, b, r))(ref_params, opt0, batch, state["rng"])
 
     # Losses: V and actor exactly; the critic's is the reference's / 2 (mean over the two Qs
     # instead of their sum: the documented deviation).
@@ -243,7 +246,7 @@ def test_one_update_equals_reference(actor_loss, const_std):
 
         return jax.grad(loss_fn)(trainable)
 
-    g = floq_grads()
+    g = jax.jit(floq_grads)()
     assert_tree_close({"value_net": g["value"]}, ref_grads["modules_value"])
     assert_tree_close({"value_net": jax.tree_util.tree_map(lambda x: 2 * x, g["critic"]["q"])},
                       ref_grads["modules_critic"])

@@ -60,6 +60,7 @@ def make_critic(kind: str):
 
 
 _CACHE: dict = {}
+ONE_WORKER = True  # _CACHE is shared by this module's tests: one pytest-xdist worker (conftest.py)
 
 
 def trained(mdps, trainer, mdp_name: str, kind: str):
