@@ -61,16 +61,17 @@ def test_force_moves_the_old_run_aside(tmp_path, smoke_dataset, capsys):
     run_dir = tmp_path / "r"
     assert _run(capsys, "--run-dir", str(run_dir))[0] == 0
     before = _snapshot(run_dir)
-    code, _, err = _run(capsys, "--run-dir", str(run_dir), "--bind", "BATCH_SIZE=64")
+    # another config, whose program is the first one's (nothing to compile): more evaluation episodes
+    code, _, err = _run(capsys, "--run-dir", str(run_dir), "--bind", "EVAL_EPISODES=3")
     assert code == 2 and "different config" in err
     assert "--force to move that run aside" in err and "start it over" not in err
     assert _snapshot(run_dir) == before
-    code, _, err = _run(capsys, "--run-dir", str(run_dir), "--bind", "BATCH_SIZE=64", "--force")
+    code, _, err = _run(capsys, "--run-dir", str(run_dir), "--bind", "EVAL_EPISODES=3", "--force")
     assert code == 0, err
     aside = [p for p in os.listdir(tmp_path) if p.startswith("r.replaced-")]
     assert len(aside) == 1 and f"moved it to {tmp_path / aside[0]}" in err
     assert _snapshot(tmp_path / aside[0]) == before  # nothing deleted, nothing changed
-    assert json.loads((run_dir / "run.json").read_text())["protocol"]["batch_size"] == 64
+    assert json.loads((run_dir / "run.json").read_text())["protocol"]["eval_episodes"] == 3
     # The analysis reads the new run, not the one moved aside (and says so).
     from analysis.load import load_results
 

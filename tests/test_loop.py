@@ -19,7 +19,8 @@ import pytest
 from floq_test_utils import FULL, REPO, copy_run, floq_main
 
 CLOCK = ["wall_time", "updates_per_s", "run"]
-BASE = ["gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=120", "--bind", "EVAL_INTERVAL=60",
+# floq, two seeds, chunks of 50: the program of floq_test_utils.RESUME_ARGS (compiled once a session)
+BASE = ["gin/experiments/smoke.gin", "gin/critics/floq.gin", "--bind", "TRAIN_STEPS=120", "--bind", "EVAL_INTERVAL=60",
         "--bind", "LOG_INTERVAL=30", "--bind", "CHECKPOINT_INTERVAL=60", "--bind", "NUM_SEEDS=2",
         "--bind", "EVAL_EPISODES=3", "--bind", "Trainer.eval_envs_per_worker=2"]
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from floq_test_utils import REPO
+from floq_test_utils import REPO, floq_main
 
 ARGS = ["gin/experiments/smoke.gin", "--bind", "Trainer.eval_workers=1", "--bind", "TRAIN_STEPS=300",
         "--bind", "EVAL_EPISODES=4"]
@@ -50,9 +50,8 @@ def test_sigterm_to_the_process_group_is_a_preemption_with_a_checkpoint(tmp_path
     assert step >= 100
     assert (run_dir / "checkpoints" / f"step_{step}.json").exists(), sorted(os.listdir(run_dir))
     assert f"checkpoint at step {step} kept" in err
-    # Re-running resumes and finishes with every evaluation once.
-    done = subprocess.run([sys.executable, "-m", "floq", "run", *ARGS, "--run-dir", str(run_dir)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    # Re-running (here in this process) resumes and finishes with every evaluation once.
+    done = floq_main("run", *ARGS, "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"from step {step}" in done.stderr
     ev = pd.read_csv(run_dir / "eval.csv")

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from floq_test_utils import FULL
+from floq_test_utils import FULL, init_state
 from scipy.optimize import brentq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,9 +178,7 @@ def mono(q_agg="min", net=None):
 def perturbed_state(algo, critic, batch, seed=0):
     """An initial state whose target differs from the online critic (so that the test can
     tell them apart)."""
-    # compiled as one program (op by op, XLA compiles every initialiser's ops one at a time)
-    state = jax.jit(lambda k, o, a: algo.init(k, critic, o, a))(jax.random.PRNGKey(seed), batch["observations"][:2],
-                                                               batch["actions"][:2])
+    state = init_state(algo, critic, jax.random.PRNGKey(seed), batch["observations"][:2], batch["actions"][:2])
     leaves, tree = jax.tree_util.tree_flatten(state["params"]["critic"]["target"])
     keys = jax.random.split(jax.random.PRNGKey(99), len(leaves))
     leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
@@ -222,8 +220,8 @@ def test_one_update_equals_reference(actor_loss, const_std):
         assert jax.tree_util.tree_map(shape, tree) == jax.tree_util.tree_map(shape, ref_params[name])
 
     opt0 = optax.adam(3e-4).init(ref_params)
-    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = jax.jit(
-        lambda p, o, b, r: ref_update(cfg, nets, p, o, b, r))(ref_params, opt0, batch, state["rng"])
+    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = ref_update(cfg, nets, ref_params, opt0, batch,
+                                                                        state["rng"])
 
     # Losses: V and actor exactly; the critic's is the reference's / 2 (mean over the two Qs
     # instead of their sum: the documented deviation).
@@ -246,7 +244,7 @@ def test_one_update_equals_reference(actor_loss, const_std):
 
         return jax.grad(loss_fn)(trainable)
 
-    g = jax.jit(floq_grads)()
+    g = floq_grads()
     assert_tree_close({"value_net": g["value"]}, ref_grads["modules_value"])
     assert_tree_close({"value_net": jax.tree_util.tree_map(lambda x: 2 * x, g["critic"]["q"])},
                       ref_grads["modules_critic"])
@@ -374,7 +372,7 @@ def test_short_update_with_every_critic(kind, actor_loss):
     critic = critics()[kind]
     algo = tiny_iql(actor_loss=actor_loss, const_std=(actor_loss == "awr"))
     batch = make_batch(1)
-    state = algo.init(jax.random.PRNGKey(0), critic, batch["observations"][:2], batch["actions"][:2])
+    state = init_state(algo, critic, jax.random.PRNGKey(0), batch["observations"][:2], batch["actions"][:2])
 
     @jax.jit
     def steps(state):

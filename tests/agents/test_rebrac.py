@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from floq_test_utils import FULL
+from floq_test_utils import FULL, init_state
 
 from floq.agents.rebrac import ReBRAC
 from floq.critics.flow import FloqCritic
@@ -350,29 +350,28 @@ CRITICS = {
 def test_short_training_with_every_critic(name):
     critic, algo = CRITICS[name](), small_algo()
     batch = make_batch(0)
-    state = algo.init(jax.random.PRNGKey(0), critic, batch["observations"], batch["actions"])
+    # four updates in one compiled program, which also returns the targets after each step
+    state = init_state(algo, critic, jax.random.PRNGKey(0), batch["observations"], batch["actions"])
     shapes = jax.tree_util.tree_map(jnp.shape, state)
 
-    @jax.jit
-    def train(state):
-        return jax.lax.scan(lambda s, _: algo.update(critic, s, batch), state, None, length=4)
+    def update(s, _):
+        new, metrics = algo.update(critic, s, batch)
+        return new, (metrics, new["params"]["target_actor"], new["params"]["critic"]["target"])
 
-    new, metrics = train(state)
+    new, (metrics, target_actor, target_critic) = jax.jit(lambda s: jax.lax.scan(update, s, None, length=4))(state)
     assert jax.tree_util.tree_map(jnp.shape, new) == shapes
     assert int(new["step"]) == 4
     for k, v in metrics.items():
         assert np.all(np.isfinite(np.asarray(v))), k
     np.testing.assert_array_equal(metrics["actor/full_update"], [0, 1, 0, 1])
     assert float(jnp.abs(metrics["critic/loss"]).max()) > 0
-    # targets move on full updates only
+    # targets move on full updates only (after steps 1 and 2: index 0 and 1)
+    at = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree)  # noqa: E731
     changed = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(  # noqa: E731
         jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-    step = jax.jit(lambda s: algo.update(critic, s, batch))
-    one, _ = step(state)
-    assert not changed(one["params"]["target_actor"], state["params"]["target_actor"])
-    assert not changed(one["params"]["critic"]["target"], state["params"]["critic"]["target"])
-    two, _ = step(one)
-    assert changed(two["params"]["critic"]["target"], one["params"]["critic"]["target"])
+    assert not changed(at(target_actor, 0), state["params"]["target_actor"])
+    assert not changed(at(target_critic, 0), state["params"]["critic"]["target"])
+    assert changed(at(target_critic, 1), at(target_critic, 0))
     pp = algo.policy_params(new["params"])
     obs = jnp.zeros((3, O))
     for explore in (False, True):

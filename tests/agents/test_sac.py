@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import pytest
 
-from floq_test_utils import FULL
+from floq_test_utils import FULL, init_state
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -194,7 +194,7 @@ def perturbed_state(algo, critic, seed=0):
     """An initial state with every parameter perturbed (target != online, alpha != 1, heads
     not near zero) so that no term of the loss is trivially small."""
     batch = make_batch(seed)
-    state = algo.init(jax.random.PRNGKey(seed), critic, batch["observations"], batch["actions"])
+    state = init_state(algo, critic, jax.random.PRNGKey(seed), batch["observations"], batch["actions"])
     leaves, treedef = jax.tree_util.tree_flatten(state["params"])
     keys = jax.random.split(jax.random.PRNGKey(seed + 100), len(leaves))
     leaves = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
@@ -338,7 +338,7 @@ def test_every_critic_short_update(kind):
     algo = SAC(actor_net=ACTOR_NET, backup_entropy=True)
     critic = critics()[kind].configure(0.99, -1, 0)
     batch = make_batch(2)
-    state = algo.init(jax.random.PRNGKey(0), critic, batch["observations"], batch["actions"])
+    state = init_state(algo, critic, jax.random.PRNGKey(0), batch["observations"], batch["actions"])
 
     @jax.jit
     def steps(state):

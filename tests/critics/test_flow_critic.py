@@ -16,6 +16,7 @@ from floq.critics.base import repeat_rows
 from floq.critics.flow import FloqCritic, integrate
 from floq.critics.monolithic import MonolithicCritic
 from floq.nets.specs import MLPNet, ResNet
+from floq.train import run_once_jit
 
 O, A = 3, 2  # observation and action sizes of the synthetic batches
 
@@ -42,7 +43,8 @@ def make_batch(b=5, n=3, seed=0):
 
 
 def init(critic, batch, seed=1):
-    return critic.init(jax.random.PRNGKey(seed), batch["observations"], batch["actions"])
+    # one program compiled as the trainer compiles initialisation (floq.train.run_once_jit)
+    return run_once_jit(lambda k: critic.init(k, batch["observations"], batch["actions"]))(jax.random.PRNGKey(seed))
 
 
 def perturbed_target(params, seed=7, scale=0.3):
@@ -420,18 +422,18 @@ def test_invalid_monolithic_configs_raise(kwargs, match):
 def test_param_counts_monolithic_mlp_and_resnet():
     batch, _ = make_batch()  # O = 3, A = 2: input 5
     c = MonolithicCritic(net=MLPNet(width=4, depth=2, layer_norm=True), num_ensembles=2)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Per member: Dense 5->4 (5*4+4 = 24) + LN (4+4 = 8) + Dense 4->4 (16+4 = 20) + LN (8)
     #             + Dense 4->1 (4+1 = 5) = 65; two members: 130.
     assert c.param_counts(p) == {"critic/q": 130}
 
     c = MonolithicCritic(net=MLPNet(width=4, depth=2, layer_norm=False), num_ensembles=3)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Per member without LayerNorm: 24 + 20 + 5 = 49; three members: 147.
     assert c.param_counts(p) == {"critic/q": 147}
 
     c = MonolithicCritic(net=ResNet(width=4, block_depth=2, num_blocks=1), num_ensembles=2)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Per member: projection 5->4 (24) + LN (8); one block of two [Dense 4->4 (20) + LN (8)] = 56;
     #             output 4->1 (5) = 93; two members: 186.
     assert c.param_counts(p) == {"critic/q": 186}
@@ -441,14 +443,14 @@ def test_param_counts_floq():
     batch, _ = make_batch()  # O = 3, A = 2
     c = FloqCritic(field_net=MLPNet(width=4, depth=2), distill_net=MLPNet(width=4, depth=2), num_bins=11,
                    num_ensembles=2, distill_ensembles=2, time_embed="cos").configure(0.9, -1.0, 0.0)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Field input: s (3) + a (2) + HL-Gauss (11 - 1 = 10 bins) + cos(t) (1) = 16.
     # Per member: Dense 16->4 (68) + LN (8) + Dense 4->4 (20) + LN (8) + Dense 4->1 (5) = 109; x2 = 218.
     # Distilled critic: input 5, as the monolithic MLP above: 65 per member; x2 = 130.
     assert c.param_counts(p) == {"critic/field": 218, "critic/distill": 130}
 
     c = dataclasses.replace(c, time_embed="fourier", time_embed_dim=8, prob_embed=False, distill_ensembles=1)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Field input: 3 + 2 + z rescaled (1) + 8 Fourier features = 14.
     # Per member: Dense 14->4 (60) + 8 + 20 + 8 + 5 = 101; x2 = 202. Distilled: one member, 65.
     assert c.param_counts(p) == {"critic/field": 202, "critic/distill": 65}

@@ -14,6 +14,7 @@ import pytest
 from floq.critics.base import repeat_rows
 from floq.critics.iqn import IQNCritic, huber, quantile_embedding, quantile_loss
 from floq.nets.specs import MLPNet
+from floq.train import run_once_jit
 
 O, A = 3, 2
 
@@ -43,7 +44,7 @@ def test_shapes_metrics_and_interface():
     c = small_iqn(num_ensembles=3)
     b = 5
     batch, na = make_batch(b=b, n=c.num_next_actions)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = run_once_jit(lambda k: c.init(k, batch["observations"], batch["actions"]))(jax.random.PRNGKey(0))
     assert c.num_next_actions == 4 and c.name == "iqn"
     tau = jnp.linspace(0.05, 0.95, b)
     assert c.quantiles(p["online"]["q"], batch["observations"], batch["actions"], tau).shape == (3, b)
@@ -92,7 +93,7 @@ def test_loss_by_hand(monkeypatch):
         c = small_iqn(q_agg=q_agg, kappa=0.3)
         b, n, e = 5, c.num_quantiles, c.num_ensembles
         batch, na = make_batch(b=b, n=n)
-        p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+        p = run_once_jit(lambda k: c.init(k, batch["observations"], batch["actions"]))(jax.random.PRNGKey(0))
         # A different target network, so that using the wrong one would be visible.
         p = {"online": p["online"], "target": jax.tree_util.tree_map(lambda x: x * 1.3 + 0.05, p["target"])}
         calls = []
@@ -195,7 +196,7 @@ def test_invalid_configs_raise(kwargs, match):
 def test_param_count_and_describe():
     c = IQNCritic(net=MLPNet(width=4, depth=2), num_ensembles=2, quantile_embed_dim=8)
     batch, _ = make_batch()
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = jax.eval_shape(c.init, jax.random.PRNGKey(0), batch["observations"], batch["actions"])  # shapes only
     # Input: s (3) + a (2) + 8 cosine features = 13. Per member: Dense 13->4 (56) + LN (8)
     # + Dense 4->4 (20) + LN (8) + Dense 4->1 (5) = 97; two members: 194.
     assert c.param_counts(p) == {"critic/q": 194}
@@ -299,7 +300,7 @@ def test_actor_estimate_is_the_released_random_taus(monkeypatch):
     assert c.actor_estimator == "random" and c.describe()["iqn_actor_estimator"] == "random"
     b, n = 5, c.num_quantiles
     batch, _ = make_batch(b=b, n=n)
-    p = c.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    p = run_once_jit(lambda k: c.init(k, batch["observations"], batch["actions"]))(jax.random.PRNGKey(0))
     obs, act = batch["observations"], batch["actions"]
     key = jax.random.PRNGKey(7)
     q = c.actor_q(p["online"], obs, act, key)
