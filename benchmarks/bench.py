@@ -121,6 +121,7 @@ class Mode:
     max_chunk: int = 1000
     bf16_critics: tuple = ("monolithic", "floq")
     eval_width: int = 5  # episodes per unit (Trainer.eval_envs_per_worker)
+    eval_max_steps: int = 0  # eval group: episodes cut at this many steps (0: the task's own length)
     overhead_config: str = "small"  # eval_overhead: a key of OVERHEAD_CONFIGS
     overhead_steps: int = 2000  # eval_overhead: training steps (4 evaluations)
     overhead_repeats: int = 1  # eval_overhead: (no-eval, async) pairs, median reported
@@ -142,7 +143,7 @@ MODES = {
     "tiny": Mode("tiny", rows=1_000, sizes=("tiny",), k_values=(1, 2), seed_counts=(1, 2), eval_workers=(1, 2),
                  eval_in_process=True, eval_units=1, repeats=2, target_s=0.02, matmul_n=256,
                  bf16_sizes=("tiny",), max_chunk=20, eval_width=2, overhead_config="smoke", overhead_steps=80,
-                 scaling_s=0.3),
+                 scaling_s=0.3, eval_max_steps=25),
 }
 
 
@@ -712,6 +713,8 @@ class Bench:
         width = m.eval_width
         episodes = width * n_max * m.eval_units
         env_kwargs = {"success_timing": "post"}
+        if m.eval_max_steps:  # tiny mode (the tests): short episodes, the same paths
+            env_kwargs["max_episode_steps"] = m.eval_max_steps
         size = self._size()
         algo, critic = build("floq", size)
         params = _first_seed(init_states(algo, critic, [0], self.data["observations"][:2],

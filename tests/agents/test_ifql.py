@@ -119,8 +119,8 @@ def test_one_update_equals_reference():
         assert jax.tree_util.tree_map(shape, tree) == jax.tree_util.tree_map(shape, ref_params[name])
 
     new_rng, rng = jax.random.split(state["rng"])  # IFQLAgent.update
-    ref_grads, (v_loss, c_loss, a_loss) = jax.grad(
-        lambda gp: ref_total_loss(cfg, ref_params, gp, batch, rng), has_aux=True)(ref_params)
+    ref_grads, (v_loss, c_loss, a_loss) = jax.jit(jax.grad(
+        lambda gp, p, b, r: ref_total_loss(cfg, p, gp, b, r), has_aux=True))(ref_params, ref_params, batch, rng)
     np.testing.assert_allclose(info["value/loss"], v_loss, rtol=1e-5)
     np.testing.assert_allclose(info["critic/loss"], c_loss / 2, rtol=1e-5)  # mean, not sum, over the 2 Qs
     np.testing.assert_allclose(info["actor/loss"], a_loss, rtol=1e-5)
@@ -138,17 +138,22 @@ def test_one_update_equals_reference():
         l2, _ = algo.actor_loss_fn(tr, batch, k_actor)
         return l1 + l2
 
-    g = jax.grad(loss_fn)(trainable)
+    g = jax.jit(jax.grad(loss_fn))(trainable)
     assert_tree_close({"value_net": g["value"]}, ref_grads["modules_value"])
     assert_tree_close({"value_net": jax.tree_util.tree_map(lambda x: 2 * x, g["critic"]["q"])},
                       ref_grads["modules_critic"])
     assert_tree_close({"mlp": g["actor_bc"]}, ref_grads["modules_actor_flow"])
 
-    tx = optax.adam(3e-4)
-    updates, _ = tx.update(ref_grads, tx.init(ref_params), ref_params)
-    ref_new = optax.apply_updates(ref_params, updates)
-    ref_new["modules_target_critic"] = jax.tree_util.tree_map(
-        lambda p, tp: p * 0.005 + tp * 0.995, ref_params["modules_critic"], ref_params["modules_target_critic"])
+    @jax.jit  # the reference's Adam step and Polyak update, as one program
+    def ref_step(ref_grads, ref_params):
+        tx = optax.adam(3e-4)
+        updates, _ = tx.update(ref_grads, tx.init(ref_params), ref_params)
+        ref_new = optax.apply_updates(ref_params, updates)
+        ref_new["modules_target_critic"] = jax.tree_util.tree_map(
+            lambda p, tp: p * 0.005 + tp * 0.995, ref_params["modules_critic"], ref_params["modules_target_critic"])
+        return ref_new
+
+    ref_new = ref_step(ref_grads, ref_params)
     new_ref = to_ref(new_state["params"])
     for name in ("modules_value", "modules_actor_flow", "modules_target_critic", "modules_critic"):
         assert_tree_close(new_ref[name], ref_new[name])

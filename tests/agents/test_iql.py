@@ -179,11 +179,16 @@ def perturbed_state(algo, critic, batch, seed=0):
     """An initial state whose target differs from the online critic (so that the test can
     tell them apart)."""
     state = init_state(algo, critic, jax.random.PRNGKey(seed), batch["observations"][:2], batch["actions"][:2])
-    leaves, tree = jax.tree_util.tree_flatten(state["params"]["critic"]["target"])
-    keys = jax.random.split(jax.random.PRNGKey(99), len(leaves))
-    leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-    state["params"]["critic"]["target"] = jax.tree_util.tree_unflatten(tree, leaves)
+    state["params"]["critic"]["target"] = _perturb(state["params"]["critic"]["target"])
     return state
+
+
+@jax.jit  # one program, not an eager draw per leaf shape
+def _perturb(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(jax.random.PRNGKey(99), len(leaves))
+    return jax.tree_util.tree_unflatten(treedef, [x + 0.05 * jax.random.normal(k, x.shape)
+                                                  for x, k in zip(leaves, keys)])
 
 
 def assert_tree_close(a, b, rtol=1e-5, atol=1e-6):
