@@ -19,6 +19,7 @@ def _num(v):
     return float(v) if v not in ("", None) else None
 
 
+@pytest.mark.slow  # runs benchmark groups end to end
 def test_tiny_bench_writes_rows_with_expected_columns(tmp_path):
     rc = bench.main(["--tiny", "--only", "throughput,per_step,flow_steps", "--critics", "floq", "--out",
                      str(tmp_path), "--name", "bench.csv"])
@@ -113,6 +114,7 @@ def test_squeezed_chunk_matches_trainer_chunk():
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # runs benchmark groups end to end
 def test_tasks_group_and_fill_flops(tmp_path):
     """The multi-task program group writes one row per member count (members in `seeds`), and
     --fill-flops restores the FLOPs columns a device left empty to the values computed in the run."""

@@ -222,9 +222,8 @@ def _train(mdps, trainer, mdp_name, **kw):
     return _trained[key]
 
 
-@pytest.mark.parametrize("kappa,loss_type", [pytest.param(0.0, "huber", marks=pytest.mark.slow),
-                                             pytest.param(1.0, "huber", marks=pytest.mark.slow),
-                                             (1.0, "released")])  # test-fast keeps one
+@pytest.mark.slow  # trains for seconds (test-fast: the IQN loss is checked by hand in test_loss_by_hand)
+@pytest.mark.parametrize("kappa,loss_type", [(0.0, "huber"), (1.0, "huber"), (1.0, "released")])
 def test_bandit_quantiles_and_mean(mdps, trainer, rel_error, kappa, loss_type):
     """Rewards r = m_a + h_a U[-1, 1]: the pinball loss (kappa = 0) learns the quantiles
     m + h (2 tau - 1); kappa = 1 learns the Huber quantiles, the released loss the
