@@ -244,7 +244,7 @@ def test_shapes_and_ensemble_axis_first():
     assert critic.flow_q(params["online"], batch["observations"], batch["actions"], jax.random.PRNGKey(0),
                          num_samples=7).shape == (b,)
     assert critic.num_next_actions == r
-    loss, info = critic.loss(params, batch, next_actions, jax.random.PRNGKey(0))
+    loss, info = jax.jit(critic.loss)(params, batch, next_actions, jax.random.PRNGKey(0))  # one program
     assert loss.shape == () and np.isfinite(float(loss))
     for key in ("critic/loss", "critic/flow_loss", "critic/distill_loss", "critic/q_mean", "critic/target_mean"):
         assert info[key].shape == ()
@@ -364,7 +364,7 @@ def test_gradients_reach_online_only_and_target_update_is_polyak():
     critic = small_floq()
     batch, next_actions = make_batch(n=critic.noise_samples)
     params = perturbed_target(init(critic, batch))
-    g = jax.grad(lambda p: critic.loss(p, batch, next_actions, jax.random.PRNGKey(0))[0])(params)
+    g = jax.jit(jax.grad(lambda p: critic.loss(p, batch, next_actions, jax.random.PRNGKey(0))[0]))(params)
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(g["target"]))
     assert all(float(jnp.abs(x).max()) > 0.0 for x in jax.tree_util.tree_leaves(g["online"]["distill"]))
     assert sum(float(jnp.abs(x).max()) > 0.0 for x in jax.tree_util.tree_leaves(g["online"]["field"])) > 0

@@ -61,14 +61,14 @@ def test_shapes_metrics_and_interface():
     # q() is deterministic (no rng).
     np.testing.assert_array_equal(np.asarray(q), np.asarray(c.q(p["online"], batch["observations"], batch["actions"])))
 
-    loss, info = c.loss(p, batch, na, jax.random.PRNGKey(1))
+    loss, info = jax.jit(c.loss)(p, batch, na, jax.random.PRNGKey(1))  # one program, not op by op
     assert loss.shape == () and np.isfinite(float(loss))
     assert {"critic/loss", "critic/q_mean", "critic/q_max", "critic/q_min", "critic/target_mean"} <= set(info)
     with pytest.raises(ValueError, match=r"next_actions \(B, 4, A\)"):
         c.loss(p, batch, na[:, :1], jax.random.PRNGKey(1))
 
     # Gradients reach the online parameters only; target update is Polyak.
-    g = jax.grad(lambda pp: c.loss(pp, batch, na, jax.random.PRNGKey(1))[0])(p)
+    g = jax.jit(jax.grad(lambda pp: c.loss(pp, batch, na, jax.random.PRNGKey(1))[0]))(p)
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(g["target"]))
     assert all(float(jnp.abs(x).max()) > 0.0 for x in jax.tree_util.tree_leaves(g["online"]))
     new = c.target_update(p, 0.5)

@@ -125,7 +125,7 @@ def test_analytic_values_are_what_the_mdps_say(mdps):
 def test_sampled_transitions_follow_the_mdp(mdps):
     """The generator draws s' ~ P, r ~ R, a' ~ pi with the right frequencies."""
     st = mdps["stochastic"]
-    batch, na = st.sample(jax.random.PRNGKey(0), 40_000, 4)
+    batch, na = jax.jit(st.sample, static_argnums=(1, 2))(jax.random.PRNGKey(0), 40_000, 4)  # as trained: compiled
     s = np.asarray(batch["observations"]).argmax(1)
     a = np.asarray(batch["actions"]).argmax(1)
     s2 = np.asarray(batch["next_observations"]).argmax(1)
@@ -140,7 +140,7 @@ def test_sampled_transitions_follow_the_mdp(mdps):
         np.testing.assert_allclose((a2[s2 == y] == 1).mean(), st.pi[y, 1], atol=0.02)
     assert np.ptp(a2, axis=1).max() == 1  # next actions differ within a row (stochastic policy)
     bd = mdps["bandit"]
-    batch, _ = bd.sample(jax.random.PRNGKey(1), 40_000, 1)
+    batch, _ = jax.jit(bd.sample, static_argnums=(1, 2))(jax.random.PRNGKey(1), 40_000, 1)
     a = np.asarray(batch["actions"]).argmax(1)
     r = np.asarray(batch["rewards"])
     for u in range(4):

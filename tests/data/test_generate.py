@@ -74,6 +74,7 @@ def test_cube_loads_through_ogbench_singletask(cube_files):
     env.close()
 
 
+@pytest.mark.subprocess  # two generator worker processes: the processes are what is proved
 def test_deterministic_and_worker_invariant(cube_files, tmp_path):
     # Same seed with 2 worker processes -> byte-identical arrays to the 1-worker run.
     train_path, val_path = cube_files
@@ -237,6 +238,7 @@ print(ensure_generated(task, progress=False))
 
 
 
+@pytest.mark.subprocess  # two trainer processes and a lock: the processes are what is proved
 def test_concurrent_generation_of_one_dataset(tmp_path):
     """Two trainers asking for the same generated dataset at once (a sweep's two workers): one
     generates under an exclusive lock in a private folder, the other waits for it, then finds
