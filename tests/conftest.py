@@ -47,7 +47,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         # `make test` hands tests to the workers one at a time (--dist loadgroup), so that the
         # long ones spread over both; a module whose tests share state (a module-scoped fixture,
-        # or ONE_WORKER = True for a module-level cache) goes to one worker, built once.
+        # or ONE_WORKER = True for a module-level cache) asks for one worker, built once.
+        # Measured 2026-12-06: pytest-xdist 3.8.0 under pytest 9.2 does not honour xdist_group (it
+        # renames item._nodeid, which pytest 9.2's Node.nodeid no longer reads), so such tests are
+        # spread like the rest; nothing depends on it for correctness (module fixtures are per
+        # worker, session builds take a file lock), only the once-per-module saving is lost.
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if getattr(item.module, "ONE_WORKER", False) or any(
                 d.scope == "module" for ds in defs.values() for d in ds):

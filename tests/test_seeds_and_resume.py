@@ -37,7 +37,7 @@ def _toy_data(n=512, o=6, a=2, seed=0):
 
 @pytest.mark.parametrize("critic", [
     MonolithicCritic(net=MLPNet(16, 2)),
-    # on test_multitask's worker (make test), so that the shared program is compiled once
+    # asked onto test_multitask's worker, so that the shared program compiles once (tests/conftest.py)
     pytest.param(FloqCritic(field_net=MLPNet(16, 2), distill_net=MLPNet(16, 2), flow_steps=2, noise_samples=3),
                  marks=pytest.mark.xdist_group("fql-floq-16")),
 ], ids=["monolithic", "floq"])
