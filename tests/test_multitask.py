@@ -38,7 +38,6 @@ def _toy_tasks(n=512, o=6, a=2, seed=0):
 
 
 @pytest.mark.slow  # trains a five-member program and five lone ones
-@pytest.mark.xdist_group("fql-floq-16")  # shares a program with test_seeds_and_resume (tests/conftest.py)
 def test_multi_task_program_equals_lone_programs():
     t0, t1 = _toy_tasks()
     data = jax.device_put({k: jnp.asarray(v) for k, v in multi_task_data([t0, t1], ["t0", "t1"]).items()})

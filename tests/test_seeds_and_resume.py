@@ -37,9 +37,7 @@ def _toy_data(n=512, o=6, a=2, seed=0):
 
 @pytest.mark.parametrize("critic", [
     MonolithicCritic(net=MLPNet(16, 2)),
-    # asked onto test_multitask's worker, so that the shared program compiles once (tests/conftest.py)
-    pytest.param(FloqCritic(field_net=MLPNet(16, 2), distill_net=MLPNet(16, 2), flow_steps=2, noise_samples=3),
-                 marks=pytest.mark.xdist_group("fql-floq-16")),
+    FloqCritic(field_net=MLPNet(16, 2), distill_net=MLPNet(16, 2), flow_steps=2, noise_samples=3),
 ], ids=["monolithic", "floq"])
 def test_vmapped_seed_equals_lone_seed(critic):
     """The trainer's program (floq.train.make_program) on two seeds: seed 4's member equals

@@ -16,10 +16,6 @@ import pytest
 from floq.launch import spec, sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
-# Both tests train the same two runs: asked onto one pytest-xdist worker, one after the other,
-# the second reads the first's compiled programs from the persistent cache (tests/conftest.py
-# says why the request takes no effect under pytest 9.2).
-ONE_WORKER = True
 
 SMOKE = os.path.join(spec.REPO_ROOT, "gin", "experiments", "sweep_smoke.gin")
 NAMES = ["critic_flow_steps=1,task_id=1,seed=0", "critic_flow_steps=2,task_id=1,seed=0"]
