@@ -37,7 +37,7 @@ SUBPROCESS_FIXTURES = {"fake_runner", "slow_trainer", "local_ray"}
 TRAINING_FIXTURES = {"smoke_dataset", "smoke_run", "resume_reference"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+@pytest.hookimpl(wrapper=True)  # marks before pytest-xdist reads them; ids fixed after it
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -47,15 +47,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         # `make test` hands tests to the workers one at a time (--dist loadgroup), so that the
         # long ones spread over both; a module whose tests share state (a module-scoped fixture,
-        # or ONE_WORKER = True for a module-level cache) asks for one worker, built once.
-        # Measured 2026-12-06: pytest-xdist 3.8.0 under pytest 9.2 does not honour xdist_group (it
-        # renames item._nodeid, which pytest 9.2's Node.nodeid no longer reads), so such tests are
-        # spread like the rest; nothing depends on it for correctness (module fixtures are per
-        # worker, session builds take a file lock), only the once-per-module saving is lost.
+        # or ONE_WORKER = True for a module-level cache) runs on one worker, built once.
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if getattr(item.module, "ONE_WORKER", False) or any(
                 d.scope == "module" for ds in defs.values() for d in ds):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    yield
+    _honour_xdist_groups(items)
+
+
+def _honour_xdist_groups(items):
+    """pytest-xdist (3.8.0) puts a test in its xdist_group by renaming `item._nodeid` to
+    `<id>@<group>`, and the controller groups by that suffix; pytest 9.2's `Node.nodeid` reads
+    `item._id` instead, so the rename is lost and `--dist loadgroup` spreads a group over both
+    workers like `--dist load`. Carry the rename over to the id pytest reads (a no-op where
+    pytest still reads `_nodeid`, or outside pytest-xdist)."""
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: the rename already took effect
+        return
+    for item in items:
+        renamed = item.__dict__.get("_nodeid")
+        if isinstance(renamed, str) and "@" in renamed and renamed != item.nodeid:
+            item._id = coerce_node_id(renamed)
 
 
 @pytest.fixture(autouse=True)

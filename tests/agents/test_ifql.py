@@ -163,9 +163,10 @@ def test_act_equals_reference_sample_actions():
     critic = mono("min")
     algo = tiny_ifql().bind_critic(critic)
     batch = make_batch(3)
-    state = algo.init(jax.random.PRNGKey(4), critic, batch["observations"][:2], batch["actions"][:2])
+    state = init_state(algo, critic, jax.random.PRNGKey(4), batch["observations"][:2], batch["actions"][:2])
     # a flow that moves the samples apart (and past the clip) so that the argmax matters
-    state["params"]["actor_bc"] = jax.tree_util.tree_map(lambda x: 3.0 * x, state["params"]["actor_bc"])
+    state["params"]["actor_bc"] = jax.jit(lambda t: jax.tree_util.tree_map(lambda x: 3.0 * x, t))(
+        state["params"]["actor_bc"])
     pp = algo.policy_params(state["params"])
     assert set(pp) == {"actor_bc", "critic"}
     assert algo.noise_shape(A) == (N, A)
@@ -173,9 +174,10 @@ def test_act_equals_reference_sample_actions():
     noise = jax.random.normal(jax.random.PRNGKey(5), (8, N, A))
     got = jax.jit(algo.act)(pp, obs, noise)
     ref_params = to_ref(state["params"])
-    want = jnp.stack([ref_sample_actions(ref_params, obs[i], noise[i], algo.flow_steps) for i in range(8)])
+    ref = jax.jit(ref_sample_actions, static_argnums=3)  # one observation at a time, as the reference
+    want = jnp.stack([ref(ref_params, obs[i], noise[i], algo.flow_steps) for i in range(8)])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(algo.act(pp, obs, noise, explore=True), got)
+    np.testing.assert_array_equal(jax.jit(algo.act, static_argnames="explore")(pp, obs, noise, explore=True), got)
 
 
 def test_act_needs_a_bound_critic():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 import sys
 from typing import Any, Sequence
@@ -225,8 +226,9 @@ def test_one_update_equals_reference(actor_loss, const_std):
         assert jax.tree_util.tree_map(shape, tree) == jax.tree_util.tree_map(shape, ref_params[name])
 
     opt0 = optax.adam(3e-4).init(ref_params)
-    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = ref_update(cfg, nets, ref_params, opt0, batch,
-                                                                        state["rng"])
+    # one program each (the reference and floq's gradients), not an eager compile per operation
+    ref_new, ref_grads, (v_loss, c_loss, a_loss), ref_rng = jax.jit(functools.partial(ref_update, cfg, nets))(
+        ref_params, opt0, batch, state["rng"])
 
     # Losses: V and actor exactly; the critic's is the reference's / 2 (mean over the two Qs
     # instead of their sum: the documented deviation).
@@ -235,7 +237,8 @@ def test_one_update_equals_reference(actor_loss, const_std):
     np.testing.assert_allclose(info["actor/loss"], a_loss, rtol=1e-5, atol=1e-7)
 
     # Gradients, from the same parameters, batch and key.
-    def floq_grads():
+    @jax.jit
+    def floq_grads(state):
         params = state["params"]
         trainable = {"actor": params["actor"], "value": params["value"], "critic": params["critic"]["online"]}
         from floq.agents.iql import value_losses
@@ -249,7 +252,7 @@ def test_one_update_equals_reference(actor_loss, const_std):
 
         return jax.grad(loss_fn)(trainable)
 
-    g = floq_grads()
+    g = floq_grads(state)
     assert_tree_close({"value_net": g["value"]}, ref_grads["modules_value"])
     assert_tree_close({"value_net": jax.tree_util.tree_map(lambda x: 2 * x, g["critic"]["q"])},
                       ref_grads["modules_critic"])

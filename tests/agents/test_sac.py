@@ -190,15 +190,20 @@ def to_ref(params):
     }
 
 
+@jax.jit  # one program, not an eager draw per leaf shape
+def _perturb(tree, key):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape)
+                                                  for x, k in zip(leaves, keys)])
+
+
 def perturbed_state(algo, critic, seed=0):
     """An initial state with every parameter perturbed (target != online, alpha != 1, heads
     not near zero) so that no term of the loss is trivially small."""
     batch = make_batch(seed)
     state = init_state(algo, critic, jax.random.PRNGKey(seed), batch["observations"], batch["actions"])
-    leaves, treedef = jax.tree_util.tree_flatten(state["params"])
-    keys = jax.random.split(jax.random.PRNGKey(seed + 100), len(leaves))
-    leaves = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    params = _perturb(state["params"], jax.random.PRNGKey(seed + 100))
     return {**state, "params": params, "opt": algo.optimizer().init(
         {"actor": params["actor"], "log_alpha": params["log_alpha"], "critic": params["critic"]["online"]})}
 
@@ -237,18 +242,23 @@ def test_reference_equality_one_update(q_agg, backup):
     np.testing.assert_allclose(info["critic/target_mean"], ref_info["target_q"].mean(), rtol=1e-5, atol=1e-6)
 
     params = state["params"]
-    _, key = jax.random.split(state["rng"])
-    _, k_actor, k_critic = jax.random.split(key, 3)
-    targets, k_fit = algo.critic_targets(critic, params, batch, k_critic, jnp.exp(params["log_alpha"]))
+
+    @jax.jit  # the targets and the gradients as one program, not an eager compile per operation
+    def targets_and_grads(params, batch, rng):
+        _, key = jax.random.split(rng)
+        _, k_actor, k_critic = jax.random.split(key, 3)
+        targets, k_fit = algo.critic_targets(critic, params, batch, k_critic, jnp.exp(params["log_alpha"]))
+
+        def loss_fn(tr):
+            c, _ = critic.fit({"online": tr["critic"], "target": params["critic"]["target"]}, batch, targets, k_fit)
+            a, _ = algo.actor_loss(tr, critic, batch, k_actor, jnp.exp(params["log_alpha"]))
+            return c + a
+
+        trainable = {"actor": params["actor"], "log_alpha": params["log_alpha"], "critic": params["critic"]["online"]}
+        return targets, jax.grad(loss_fn)(trainable)
+
+    targets, grads = targets_and_grads(params, batch, state["rng"])
     np.testing.assert_allclose(targets[:, 0], ref_info["target_q"], rtol=1e-5, atol=1e-6)
-
-    def loss_fn(tr):
-        c, _ = critic.fit({"online": tr["critic"], "target": params["critic"]["target"]}, batch, targets, k_fit)
-        a, _ = algo.actor_loss(tr, critic, batch, k_actor, jnp.exp(params["log_alpha"]))
-        return c + a
-
-    trainable = {"actor": params["actor"], "log_alpha": params["log_alpha"], "critic": params["critic"]["online"]}
-    grads = jax.grad(loss_fn)(trainable)
     mapped = to_ref({"actor": grads["actor"], "log_alpha": grads["log_alpha"],
                      "critic": {"online": grads["critic"], "target": params["critic"]["target"]}})
     for part in ("modules_actor", "modules_critic", "modules_alpha"):
@@ -301,11 +311,11 @@ def test_known_answer_terminal_bandit():
         return {"observations": obs, "actions": act, "rewards": -jnp.sum((act - c) ** 2, -1),
                 "masks": jnp.zeros((b,)), "next_observations": obs}
 
-    state = algo.init(jax.random.PRNGKey(0), critic, obs, obs[:, :ACT])
+    state = init_state(algo, critic, jax.random.PRNGKey(0), obs, obs[:, :ACT])
     # the critic target on terminal transitions is the reward, exactly
     bt = batch_at(jax.random.PRNGKey(1))
     _, kc = jax.random.split(jax.random.split(state["rng"])[1])
-    targets, _ = algo.critic_targets(critic, state["params"], bt, kc, jnp.float32(0.7))
+    targets, _ = jax.jit(lambda p, b, k: algo.critic_targets(critic, p, b, k, jnp.float32(0.7)))(state["params"], bt, kc)
     np.testing.assert_array_equal(np.asarray(targets[:, 0]), np.asarray(bt["rewards"]))
 
     @jax.jit
@@ -317,7 +327,7 @@ def test_known_answer_terminal_bandit():
 
     state, alphas = run(state, jax.random.PRNGKey(2))
     assert float(alphas.max()) < 1e-3
-    a = algo.act(algo.policy_params(state["params"]), obs[:1], jnp.zeros((1, ACT)))[0]
+    a = jax.jit(algo.act)(algo.policy_params(state["params"]), obs[:1], jnp.zeros((1, ACT)))[0]
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=0.08)
 
 

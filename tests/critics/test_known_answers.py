@@ -59,8 +59,7 @@ def make_critic(kind: str):
                       distill_ensembles=2, train_at_zero_only=zero_only)
 
 
-_CACHE: dict = {}
-ONE_WORKER = True  # _CACHE is shared by this module's tests: one pytest-xdist worker (conftest.py)
+_CACHE: dict = {}  # per process: each test trains its own (MDP, critic), so the tests spread over workers
 
 
 def trained(mdps, trainer, mdp_name: str, kind: str):
