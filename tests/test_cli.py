@@ -153,7 +153,8 @@ def test_config_gin_of_a_real_run_is_that_run(tmp_path, smoke_dataset):
     same run (its directory, tags and specs hash) and says it is done; nothing new is written."""
     from floq_test_utils import floq_main
 
-    first = floq_main("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=20", "--bind", "EVAL_INTERVAL=0",
+    # 100 steps in chunks of 50: the session smoke run's training program (compiled once)
+    first = floq_main("run", "gin/experiments/smoke.gin", "--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=0",
                       "--bind", "CRITIC_FLOW_STEPS=3", "--tag", "foo=bar", "--out", str(tmp_path / "out"))
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = first.stdout.split("results: ", 1)[1].splitlines()[0].strip()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import warnings
 
+from floq_test_utils import copy_run
+
 from floq.cli import main
 from floq.loop import config_fields, seedless_hash
 from floq.train import build
@@ -26,13 +28,16 @@ def test_seedless_hash_ignores_seeds_task_and_plumbing():
         assert _hash(b) != base, b
 
 
-def test_a_gin_file_variant_is_another_method(tmp_path, smoke_dataset, capsys):
+def test_a_gin_file_variant_is_another_method(tmp_path, smoke_run, capsys):
     """`floq run smoke.gin` (seed 0) and a user's file that includes it and sets FQL.lr
     (seed 1, nothing bound but the seed): the report holds two methods, named by lr."""
     variant = tmp_path / "variant.gin"
     variant.write_text(f"include '{SMOKE}'\nFQL.lr = 0.001\n")
     common = ["--bind", "TRAIN_STEPS=100", "--bind", "EVAL_INTERVAL=50", "--bind", "Trainer.progress=False"]
-    assert main(["run", SMOKE, *common, "--run-dir", str(tmp_path / "runs" / "a")]) == 0
+    # run a: the session's smoke run (`floq run smoke.gin` with the same TRAIN_STEPS and EVAL_INTERVAL)
+    assert smoke_run[0].name != "b" and json.loads((smoke_run[0] / "run.json").read_text())["config_fields"][
+        "trainer.train_steps"] == 100
+    copy_run(smoke_run[0], tmp_path / "runs" / "a")
     assert main(["run", str(variant), *common, "--bind", "SEED=1", "--run-dir", str(tmp_path / "runs" / "b")]) == 0
     a, b = (json.loads((tmp_path / "runs" / n / "run.json").read_text()) for n in "ab")
     assert a["config_fields"]["algorithm.lr"] == 3e-4 and b["config_fields"]["algorithm.lr"] == 1e-3

@@ -8,7 +8,7 @@ and every table states its own beside them (issue 25 item 9).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 REFERENCE_BUDGETS = ("reference budgets: the released floq code's default is 2M gradient steps, evaluation every "
                      "20k (one line: gin/recipes/released_budget.gin); FQL's protocol is 1M steps, evaluation "
@@ -53,23 +53,34 @@ def describe(trainer) -> str:
     return text
 
 
-def budget_lines(runs: Sequence, build=None) -> list[str]:
+def budget_lines(runs: Sequence, build=None, seed_binding_prefix: str | None = None) -> list[str]:
     """Lines naming the budget of `runs` (each with gin_files and bindings), one per distinct
-    budget with its run count, then the reference budgets."""
+    budget with its run count, then the reference budgets. With `seed_binding_prefix`
+    (e.g. 'SEED ='), runs that differ only in that binding are built once (a seed does not
+    change the budget): the paper's 750-run sweep builds 250 configurations, not 750."""
     import gin
 
     if build is None:
         from floq.train import build
+    groups: dict[tuple, int] = {}
+    first: dict[tuple, Any] = {}
+    for run in runs:
+        bindings = tuple(b for b in run.bindings
+                         if not (seed_binding_prefix and b.startswith(seed_binding_prefix)))
+        key = (tuple(run.gin_files), bindings)
+        groups[key] = groups.get(key, 0) + 1
+        first.setdefault(key, run)
     counts: dict[str, int] = {}
     unknown = 0
-    for run in runs:
+    for key, n in groups.items():
+        run = first[key]
         try:
             exp = build(list(run.gin_files), list(run.bindings))
         except Exception:  # noqa: BLE001 - a run that does not build is reported by the cost lines
-            unknown += 1
+            unknown += n
             continue
         text = describe(exp.trainer)
-        counts[text] = counts.get(text, 0) + 1
+        counts[text] = counts.get(text, 0) + n
     gin.clear_config()
     if not counts:
         return ["budget: unknown (no run builds)", f"  {REFERENCE_BUDGETS}"]

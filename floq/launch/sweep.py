@@ -238,7 +238,7 @@ def run_sweep(
         if estimate:  # the budget and score rule, beside the reference code's (floq/launch/budget.py)
             from floq.launch.budget import budget_lines
 
-            for line in budget_lines(plan.runs):
+            for line in budget_lines(plan.runs, seed_binding_prefix=f"{plan.seed_macro} ="):
                 echo(line)
         echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
         if estimate:

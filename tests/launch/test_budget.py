@@ -43,3 +43,25 @@ def test_the_released_budget_is_one_recipe():
                                                "bindings": ()})()])
     assert line.startswith("budget: 2M gradient steps, evaluation every 20k steps over 50 episodes")
     assert line.endswith("mean of the evaluations at 1.96M, 1.98M, 2M")
+
+
+def test_runs_that_differ_only_in_the_seed_are_built_once_and_all_counted():
+    built = []
+
+    def fake_build(files, bindings):
+        built.append(tuple(bindings))
+        steps = 100 if "STEPS = 100" in bindings else 200
+        tr = type("T", (), {"train_steps": steps, "eval_interval": 0, "eval_episodes": 5, "online_steps": 0})()
+        return type("E", (), {"trainer": tr})()
+
+    def run(*bindings):
+        return type("R", (), {"gin_files": ("a.gin",), "bindings": bindings})()
+
+    runs = [run("STEPS = 100", f"SEED = {s}") for s in range(3)] + [run("STEPS = 200", f"SEED = {s}") for s in range(2)]
+    lines = budget_lines(runs, build=fake_build, seed_binding_prefix="SEED =")
+    assert built == [("STEPS = 100", "SEED = 0"), ("STEPS = 200", "SEED = 0")]  # one build per configuration
+    assert lines[0].startswith("budget: 100 gradient steps") and lines[0].endswith("(3 runs)")
+    assert lines[1].startswith("budget: 200 gradient steps") and lines[1].endswith("(2 runs)")
+    # without the prefix every run is built (the counts are the same)
+    built.clear()
+    assert budget_lines(runs, build=fake_build) == lines and len(built) == 5
