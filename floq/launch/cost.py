@@ -239,9 +239,9 @@ def _profile_key(run: Run, seed_binding_prefix: str) -> tuple:
 
 
 def run_costs(plan: SweepPlan, runs: Sequence[Run], cache: FlopsCache | None = None,
-              flops_fn: Callable | None = None) -> dict[str, RunCost | str]:
+              flops_fn: Callable | None = None, build: Callable | None = None) -> dict[str, RunCost | str]:
     """``{run name: RunCost, or the reason it has none}``: builds each distinct
-    configuration (``floq.train.build``) and lowers its update once."""
+    configuration (``build``, default ``floq.train.build``) and lowers its update once."""
     cache = cache if cache is not None else FlopsCache()
     flops_fn = flops_fn or lowered_flops
     try:
@@ -258,18 +258,18 @@ def run_costs(plan: SweepPlan, runs: Sequence[Run], cache: FlopsCache | None = N
     for run in runs:
         pkey = _profile_key(run, prefix)
         if pkey not in built:
-            built[pkey] = _one_cost(run, train, jax, cache, memo, flops_fn, warnings)
+            built[pkey] = _one_cost(run, build or train.build, jax, cache, memo, flops_fn, warnings)
         out[run.name] = built[pkey]
     cache.save()
     gin.clear_config()
     return out
 
 
-def _one_cost(run, train, jax, cache, memo, flops_fn, warnings) -> RunCost | str:
+def _one_cost(run, build, jax, cache, memo, flops_fn, warnings) -> RunCost | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exp = train.build(list(run.gin_files), list(run.bindings))
+            exp = build(list(run.gin_files), list(run.bindings))
     except Exception as e:  # noqa: BLE001
         return f"does not build: {_one_line(e)}"
     task, critic, algo, tr = exp.task, exp.critic, exp.algorithm, exp.trainer
@@ -432,13 +432,14 @@ def _rate_text(rates: dict[str, Rate], families: set[str]) -> str:
 
 def estimate_lines(plan: SweepPlan, runs: Sequence[Run], bench_dir: str | None = None,
                    costs: Mapping[str, RunCost | str] | None = None,
-                   on_gpu: bool | None = None) -> list[str]:
+                   on_gpu: bool | None = None, build: Callable | None = None) -> list[str]:
     """The dry run's cost lines for ``runs``: GPU-hours (and CPU-hours on a CPU machine)
-    from FLOPs per update x bench throughput x updates, plus simulator time."""
+    from FLOPs per update x bench throughput x updates, plus simulator time (``build``: as
+    for :func:`run_costs`)."""
     bench_dir = bench_dir or os.path.join(spec.REPO_ROOT, "benchmarks", "results")
     if not runs:
         return ["estimated GPU-hours: 0 (nothing to run)"]
-    costs = costs if costs is not None else run_costs(plan, runs)
+    costs = costs if costs is not None else run_costs(plan, runs, build=build)
     known = {r.name: costs[r.name] for r in runs if isinstance(costs.get(r.name), RunCost)}
     if not known:
         return [estimate_hours(plan, runs, bench_dir)]  # not floq runs: bench rows by tags

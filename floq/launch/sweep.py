@@ -124,14 +124,39 @@ def _kept_text(counts: Mapping[str, int], suffix: str) -> str:
     return f", {', '.join(parts)}{suffix}" if parts else ""
 
 
-def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =") -> None:
-    """Builds each distinct configuration of ``runs`` (``floq.train.build``: the specs check
-    their values, e.g. positive train_steps, task_id in 1..5) before anything is launched;
-    raises SweepError (one line) naming the first run that does not build. Runs that differ
-    only in the seed are built once."""
+class BuildMemo:
+    """``floq.train.build`` remembered by (gin files, bindings) for one sweep command: the
+    value check, the budget and the cost estimate of a dry run build the same configurations
+    (each the first run of a seed group), so each is parsed once. A build that raised raises
+    again."""
+
+    def __init__(self):
+        self._memo: dict[tuple, tuple[bool, object]] = {}
+
+    def __call__(self, gin_files, bindings):
+        key = (tuple(gin_files), tuple(bindings))
+        if key not in self._memo:
+            from floq import train
+
+            try:
+                self._memo[key] = (True, train.build(list(gin_files), list(bindings)))
+            except Exception as e:  # noqa: BLE001 - remembered, raised to every caller
+                self._memo[key] = (False, e)
+        ok, value = self._memo[key]
+        if not ok:
+            raise value
+        return value
+
+
+def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =", build=None) -> None:
+    """Builds each distinct configuration of ``runs`` (``build``, default ``floq.train.build``:
+    the specs check their values, e.g. positive train_steps, task_id in 1..5) before anything
+    is launched; raises SweepError (one line) naming the first run that does not build. Runs
+    that differ only in the seed are built once."""
     import warnings
 
-    from floq import train
+    if build is None:
+        from floq.train import build
 
     seen: dict[tuple, str | None] = {}
     bad = []
@@ -142,7 +167,7 @@ def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =") -> No
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        train.build(list(run.gin_files), list(run.bindings))
+                        build(list(run.gin_files), list(run.bindings))
                     seen[key] = None
                 except Exception as e:  # noqa: BLE001 - any build error is the run's bad value
                     seen[key] = re.sub(r" \(In call to configurable .*\)$", "", _one_line(e))
@@ -209,8 +234,9 @@ def run_sweep(
         for r in plan.runs
     }
 
+    builds = BuildMemo()  # each configuration parsed once by the checks below
     if parse is None and runner is None:  # floq run with the real gin: every run builds, or none is launched
-        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =")
+        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =", builds)
 
     if dry_run:
         todo = [
@@ -238,11 +264,11 @@ def run_sweep(
         if estimate:  # the budget and score rule, beside the reference code's (floq/launch/budget.py)
             from floq.launch.budget import budget_lines
 
-            for line in budget_lines(plan.runs, seed_binding_prefix=f"{plan.seed_macro} ="):
+            for line in budget_lines(plan.runs, build=builds, seed_binding_prefix=f"{plan.seed_macro} ="):
                 echo(line)
         echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
         if estimate:
-            for line in estimate_lines(plan, todo, bench_dir):
+            for line in estimate_lines(plan, todo, bench_dir, build=builds):
                 echo(line)
         return {
             "sweep": plan.name,

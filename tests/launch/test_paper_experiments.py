@@ -196,8 +196,15 @@ def test_offline_dry_run_lists_750_runs_over_10_envs_and_prices_them(monkeypatch
         return 1e10
 
     monkeypatch.setattr(cost, "lowered_flops", fake_flops)
+    from floq import train
+
+    builds, real_build = [], train.build
+    monkeypatch.setattr(train, "build", lambda files, binds=(): builds.append((tuple(files), tuple(binds)))
+                        or real_build(files, binds))
     path = os.path.join(PAPER_DIR, "offline.gin")
     assert sweep.main([path, "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    # The value check, the budget and the estimate build each seed group once, together.
+    assert len(builds) == len(set(builds)) == 250
     out = capsys.readouterr().out.splitlines()
     runs = [line for line in out if line.startswith("  grid=")]
     assert len(runs) == 750 and out[0].startswith("sweep paper_offline: 750 runs")
