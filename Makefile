@@ -13,8 +13,8 @@ PY := $(VENV)/bin/python
 export FLOQ_CACHE_DIR ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/floq
 export FLOQ_DATA_DIR ?= $(FLOQ_CACHE_DIR)/data
 # The suite runs in TEST_WORKERS pytest-xdist processes, tests handed out one at a time
-# (a module whose tests share module state asks for one worker, an xdist_group that pytest-xdist
-# 3.8 under pytest 9.2 does not honour: tests/conftest.py); session
+# (a module whose tests share module state runs on one worker: its xdist_group, which
+# tests/conftest.py makes pytest-xdist 3.8 honour under pytest 9.2); session
 # fixtures are built once across workers. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup

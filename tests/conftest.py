@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from floq_test_utils import jax_cache_dir, test_data_dir  # noqa: E402
+from floq_test_utils import honour_xdist_groups, jax_cache_dir, test_data_dir  # noqa: E402
 
 # Generated test data and compiled programs are cached across sessions and clones (both are
 # pure functions of their inputs, and the folders are keyed by what they depend on: see
@@ -53,23 +53,7 @@ def pytest_collection_modifyitems(config, items):
                 d.scope == "module" for ds in defs.values() for d in ds):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     yield
-    _honour_xdist_groups(items)
-
-
-def _honour_xdist_groups(items):
-    """pytest-xdist (3.8.0) puts a test in its xdist_group by renaming `item._nodeid` to
-    `<id>@<group>`, and the controller groups by that suffix; pytest 9.2's `Node.nodeid` reads
-    `item._id` instead, so the rename is lost and `--dist loadgroup` spreads a group over both
-    workers like `--dist load`. Carry the rename over to the id pytest reads (a no-op where
-    pytest still reads `_nodeid`, or outside pytest-xdist)."""
-    try:
-        from _pytest.nodeid import coerce_node_id
-    except ImportError:  # pytest < 9.2: the rename already took effect
-        return
-    for item in items:
-        renamed = item.__dict__.get("_nodeid")
-        if isinstance(renamed, str) and "@" in renamed and renamed != item.nodeid:
-            item._id = coerce_node_id(renamed)
+    honour_xdist_groups(items)
 
 
 @pytest.fixture(autouse=True)

@@ -132,3 +132,19 @@ def init_state(algorithm, critic, key, obs, act):
     from floq.train import run_once_jit
 
     return run_once_jit(lambda k: algorithm.init(k, critic, obs, act))(key)
+
+
+def honour_xdist_groups(items):
+    """pytest-xdist (3.8.0) puts a test in its xdist_group by renaming `item._nodeid` to
+    `<id>@<group>`, and the controller groups by that suffix; pytest 9.2's `Node.nodeid` reads
+    `item._id` instead, so the rename is lost and `--dist loadgroup` spreads a group over both
+    workers like `--dist load`. Carry the rename over to the id pytest reads (a no-op where
+    pytest still reads `_nodeid`, or outside pytest-xdist)."""
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: the rename already took effect
+        return
+    for item in items:
+        renamed = item.__dict__.get("_nodeid")
+        if isinstance(renamed, str) and "@" in renamed and renamed != item.nodeid:
+            item._id = coerce_node_id(renamed)
