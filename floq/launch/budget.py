@@ -8,7 +8,7 @@ and every table states its own beside them (issue 25 item 9).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 REFERENCE_BUDGETS = ("reference budgets: the released floq code's default is 2M gradient steps, evaluation every "
                      "20k (one line: gin/recipes/released_budget.gin); FQL's protocol is 1M steps, evaluation "
@@ -60,20 +60,18 @@ def budget_lines(runs: Sequence, build=None, seed_binding_prefix: str | None = N
     change the budget): the paper's 750-run sweep builds 250 configurations, not 750."""
     import gin
 
+    from floq.launch.cost import _profile_key
+
     if build is None:
         from floq.train import build
-    groups: dict[tuple, int] = {}
-    first: dict[tuple, Any] = {}
+    groups: dict[tuple, list] = {}  # runs by configuration (the seed set aside when a prefix is given)
     for run in runs:
-        bindings = tuple(b for b in run.bindings
-                         if not (seed_binding_prefix and b.startswith(seed_binding_prefix)))
-        key = (tuple(run.gin_files), bindings)
-        groups[key] = groups.get(key, 0) + 1
-        first.setdefault(key, run)
+        key = _profile_key(run, seed_binding_prefix) if seed_binding_prefix else (run.gin_files, tuple(run.bindings))
+        groups.setdefault(key, []).append(run)
     counts: dict[str, int] = {}
     unknown = 0
-    for key, n in groups.items():
-        run = first[key]
+    for group in groups.values():
+        run, n = group[0], len(group)
         try:
             exp = build(list(run.gin_files), list(run.bindings))
         except Exception:  # noqa: BLE001 - a run that does not build is reported by the cost lines
