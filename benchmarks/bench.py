@@ -1218,7 +1218,8 @@ def main(argv=None) -> int:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # the caller's choice stands
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
     t0 = time.time()
     load_before = os.getloadavg()

@@ -24,6 +24,10 @@ def test_tiny_bench_writes_rows_with_expected_columns(tmp_path):
     rc = bench.main(["--tiny", "--only", "throughput,per_step,flow_steps", "--critics", "floq", "--out",
                      str(tmp_path), "--name", "bench.csv"])
     assert rc == 0
+    # the persistent cache's threshold is the environment's (tests/conftest.py: every program is
+    # cached), not bench's own default, which would hold for the rest of this process
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == float(
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
     with open(tmp_path / "bench.csv") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == bench.COLUMNS
