@@ -2,8 +2,9 @@
 
 Building an OGBench manipulation environment (assembling the MJCF model, compiling it in
 MuJoCo, gymnasium's wrapper checks, which reset it) takes ~0.8 s on a 2-core CPU: more than
-a short run's whole training, and a run builds several (one to relabel the dataset's
-rewards, one per episode an evaluation unit steps, one per seed of an online phase).
+a short run's whole training, and a run builds several (one to check the dataset's widths
+and relabel its rewards, one per episode an evaluation unit steps, one per seed of an online
+phase).
 
 A reset with a seed determines everything an episode does afterwards: gymnasium reseeds the
 environment's generator, and OGBench's reset clears the simulation (``mujoco.mj_resetData``)

@@ -65,3 +65,24 @@ def test_pool_closes_what_it_cannot_keep(monkeypatch):
     assert envs.idle_count("fake-dataset", {}) == 2 and closed == [fakes[2]]
     envs.close_all()
     assert envs.idle_count("fake-dataset", {}) == 0 and len(closed) == 3
+
+
+def test_a_run_builds_one_environment_to_validate_and_relabel(monkeypatch, smoke_dataset):
+    """Checking the dataset's widths against the environment and relabelling its rewards take
+    one environment between them (the one that evaluation takes next): both ask with the
+    task's keyword arguments."""
+    from floq.data import files
+    from floq.train import build
+
+    monkeypatch.setattr(envs, "_idle", {})
+    monkeypatch.setattr(files, "_SPACE_DIMS", {})
+    built = []
+    make = envs.make
+    monkeypatch.setattr(envs, "make", lambda name, kwargs: built.append((name, dict(kwargs))) or make(name, kwargs))
+    task = build(["gin/experiments/smoke.gin"]).task
+    train, _ = task.load(progress=False)
+    assert built == [(task.dataset_name, task.env_kwargs())]
+    assert envs.idle_count(task.dataset_name, task.env_kwargs()) == 1
+    assert files.env_space_dims(task.dataset_name, task.env_kwargs()) == (train["observations"].shape[1],
+                                                                           train["actions"].shape[1])
+    assert len(built) == 1  # remembered per process

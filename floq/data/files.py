@@ -5,7 +5,6 @@ floq.data.shards (OGBench's -100m shard folders) both build on it, and it import
 
 from __future__ import annotations
 
-import functools
 import os
 import zipfile
 
@@ -90,17 +89,25 @@ def read_all(path: str, keys) -> dict[str, np.ndarray]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def env_space_dims(dataset_name: str) -> tuple[int, int]:
-    """(observation width, action width) of the OGBench environment of `dataset_name`
-    (asked once per process, of an environment from floq.envs)."""
+_SPACE_DIMS: dict = {}
+
+
+def env_space_dims(dataset_name: str, env_kwargs: dict | None = None) -> tuple[int, int]:
+    """(observation width, action width) of the OGBench environment of `dataset_name`, asked
+    once per process of an environment from floq.envs. Pass the keyword arguments that the
+    run's own users of the environment pass (`Task.env_kwargs`): the environment built here is
+    then the one that relabelling and evaluation take next, not one more to build."""
     from floq import envs
 
-    env = envs.acquire(dataset_name, {})
-    try:
-        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
-    finally:
-        envs.release(dataset_name, {}, env)
+    env_kwargs = dict(env_kwargs or {})
+    key = envs._key(dataset_name, env_kwargs)
+    if key not in _SPACE_DIMS:
+        env = envs.acquire(dataset_name, env_kwargs)
+        try:
+            _SPACE_DIMS[key] = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+        finally:
+            envs.release(dataset_name, env_kwargs, env)
+    return _SPACE_DIMS[key]
 
 
 def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None) -> None:
@@ -134,13 +141,14 @@ def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] |
                             f"environment's actions are {act_dim} wide (a dataset of another environment?)")
 
 
-def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True) -> None:
+def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True,
+                     env_kwargs: dict | None = None) -> None:
     """Validates a train file and its -val twin before anything is written: readable, the
     OGBench arrays present, 2-D observations/actions, equal row counts, widths matching the
     environment's spaces, then the values (`validate_values`). Both files are read in full (a
     truncated or overwritten member fails its zip CRC). One DataError line naming the file and
     the array."""
-    dims = env_space_dims(dataset_name) if (check_env and dataset_name) else None
+    dims = env_space_dims(dataset_name, env_kwargs) if (check_env and dataset_name) else None
     for p in (path, val_path_of(path)):
         if not os.path.isfile(p):
             raise DataError(f"dataset file not found: {p}")

@@ -182,11 +182,11 @@ class Task:
                 raise DataError("Task.source = 'path' needs Task.dataset_path (or the DATASET_PATH macro)")
             path = os.path.expanduser(self.dataset_path)
             check_files(path)
-            validate_dataset(path, self.dataset_name)
+            validate_dataset(path, self.dataset_name, env_kwargs=self.env_kwargs())
             return path
         if self.source == "generate":
             path = ensure_generated(self, progress=progress)
-            validate_dataset(path, self.dataset_name)
+            validate_dataset(path, self.dataset_name, env_kwargs=self.env_kwargs())
             return path
         return None
 
