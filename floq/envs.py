@@ -29,7 +29,8 @@ _idle: dict[tuple, list] = {}
 _lock = threading.Lock()
 
 
-def _key(dataset_name: str, env_kwargs: dict) -> tuple:
+def pool_key(dataset_name: str, env_kwargs: dict) -> tuple:
+    """What environments are kept and handed out by: the dataset and the keyword arguments."""
     return dataset_name, tuple(sorted((k, repr(v)) for k, v in env_kwargs.items()))
 
 
@@ -44,7 +45,7 @@ def acquire(dataset_name: str, env_kwargs: dict):
     """An environment of `dataset_name` with `env_kwargs`: an idle one if this process has one,
     else a new one. Reset it with a seed before use; give it back with `release`."""
     with _lock:
-        idle = _idle.get(_key(dataset_name, env_kwargs))
+        idle = _idle.get(pool_key(dataset_name, env_kwargs))
         if idle:
             return idle.pop()
     return make(dataset_name, env_kwargs)
@@ -53,7 +54,7 @@ def acquire(dataset_name: str, env_kwargs: dict):
 def release(dataset_name: str, env_kwargs: dict, env) -> None:
     """Hands `env` (acquired with these arguments) back for the next user in this process."""
     with _lock:
-        idle = _idle.setdefault(_key(dataset_name, env_kwargs), [])
+        idle = _idle.setdefault(pool_key(dataset_name, env_kwargs), [])
         if any(e is env for e in idle):  # handed back twice
             return
         if len(idle) < MAX_IDLE:
@@ -64,7 +65,7 @@ def release(dataset_name: str, env_kwargs: dict, env) -> None:
 
 def idle_count(dataset_name: str, env_kwargs: dict) -> int:
     with _lock:
-        return len(_idle.get(_key(dataset_name, env_kwargs), ()))
+        return len(_idle.get(pool_key(dataset_name, env_kwargs), ()))
 
 
 def close_all() -> None:

@@ -100,7 +100,7 @@ def env_space_dims(dataset_name: str, env_kwargs: dict | None = None) -> tuple[i
     from floq import envs
 
     env_kwargs = dict(env_kwargs or {})
-    key = envs._key(dataset_name, env_kwargs)
+    key = envs.pool_key(dataset_name, env_kwargs)
     if key not in _SPACE_DIMS:
         env = envs.acquire(dataset_name, env_kwargs)
         try:

@@ -136,11 +136,12 @@ def discover(folder: str) -> list[str]:
     return paths
 
 
-def validate_shards(paths, dataset_name: str | None) -> None:
+def validate_shards(paths, dataset_name: str | None, env_kwargs: dict | None = None) -> None:
     """Cheap checks of every shard and val twin before training (only the .npy headers are read):
-    OGBench arrays present, 2-D, equal rows, widths equal to the environment's. A shard is checked
-    in full (``validate_dataset``) when it is loaded."""
-    dims = env_space_dims(dataset_name) if dataset_name else None
+    OGBench arrays present, 2-D, equal rows, widths equal to the environment's (asked with the
+    task's `env_kwargs`, so that evaluation takes that environment next). A shard is checked in
+    full (``validate_dataset``) when it is loaded."""
+    dims = env_space_dims(dataset_name, env_kwargs) if dataset_name else None
     for p in paths:
         for q in (p, val_path_of(p)):
             validate_arrays(q, array_headers(q), dims)
@@ -197,7 +198,7 @@ class ShardedData:
             paths = paths[:num_shards]
         self.paths = paths
         if validate:
-            validate_shards(self.paths, dataset_name)
+            validate_shards(self.paths, dataset_name, self.env_kwargs)
         self._prefetch = prefetch
         self._env = None
         self._env_lock = threading.Lock()
@@ -252,7 +253,7 @@ class ShardedData:
 
         path = self.paths[i]
         if i not in self._checked:
-            validate_dataset(path, self.dataset_name)
+            validate_dataset(path, self.dataset_name, env_kwargs=self.env_kwargs)
             self._checked.add(i)
         rows = self.rows
         with self._env_lock:
