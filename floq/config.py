@@ -14,6 +14,7 @@ Validation before anything is built (each problem is one `ConfigError` line):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -84,6 +85,40 @@ def resolve_file(path: str) -> str:
     raise ConfigError(f"gin file not found: {path}")
 
 
+#: The base layer: the run protocol and the macros every layer reads. parse() reads it once,
+#: before every other file, whatever the order of files; a later `include 'gin/defaults.gin'`
+#: (or the file given again) is skipped, so no layer can silently re-set an experiment's
+#: budget, sizes or data source by re-reading it (algorithm files are overlays: docs/ADDING.md).
+DEFAULTS_FILE = os.path.join(REPO_ROOT, "gin", "defaults.gin")
+
+
+def _is_defaults(path: str) -> bool:
+    for cand in (path, os.path.join(os.getcwd(), path), os.path.join(REPO_ROOT, path)):
+        if os.path.isfile(cand):
+            return os.path.realpath(cand) == os.path.realpath(DEFAULTS_FILE)
+    return False
+
+
+@contextlib.contextmanager
+def _defaults_once():
+    """gin's include statements, with gin/defaults.gin read only the first time."""
+    original = gin.config.parse_config_file
+    seen = []
+
+    def parse_config_file(config_file, skip_unknown=False, *args, **kwargs):
+        if _is_defaults(config_file):
+            if seen:
+                return []
+            seen.append(config_file)
+        return original(config_file, skip_unknown, *args, **kwargs)
+
+    gin.config.parse_config_file = parse_config_file
+    try:
+        yield
+    finally:
+        gin.config.parse_config_file = original
+
+
 def parse(gin_files, bindings=(), finalize: bool = False, check: bool = True) -> None:
     """Clear gin and parse files then bindings; raise ConfigError on any problem.
 
@@ -99,9 +134,12 @@ def parse(gin_files, bindings=(), finalize: bool = False, check: bool = True) ->
         if p not in gin.config._LOCATION_PREFIXES:  # (gin appends duplicates otherwise)
             gin.add_config_file_search_path(p)
     files = [resolve_file(f) for f in gin_files]
+    files = [f for f in files if not _is_defaults(f)]  # read once, first (below)
     bindings = list(bindings)
     try:
-        gin.parse_config_files_and_bindings(files, bindings, skip_unknown=False, finalize_config=finalize)
+        with _defaults_once():
+            gin.parse_config_files_and_bindings([DEFAULTS_FILE, *files], bindings, skip_unknown=False,
+                                                finalize_config=finalize)
     except ConfigError:
         raise
     except SyntaxError as e:

@@ -14,7 +14,7 @@ import gin
 
 from floq import columns as _columns
 
-from floq.launch import spec
+from floq.launch import confound, spec
 from floq.launch.runner import Run
 
 
@@ -472,6 +472,7 @@ def expand(
     grids: list[Grid] = []
     grid_names: list[str] = []
     grid_configs: list[dict] = []
+    confound_grids: list[dict] = []  # what floq.launch.confound compares across grids
     for i, raw in enumerate(grids_raw):
         if not isinstance(raw, dict):
             raise SweepError(f"Sweep.grids[{i}] must be a dict, got {gin_literal(raw)}")
@@ -573,6 +574,17 @@ def expand(
             axes=tuple(Axis(k, m, v, "", ()) for k, m, v, _ in axes_out),
         ))
         grid_configs.append((gconfig, axes_out))
+        declared_keys = set(bind_keys) | {k for *_, keys in axes_out for k in keys}
+        if seeds is not None and seed_macro in gmacros:
+            declared_keys |= _fed_by(gconfig, seed_macro)
+        confound_grids.append({"name": gname, "config": gconfig, "files": list(gfiles),
+                               "axis_files": [*(gtasks or []),
+                                              *[o for t in (gtasks or [None]) for o in grid.overlay_files(t, file)]],
+                               "declared": declared_keys})
+
+    why = confound.check_grids(confound_grids)
+    if why:
+        raise SweepError(why)
 
     # Tags: one per distinct axis key, the same in every grid.
     keys_order: list[tuple[str, str | None]] = []
