@@ -19,7 +19,7 @@ export FLOQ_DATA_DIR ?= $(FLOQ_CACHE_DIR)/data
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-fast test-full test-cold install install-dev clean
+.PHONY: demo test test-fast test-full test-cold test-isa install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ test-fast: $(VENV)/.installed-dev
 
 test-full: $(VENV)/.installed-dev
 	FLOQ_FULL_TESTS=1 $(PYTEST) tests
+
+# The golden runs again with XLA compiling for a smaller instruction set (AVX: no AVX2, no
+# AVX-512), so that a check holding on one CPU only cannot come back (tests/golden/README.md).
+test-isa: $(VENV)/.installed-dev
+	XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_cpu_max_isa=AVX" $(PY) -m pytest -n 0 tests/test_golden.py
 
 # The whole suite with empty caches (what a first clone on a new machine sees).
 test-cold: $(VENV)/.installed-dev
