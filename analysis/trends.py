@@ -252,7 +252,7 @@ def fit_lines(final: pd.DataFrame, axis: str, reps: int = 2000, seed: int = 0,
             continue
         sub = g[g["task_key"].isin(common)]
         mats = [score_matrix(sub[sub["x"] == x]) for x in xs]
-        fit = fit_matrices(mats, xs, reps=reps, seed=seed, key=f"{env}\x00{hue}\x00{axis}",
+        fit = fit_matrices(mats, xs, reps=reps, seed=seed, key=f"{env}\x00{hue}",
                            confidence=confidence)
         out.append(LineFit(fit=fit, **base))
     return out
@@ -635,7 +635,7 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
     from analysis.report import _fig_block, _md_frame
     slopes: list[str] = []
     md: list[str] = []
-    if any(tr.lines.values()):
+    if any(ln.fit is not None for lines in tr.lines.values() for ln in lines):
         table = slopes_table(tr.lines, tr.reps, tr.seed)
         stem = f"{prefix}slopes"
         w.text(f"{stem}.md", table.to_markdown())
