@@ -64,7 +64,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import AnalysisError, TAG_ABBREVIATIONS, method_labels, natural_key
+from analysis.load import (AnalysisError, TAG_ABBREVIATIONS, TASK_TAGS, method_labels,
+                           natural_key, one_to_one, tag_columns)
 from analysis.stats import (_percentile_interval, _rng, aggregate_mean, bootstrap_estimate,
                             bootstrap_resamples, line_families, score_matrix)
 
@@ -333,7 +334,7 @@ def slopes_table(all_lines: Mapping[str, Sequence[LineFit]], reps: int, seed: in
     cells, rows = [], []
     for axis, lines in all_lines.items():
         for ln in lines:
-            row = f"{ln.hue} · {_axis_short(axis)}" + (f" · {ln.env}" if multi_env else "")
+            row = f"{ln.hue} — {_axis_short(axis)}" + (f" — {ln.env}" if multi_env else "")
             rows.append(row)
             base = dict(row=row, kind="ours", bold=False, n_seeds=np.nan, n_seeds_max=np.nan,
                         n_tasks=ln.n_tasks, uncertainty=np.nan,
@@ -363,15 +364,15 @@ def slopes_table(all_lines: Mapping[str, Sequence[LineFit]], reps: int, seed: in
              "fit is preferable when they approach the bounds."]
     return Leaderboard(cells=df, rows=rows, columns=cols, title="Scaling slopes",
                        caption=caption, notes=notes, label="tab:slopes",
-                       first_header="Line · axis")
+                       first_header="Line — axis")
 
 
 # =========================================================================== frontier
 def _flops(v: float) -> str:
     for div, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP")):
         if v >= div:
-            return f"{v / div:.3g} {unit}"
-    return f"{v:.3g} FLOP"
+            return f"{v / div:.4g} {unit}"
+    return f"{v:.4g} FLOP"
 
 
 def compute_frontier(final: pd.DataFrame, reps: int = 2000, seed: int = 0,
@@ -487,8 +488,21 @@ def expected_max_curve(mats: Sequence[np.ndarray], reps: int = 2000, seed: int =
 
 def tuning_groups(final: pd.DataFrame, tuned: Sequence[str]) -> pd.Series:
     """The method each run belongs to when ``tuned`` fields are tuning choices: its label
-    without them."""
-    return method_labels(final, exclude=list(tuned))
+    without them, and without the tags that, within its (algorithm, critic), only restate
+    them (one grid per value: ``grid=rebrac-alpha-0.1`` beside ``alpha=0.1``)."""
+    tuned = [t for t in tuned if t in final.columns]
+    out = pd.Series("", index=final.index, dtype=object)
+    tags = [c for c in tag_columns(final) if c not in TASK_TAGS and c not in tuned]
+    for _, g in final.groupby(["algorithm", "critic"], sort=False):
+        key = (g[tuned].astype(object).where(g[tuned].notna(), "").map(str)
+               .agg("\x00".join, axis=1)) if tuned else None
+        aliases = []
+        if key is not None and key.nunique() > 1:
+            probe = g.assign(_tuned=key)
+            aliases = [t for t in tags if g[t].notna().all() and g[t].astype(str).nunique() > 1
+                       and one_to_one(probe, "_tuned", t)]
+        out.loc[g.index] = method_labels(final, exclude=[*tuned, *aliases]).loc[g.index]
+    return out
 
 
 def budget_counts(final: pd.DataFrame, tuned: Sequence[str]) -> pd.DataFrame:
@@ -677,15 +691,20 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
                                                 "configurations", "per_task": "per task",
                                                 "values": "values tried"}),
                          ["method", "configurations", "per task", "values tried"]), ""]
-        if tr.budget is not None and len(tr.budget):
+        budget = (tr.budget[tr.budget["n_configs"] > 1] if tr.budget is not None
+                  else pd.DataFrame())
+        if not len(budget):
+            md += ["No expected-maximum curve: no method ran more than one configuration "
+                   "of the tuned field(s) on all of an environment's tasks.", ""]
+        else:
             stem = f"{prefix}expected_max"
-            w.frame(f"{stem}.csv", tr.budget)
-            figs = w.figure(stem, plots.plot_expected_max(tr.budget, colors=colors,
+            w.frame(f"{stem}.csv", budget)
+            figs = w.figure(stem, plots.plot_expected_max(budget, colors=colors,
                                                           titles=titles))
-            wide = tr.budget.assign(score=[
+            wide = budget.assign(score=[
                 f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo)
                 else f"{100 * p:.1f}" for p, lo, hi in
-                zip(tr.budget["point"], tr.budget["lo"], tr.budget["hi"])])
+                zip(budget["point"], budget["lo"], budget["hi"])])
             wide = wide.pivot_table(index=["env", "group", "n_configs"], columns="N",
                                     values="score", aggfunc="first").reset_index()
             wide.columns = [c if isinstance(c, str) else f"N={c}" for c in wide.columns]

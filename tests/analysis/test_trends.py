@@ -262,9 +262,10 @@ def test_expected_max_curve_interval():
 def _tuned_study(root):
     for a in (1, 3, 10, 30):
         make_run(root, f"rebrac_a{a}", env="e", task="task1", critic="mlp",
-                 algorithm="rebrac", success=ramp(0.1 + 0.01 * a), tags={"alpha": a})
+                 algorithm="rebrac", success=ramp(0.1 + 0.01 * a),
+                 tags={"alpha": a, "grid": f"rebrac-alpha-{a}"})  # a tag restating alpha
     make_run(root, "fql", env="e", task="task1", critic="mlp", algorithm="fql",
-             success=ramp(0.3), tags={"alpha": 10})
+             success=ramp(0.3), tags={"alpha": 10, "grid": "fql"})
     return root
 
 
