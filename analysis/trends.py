@@ -691,8 +691,8 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
                                                 "configurations", "per_task": "per task",
                                                 "values": "values tried"}),
                          ["method", "configurations", "per task", "values tried"]), ""]
-        budget = (tr.budget[tr.budget["n_configs"] > 1] if tr.budget is not None
-                  else pd.DataFrame())
+        several = tr.budget is not None and bool((tr.budget["n_configs"] > 1).any())
+        budget = tr.budget if several else pd.DataFrame()  # all methods: compare at equal N
         if not len(budget):
             md += ["No expected-maximum curve: no method ran more than one configuration "
                    "of the tuned field(s) on all of an environment's tasks.", ""]

@@ -284,10 +284,18 @@ def test_tuning_budget_and_leaderboard_footnote(tmp_path):
     index = report.build_report(root, tmp_path / "out", reps=50, formats=PNG,
                                 tuned=["alpha"])
     text = open(index).read()
-    assert "| Configs tried |" in text.replace("Method | e | Configs tried |",
-                                               "| Configs tried |")
+    board = (tmp_path / "out" / "leaderboard_env.md").read_text()
+    assert "| Method | e | Configs tried |" in board
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in board.splitlines()
+            if line.startswith("| ")}
+    assert rows["rebrac + mlp (alpha=1, grid=rebrac-alpha-1)"].endswith("| 4 |")
+    assert rows["fql + mlp"].endswith("| 1 |")
     assert "Unequal tuning budgets: rebrac + mlp tried 4 configurations, fql + mlp 1" in text
     assert "## Tuning budget" in text
+    # the expected-max table compares every method at equal N (fql + mlp: flat at its score)
+    tuning = text[text.index("## Tuning budget"):]
+    assert f"| rebrac + mlp | 4 | {100 * np.mean(v):.1f} [" in tuning
+    assert "| fql + mlp | 1 |" in tuning
     assert (tmp_path / "out" / "expected_max.png").is_file()
 
 
