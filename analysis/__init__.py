@@ -7,6 +7,8 @@ Three thin layers in rliable's shape, reading only files (never importing ``floq
 - ``analysis.stats``: final score per run by protocol, aggregates (mean, median, IQM,
   optimality gap), stratified-bootstrap CIs, probability of improvement, profiles.
 - ``analysis.plots`` / ``analysis.tables``: figures and leaderboards from estimates.
+- ``analysis.trends``: fitted scaling slopes with bootstrap CIs and a held-out check, the
+  compute-optimal frontier, the expected best score over N tuned configurations.
 
 ``analysis.report`` ties them together (``floq analyze``); ``analysis.published`` holds the
 FQL and floq papers' numbers in the same schema.

@@ -29,6 +29,10 @@ run seed by the chosen protocol, and writes into ``out_dir``:
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
   (K, width, depth, parameters, FLOPs per update, ``compute_total`` = train steps x FLOPs
   per update)
+- ``slopes.{md,tex,csv}``, ``compute_frontier.{csv,png,pdf}``, ``expected_max.{csv,png,pdf}``
+  — fitted scaling trends (drawn dashed on the scaling figures, a verdict under each),
+  the compute-optimal frontier (in the answer when compute varies) and, with ``--tuned
+  FIELD``, the tuning budget (``analysis.trends``)
 - ``runs.csv`` — every run seed with its score, manifest fields and why it was excluded
 - ``excluded_runs.csv`` — the run seeds left out, with the reason (when there are any)
 
@@ -102,7 +106,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats, tables
+from analysis import plots, stats, tables, trends
 from analysis.load import (PHASES, TAG_ABBREVIATIONS, AnalysisError, find_run_dirs, parse_filters, results_base,
                            load_results, to_score_dict, warn_missing_seeds)
 
@@ -481,7 +485,8 @@ def _rows_of(evals: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
              proto: stats.Protocol, seed: int, reps: int, published, colors: dict,
              markers: dict, baseline: str | None,
-             level: int = 2, results_dir: Path | None = None) -> tuple[list[str], list[str]]:
+             level: int = 2, results_dir: Path | None = None,
+             tuned: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Tables and figures for runs under one protocol.
 
     Returns ``(headline, rest)`` index lines: the headline (answer sentence, main scaling
@@ -498,6 +503,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     # ---- leaderboards
     lb = tables.leaderboard(final, by="env", published=published, protocol=proto,
                             reps=reps, seed=seed)
+    lb = trends.with_budget(lb, final, tuned)  # 'Configs tried' column when --tuned
     stem = f"{prefix}leaderboard_env"
     w.text(f"{stem}.md", lb.to_markdown())
     w.text(f"{stem}.tex", lb.to_latex())
@@ -514,6 +520,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         w.text(f"{stem}.csv", lt.to_csv())
         md.append(f"- {env}: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)")
     md.append("")
+    after_leaderboards = len(md)
     # ---- algorithm x critic (when both vary)
     act = tables.algorithm_critic_table(final, protocol=proto, reps=reps, seed=seed)
     if act is not None:
@@ -537,7 +544,8 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                  "scaling curve or an aggregate of zeros would show only axes. Check the "
                  "training budget (train_steps), the task and the critic diagnostics in "
                  "each run's train.csv (critic/loss, critic/q_mean) before reading anything "
-                 "into these runs.", ""]
+                 "into these runs.", "",
+                 trends.refusal_line("every score is 0 (nothing learned)"), ""]
         head += _cost_table(final)
         return head, md + act_block
 
@@ -588,6 +596,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     if act_block and main != "critic_flow_steps":
         main = None
     rest_scaling: list[str] = []
+    tr = trends.study_trends(final, axes, reps=reps, seed=seed, tuned=tuned)
     from analysis.published import scaling_rows
     for axis in axes:
         est = stats.scaling_estimates(final, axis, reps=reps, seed=seed)
@@ -599,7 +608,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         figs = w.figure(stem, plots.plot_scaling(
             est, label, colors=colors, published=pub, markers=markers,
             points=stats.scaling_points(final, axis), titles=titles,
-            label_points=manifest_axis))
+            label_points=manifest_axis, fits=tr.bands(axis)))
         caption = (f"Final success vs {label}: mean over seeds x tasks per point, 95% CI "
                    "bands, small dots: single run seeds")
         if est["reference"].astype(bool).any():
@@ -617,7 +626,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                         "and task subset, shown for orientation only")
         if axis == "compute_total":
             caption += "; compute = train_steps x flops_per_update of each run"
-        block = [_fig_block(figs, f"{stem}.csv", caption), ""]
+        block = [_fig_block(figs, f"{stem}.csv", caption), "", *tr.verdict(axis)]
         if axis == main:
             head += block
         else:
@@ -626,11 +635,15 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         head += ["No scaling figure: no numeric axis (critic_flow_steps, critic_width, "
                  "critic_depth, parameters, FLOPs per update) varies within a critic family "
                  "in these runs, so no scaling plot was made.", ""]
+    if tr.has_frontier:
+        head += trends.frontier_lines(tr.frontier, tr.multi_env)
     head += _cost_table(final)
     note = _no_params_axis_note(final, axes)
     if rest_scaling or note:
         md += [f"{h} Scaling: other axes", ""] + rest_scaling + note
-    return head, md
+    slopes, more = trends.section_lines(w, tr, final, prefix, colors, markers, titles, h)
+    md[after_leaderboards:after_leaderboards] = slopes
+    return head, md + more
 
 
 def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
@@ -675,7 +688,8 @@ def build_report(results_dir, out_dir: str | os.PathLike,
                  include_partial: bool = False, method_by: Sequence[str] | None = None,
                  published: str | os.PathLike | pd.DataFrame | None = "default",
                  formats: Sequence[str] = ("png", "pdf"), phase: str | None = None,
-                 baseline: str | None = None, filters: Sequence[str] = ()) -> str:
+                 baseline: str | None = None, filters: Sequence[str] = (),
+                 tuned: Sequence[str] = ()) -> str:
     """Write every figure and table the data supports, plus ``index.md`` and
     ``index.html``; return the path of ``index.md``.
 
@@ -698,6 +712,9 @@ def build_report(results_dir, out_dir: str | os.PathLike,
             against (default: the monolithic critic when present, see
             ``default_baseline``; ``"none"``: no baseline, every pair is compared).
         filters: ``KEY=VALUE`` items; only rows whose column KEY equals VALUE are analysed.
+        tuned: fields (tags) that were tuning choices (``--tuned FIELD``): the leaderboard
+            states each method's number of configurations and the report draws the
+            expected best score over N configurations (``analysis.trends``).
     Raises:
         AnalysisError: nothing usable (missing/empty dir, no evaluations, bad values).
     """
@@ -762,6 +779,11 @@ def build_report(results_dir, out_dir: str | os.PathLike,
         elif baseline not in methods:
             raise AnalysisError(f"--baseline {baseline!r} is not one of the scored methods: "
                                 + ", ".join(methods))
+        tuned = tuple(dict.fromkeys(tuned))
+        unknown = [t for t in tuned if t not in final.columns or final[t].isna().all()]
+        if unknown:
+            raise AnalysisError(f"--tuned {', '.join(unknown)}: no such field in the scored "
+                                "runs (a tag or run.json field)")
 
     notes = list(dict.fromkeys(str(c.message) for c in caught))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -772,7 +794,7 @@ def build_report(results_dir, out_dir: str | os.PathLike,
         with warnings.catch_warnings(record=True) as caught2:
             warnings.simplefilter("always")
             index = _index(w, results_dir, df, final_all, final, proto, seed, reps, pub,
-                           notes, n_dirs, include_partial, phase, baseline)
+                           notes, n_dirs, include_partial, phase, baseline, tuned=tuned)
         extra = [m for m in dict.fromkeys(str(c.message) for c in caught2)
                  if m not in notes]
         if extra:
@@ -835,7 +857,8 @@ def _excluded_section(w: _Writer, final_all: pd.DataFrame, final: pd.DataFrame) 
 
 
 def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, n_dirs,
-           include_partial, phase=None, baseline: str | None = None) -> str:
+           include_partial, phase=None, baseline: str | None = None,
+           tuned: Sequence[str] = ()) -> str:
     """The index page: the answer first (headline sentence, main scaling figure, cost
     table, or the 'nothing learned' notice), then tables and the other figures, then how
     the numbers were made (methodology, input notes, excluded run seeds)."""
@@ -858,7 +881,8 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
     groups = tables.split_by_protocol(final)
     if len(groups) == 1:
         head, rest = _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub,
-                              colors, markers, baseline, results_dir=results_dir)
+                              colors, markers, baseline, results_dir=results_dir,
+                              tuned=tuned)
         md += head + rest
     else:
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
@@ -869,7 +893,7 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
             md += [f"## Protocol group {i}: {desc}", ""]
             head, rest = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps,
                                   pub, colors, markers, baseline, level=3,
-                                  results_dir=results_dir)
+                                  results_dir=results_dir, tuned=tuned)
             md += head + rest
 
     md += ["## Method and inputs", "",
@@ -1081,6 +1105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="method label to compare against in the answer and the probability "
                         "of improvement (default: the monolithic critic when present; "
                         "'none': compare every pair)")
+    p.add_argument("--tuned", action="append", default=[], metavar="FIELD",
+                   help="a field that was tuned (repeatable, e.g. --tuned alpha): the "
+                        "leaderboard states each method's configurations tried and the report "
+                        "draws the expected best score over N configurations")
     p.add_argument("--formats", default="png,pdf",
                    help="figure formats, comma-separated (default png,pdf)")
     p.add_argument("--published", default="default",
@@ -1097,7 +1125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 reps=a.reps, include_partial=a.include_partial,
                                 method_by=a.method_by.split(",") if a.method_by else None,
                                 published=published, formats=a.formats.split(","),
-                                phase=a.phase, baseline=a.baseline, filters=a.filter)
+                                phase=a.phase, baseline=a.baseline, filters=a.filter,
+                                tuned=a.tuned)
         except (AnalysisError, OSError) as e:
             print(f"floq analyze: error: {e}", file=sys.stderr)
             return 2
