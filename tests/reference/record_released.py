@@ -26,6 +26,13 @@ into this repository):
 The released agents' modules need only jax, flax, optax, distrax and ml_collections (not
 OGBench or D4RL). The commit is written into every fixture (`meta/commit`) and into
 tests/reference/README.md, which also lists the versions used.
+
+The floq critic's fixture (floq_released.npz) comes the same way from github:CMU-AIRe/floq
+(its agents/floq.py, FQL's actor with the floq critic), in its own process since both
+repositories have top-level `agents` and `utils` packages:
+
+    git -C /tmp/floq_src archive 2e461084757a8753fe5d1b8fb0ccb35c740caa60 | (mkdir -p /tmp/floq_released && tar -x -C /tmp/floq_released)
+    /tmp/refvenv/bin/python tests/reference/record_released.py --src /tmp/floq_released --commit 2e461084757a8753fe5d1b8fb0ccb35c740caa60 --only floq
 """
 
 from __future__ import annotations
@@ -47,15 +54,21 @@ SEED = 0
 
 # Settings changed from the released get_config() (besides the widths), and why:
 OVERRIDES = {
+    # github:CMU-AIRe/floq's FloQAgent (FQL's actor with the floq critic): flow widths and the
+    # distilled critic's made small like the others, K = 4 critic and actor flow steps (powers
+    # of two: the released i / K and floq's i * (1 / K) are then the same floats), the reward
+    # range its main.py reads from OGBench data (-1, 0)
+    "floq": {"actor_flow_steps": 4, "critic_flow_steps": 4, "block_width": HIDDEN[0], "block_depth": len(HIDDEN),
+             "r_min": -1.0, "r_max": 0.0},
     # alpha_actor / alpha_critic default to 0 in get_config(); nonzero values exercise both BC terms
     "rebrac": {"alpha_actor": 1.0, "alpha_critic": 0.1},
     # a small flow_steps / num_samples keeps the fixture quick; values are otherwise the defaults
-    "fql": {"flow_steps": 4},
+    "fql": {"flow_steps": 4},  # (a power of two, as for floq below)
     "ifql": {"flow_steps": 4, "num_samples": 8},
     "iql": {},
     "sac": {},
 }
-TARGETS = {"rebrac": ("critic", "actor"), "fql": ("critic",), "iql": ("critic",), "ifql": ("critic",),
+TARGETS = {"floq": ("floq",), "rebrac": ("critic", "actor"), "fql": ("critic",), "iql": ("critic",), "ifql": ("critic",),
            "sac": ("critic",)}
 
 
@@ -154,10 +167,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--src", required=True, help="the released code's folder (holds agents/ and utils/)")
     p.add_argument("--commit", required=True, help="the commit --src was taken from (40 hex digits)")
-    p.add_argument("--only", nargs="*", default=sorted(OVERRIDES), help="algorithms to record")
+    p.add_argument("--only", nargs="*", default=[k for k in sorted(OVERRIDES) if k != "floq"],
+                   help="agents to record ('floq' needs --src to be github:CMU-AIRe/floq; the others "
+                        "github:seohongpark/fql)")
     a = p.parse_args()
-    if not os.path.isfile(os.path.join(a.src, "agents", "__init__.py")):
-        sys.exit(f"record_released: {a.src} has no agents/__init__.py (not the released FQL code)")
+    for name in a.only:
+        if name not in OVERRIDES:
+            sys.exit(f"record_released: unknown agent {name!r}; known: {', '.join(sorted(OVERRIDES))}")
+        if not os.path.isfile(os.path.join(a.src, "agents", f"{name}.py")):
+            sys.exit(f"record_released: {a.src} has no agents/{name}.py")
     if len(a.commit) != 40:
         sys.exit(f"record_released: --commit must be a full 40-digit hash, got {a.commit!r}")
     sys.path.insert(0, os.path.abspath(a.src))

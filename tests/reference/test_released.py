@@ -1,6 +1,7 @@
-"""floq's FQL, ReBRAC, IQL, IFQL and SAC (with the monolithic critic) against the released
-code's own numbers: tests/reference/<algo>_released.npz, recorded by record_released.py
-(run by hand) from github:seohongpark/fql at the commit stored in each file.
+"""floq's FQL, ReBRAC, IQL, IFQL and SAC (with the monolithic critic), and FQL with the floq
+critic, against the released code's own numbers: tests/reference/<algo>_released.npz,
+recorded by record_released.py (run by hand) from github:seohongpark/fql (and, for the floq
+critic, github:CMU-AIRe/floq's FloQAgent) at the commit stored in each file.
 
 Each test loads the released agent's initial parameters, key and batches, maps the parameter
 tree onto floq's (RULES below: the map is part of the test), runs floq's `update` for as many
@@ -27,6 +28,11 @@ Documented differences, asserted rather than skipped:
     t, distillation noise) through floq's update, in the order floq draws them (FakeRandom).
     The released 'actor/mse' is measured on one more fresh sample that floq does not draw, so it
     is not compared; floq's 'actor/mse' is mean((mu(s, z) - a)^2) at the distillation noise z.
+  * FQL + floq critic (FloQAgent): the same replay, with the critic's uniform draws (target
+    and current start values, flow-matching times) replayed in floq.critics.flow too. Its
+    metric names map as critic_loss -> critic/loss, floq_loss -> critic/flow_loss,
+    distilled_critic_loss -> critic/distill_loss, q -> critic/q_mean (the distilled critic),
+    var_flow_returns -> critic/flow_return_var, td_error -> critic/td_error.
   * 'grad/norm' (the released code: L1 norm of the per-leaf L2 norms; floq: global L2 norm),
     'grad/max' and 'grad/min' (floq logs neither) are not compared.
   * ReBRAC's released 'actor/std' is its constant-std Actor's std (1); floq's actor is
@@ -52,18 +58,24 @@ from floq.nets.specs import MLPNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RTOL = ATOL = 1e-5
-COMMIT = "719d04417cb0b206deddbc7d761b3e710c3d750c"
-ALGOS = ("fql", "rebrac", "iql", "ifql", "sac")
+FQL_COMMIT = "719d04417cb0b206deddbc7d761b3e710c3d750c"  # github:seohongpark/fql
+FLOQ_COMMIT = "2e461084757a8753fe5d1b8fb0ccb35c740caa60"  # github:CMU-AIRe/floq
+ALGOS = ("fql", "rebrac", "iql", "ifql", "sac", "floq")  # floq: FQL with the floq critic (FloQAgent)
+COMMITS = {**{a: FQL_COMMIT for a in ALGOS}, "floq": FLOQ_COMMIT}
 
 # --- released module paths -> floq's parameter paths (prefix rewrites, first match wins) ---------
+ACTOR_FLOW_RULES = [("modules_actor_bc_flow/mlp/", "actor_bc/"), ("modules_actor_onestep_flow/mlp/", "actor_onestep/")]
 CRITIC_RULES = [("modules_critic/value_net/", "critic/online/q/"),
                 ("modules_target_critic/value_net/", "critic/target/q/")]
 RULES = {
     "rebrac": CRITIC_RULES + [("modules_actor/actor_net/", "actor/MLP_0/"), ("modules_actor/mean_net/", "actor/Dense_0/"),
                               ("modules_target_actor/actor_net/", "target_actor/MLP_0/"),
                               ("modules_target_actor/mean_net/", "target_actor/Dense_0/")],
-    "fql": CRITIC_RULES + [("modules_actor_bc_flow/mlp/", "actor_bc/"),
-                           ("modules_actor_onestep_flow/mlp/", "actor_onestep/")],
+    "fql": CRITIC_RULES + ACTOR_FLOW_RULES,
+    # FloQAgent: 'critic' is the distilled scalar critic, 'floq' / 'target_floq' the velocity field
+    "floq": ACTOR_FLOW_RULES + [("modules_critic/value_net/", "critic/online/distill/"),
+                                ("modules_floq/mlp/", "critic/online/field/VmapMLP_0/"),
+                                ("modules_target_floq/mlp/", "critic/target/field/VmapMLP_0/")],
     "iql": CRITIC_RULES + [("modules_value/value_net/", "value/"), ("modules_actor/actor_net/", "actor/trunk/"),
                            ("modules_actor/mean_net/", "actor/mean/")],
     "ifql": CRITIC_RULES + [("modules_value/value_net/", "value/"), ("modules_actor_flow/mlp/", "actor_bc/")],
@@ -77,13 +89,17 @@ COMMON_CRITIC = {"critic/q_mean": ("critic/q_mean", 1.0), "critic/q_max": ("crit
 # IQL / IFQL (released): critic/q_mean, q_max, q_min are the TD target r + gamma * mask * V(s')'s
 # statistics, not the Q's; floq's critic/q_* are the Q's, its critic/target_mean the target's mean.
 TARGET_STATS = {"critic/q_mean": ("critic/target_mean", 1.0)}
+FLOW_ACTOR = {"actor/actor_loss": ("actor/loss", 1.0), "actor/bc_flow_loss": ("actor/bc_flow_loss", 1.0),
+              "actor/distill_loss": ("actor/distill_loss", 1.0), "actor/q_loss": ("actor/q_loss", 1.0),
+              "actor/q": ("actor/q", 1.0)}
 METRICS = {
+    "floq": {**FLOW_ACTOR, "critic/critic_loss": ("critic/loss", 1.0), "critic/floq_loss": ("critic/flow_loss", 1.0),
+             "critic/distilled_critic_loss": ("critic/distill_loss", 1.0), "critic/q": ("critic/q_mean", 1.0),
+             "critic/var_flow_returns": ("critic/flow_return_var", 1.0), "critic/td_error": ("critic/td_error", 1.0)},
     "rebrac": {**COMMON_CRITIC, "critic/critic_loss": ("critic/loss", 1.0),
                "actor/total_loss": ("actor/loss", 1.0), "actor/actor_loss": ("actor/q_loss", 1.0),
                "actor/bc_loss": ("actor/bc_loss", 1.0), "actor/mse": ("actor/mse", 1.0)},
-    "fql": {**COMMON_CRITIC, "critic/critic_loss": ("critic/loss", 1.0), "actor/actor_loss": ("actor/loss", 1.0),
-            "actor/bc_flow_loss": ("actor/bc_flow_loss", 1.0), "actor/distill_loss": ("actor/distill_loss", 1.0),
-            "actor/q_loss": ("actor/q_loss", 1.0), "actor/q": ("actor/q", 1.0)},
+    "fql": {**COMMON_CRITIC, "critic/critic_loss": ("critic/loss", 1.0), **FLOW_ACTOR},
     "iql": {**TARGET_STATS, "critic/critic_loss": ("critic/loss", 0.5), "value/value_loss": ("value/loss", 1.0),
             "value/v_mean": ("value/v_mean", 1.0), "value/v_max": ("value/v_max", 1.0),
             "value/v_min": ("value/v_min", 1.0), "actor/actor_loss": ("actor/loss", 1.0),
@@ -100,6 +116,7 @@ METRICS = {
 GRAD = {"grad/norm", "grad/max", "grad/min"}
 NOT_COMPARED = {  # see the module docstring
     "fql": GRAD | {"actor/mse"},
+    "floq": GRAD | {"actor/mse"},
     "rebrac": GRAD | {"actor/std"},  # the released Actor's constant std (1): floq's actor is deterministic
     "iql": GRAD | {"critic/q_max", "critic/q_min"},  # the TD target's max / min: floq logs neither
     "ifql": GRAD | {"critic/q_max", "critic/q_min"},
@@ -111,7 +128,7 @@ def load(algo):
     path = os.path.join(HERE, f"{algo}_released.npz")
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
-    assert str(data["meta/commit"]) == COMMIT, (algo, str(data["meta/commit"]))
+    assert str(data["meta/commit"]) == COMMITS[algo], (algo, str(data["meta/commit"]))
     return data, json.loads(str(data["meta/config"]))
 
 
@@ -149,6 +166,22 @@ def build(algo, cfg):
                    actor_fc_scale=cfg["actor_fc_scale"], actor_freq=cfg["actor_freq"], actor_noise=cfg["actor_noise"],
                    actor_noise_clip=cfg["actor_noise_clip"], **common)
         q_agg = "min"
+    elif algo == "floq":
+        from floq.agents.fql import FQL
+        from floq.critics.flow import FloqCritic
+        a = FQL(alpha=cfg["alpha"], actor_net=actor_net, flow_steps=cfg["actor_flow_steps"],
+                normalize_q_loss=cfg["normalize_q_loss"], **common)
+        assert not cfg["use_resnets"]
+        field_net = MLPNet(width=cfg["block_width"], depth=cfg["block_depth"], layer_norm=cfg["layer_norm"],
+                           activate_before_layernorm=cfg["activate_before_layernorm"])
+        critic = FloqCritic(field_net=field_net, distill_net=value_net, flow_steps=cfg["critic_flow_steps"],
+                            noise_samples=cfg["noise_samples"], noise_coverage=cfg["noise_coverage"],
+                            num_ensembles=cfg["flow_num_ensembles"], distill_ensembles=cfg["distill_num_ensembles"],
+                            q_agg=cfg["q_agg"], reward_offset=cfg["reward_offset"], prob_embed=cfg["use_prob_embed"],
+                            num_bins=cfg["num_bins"], sigma=cfg["sigma"],
+                            time_embed="cos" if cfg["embed_time"] else "none", time_embed_dim=cfg["time_embed_dim"],
+                            train_at_zero_only=cfg["train_at_zero_only"])
+        return a, critic.configure(cfg["discount"], cfg["r_min"], cfg["r_max"])
     elif algo == "fql":
         from floq.agents.fql import FQL
         a = FQL(alpha=cfg["alpha"], actor_net=actor_net, flow_steps=cfg["flow_steps"],
@@ -195,24 +228,37 @@ def batch_of(data, i):
 
 # --- FQL: the released code's draws, replayed in floq's order ---------------------------------
 
-def released_fql_draws(rng, b, a_dim):
-    """The random arrays FQLAgent.update (released) draws from its key `rng`, by purpose."""
+def released_draws(algo_name, rng, b, a_dim, r):
+    """The random arrays the released FQLAgent.update (algo 'fql') or FloQAgent.update ('floq',
+    r noise samples) draw from the agent's key `rng`, in the order floq's FQL + critic draw them:
+    {'normal': [next-action noise, flow x0, distillation noise], 'uniform': [critic's..., flow t]}."""
     _, rng = jax.random.split(rng)
     rng, actor_rng, critic_rng = jax.random.split(rng, 3)
-    _, sample_rng = jax.random.split(critic_rng)
+    c, sample_rng = jax.random.split(critic_rng)
     action_seed, _ = jax.random.split(sample_rng)
-    next_noise = jax.random.normal(action_seed, (b, a_dim))
+    critic_uniform = []
+    if algo_name == "floq":
+        next_noise = jax.random.normal(action_seed, (b * r, a_dim))  # rows b * r + j, as floq's repeat_rows
+        c, next_noise_rng = jax.random.split(c)
+        critic_uniform.append(jax.random.uniform(next_noise_rng, (b * r, 1)))  # target start values
+        c, noise_rng = jax.random.split(c)
+        critic_uniform.append(jax.random.uniform(noise_rng, (b * r, 1)))  # current start values
+        _, t_rng = jax.random.split(c)
+        critic_uniform.append(jax.random.uniform(t_rng, (b * r, 1)))  # flow-matching times
+    else:
+        next_noise = jax.random.normal(action_seed, (b, a_dim))
     rng_a, x_rng, t_rng = jax.random.split(actor_rng, 3)
     x0 = jax.random.normal(x_rng, (b, a_dim))
     t = jax.random.uniform(t_rng, (b, 1))
     _, noise_rng = jax.random.split(rng_a)
     noises = jax.random.normal(noise_rng, (b, a_dim))
-    return {"normal": [next_noise, x0, noises], "uniform": [t]}
+    return {"normal": [next_noise, x0, noises], "uniform": critic_uniform + [t]}
 
 
 class FakeRandom:
-    """jax.random with normal/uniform replaced by a queue of given arrays (shapes checked), for
-    floq.agents.fql's module namespace only."""
+    """jax.random with normal/uniform replaced by a queue of given arrays (sizes checked; an
+    array is reshaped to the requested shape, e.g. (N, 1) -> (N,)), for the namespaces of
+    floq.agents.fql and floq.critics.flow only."""
 
     def __init__(self, draws):
         self.queues = {k: list(v) for k, v in draws.items()}
@@ -220,8 +266,8 @@ class FakeRandom:
     def _pop(self, kind, shape):
         assert self.queues[kind], f"floq drew one more {kind} array than the released code"
         x = self.queues[kind].pop(0)
-        assert tuple(x.shape) == tuple(shape), (kind, x.shape, shape)
-        return x
+        assert x.size == int(np.prod(shape)), (kind, x.shape, shape)
+        return x.reshape(shape)
 
     def normal(self, key, shape, *a, **k):
         return self._pop("normal", shape)
@@ -233,15 +279,18 @@ class FakeRandom:
         return getattr(jax.random, name)
 
 
-def fql_update(algo, critic, state, batch, monkeypatch):
+def replay_update(algo_name, algo, critic, state, batch, monkeypatch):
     import floq.agents.fql as fql_module
+    import floq.critics.flow as flow_module
 
-    draws = released_fql_draws(state["rng"], *batch["actions"].shape)
+    r = getattr(critic, "noise_samples", 1)
+    draws = released_draws(algo_name, state["rng"], *batch["actions"].shape, r)
     fake = FakeRandom(draws)
     shim = types.SimpleNamespace(**{k: getattr(jax, k) for k in ("lax", "tree_util", "nn", "numpy", "jit", "grad",
                                                                    "vmap", "eval_shape")}, random=fake)
     with monkeypatch.context() as m:
         m.setattr(fql_module, "jax", shim)
+        m.setattr(flow_module, "jax", shim)
         new, info = algo.update(critic, state, batch)
         jax.block_until_ready(new)
     assert not any(fake.queues.values()), "floq drew fewer arrays than the released code"
@@ -272,8 +321,8 @@ def run(algo_name, monkeypatch):
     infos = []
     for i in range(1, n + 1):
         b = batch_of(data, i)
-        if algo_name == "fql":
-            state, info = fql_update(algo, critic, state, b, monkeypatch)
+        if algo_name in ("fql", "floq"):
+            state, info = replay_update(algo_name, algo, critic, state, b, monkeypatch)
         else:
             state, info = update(state, b)
         infos.append(jax.device_get(info))
