@@ -47,11 +47,19 @@ BASE_BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observat
 #: Metrics an algorithm computes on some updates only, as (name prefix, indicator metric):
 #: when an update's metrics hold the indicator (1 where the group was computed, 0 where it was
 #: not, and the group's metrics 0 there), the group's metrics are averaged over the updates
-#: whose indicator is 1 (NaN for a window with none), the indicator over all updates (the
-#: fraction of updates that computed the group). ReBRAC's actor updates every actor_freq-th
+#: whose indicator is 1 (NaN for a window with none: train.csv leaves that cell empty, "not
+#: computed", which readers do not take for a diverged loss), the indicator over all updates
+#: (the fraction of updates that computed the group). ReBRAC's actor updates every actor_freq-th
 #: step: its actor/* metrics are the means over actor updates, not diluted by the zeros of
 #: critic-only steps.
 PARTIAL_METRICS = (("actor/", "actor/full_update"),)
+
+
+def partial_metrics(names) -> set:
+    """The metric names among `names` that PARTIAL_METRICS averages over some updates only."""
+    names = set(names)
+    return {k for prefix, indicator in PARTIAL_METRICS if indicator in names
+            for k in names if k.startswith(prefix) and k != indicator}
 
 
 def window_means(values: dict) -> dict:
@@ -66,7 +74,7 @@ def window_means(values: dict) -> dict:
         mask = np.asarray(values[indicator]).astype(np.float64)
         count = mask.sum(axis=1)
         for k, v in values.items():
-            if k.startswith(prefix) and k != indicator:
+            if k in partial_metrics(values) and k.startswith(prefix):
                 total = (np.asarray(v).astype(np.float64) * mask).sum(axis=1)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[k] = np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)

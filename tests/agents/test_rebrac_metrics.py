@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq.agents.base import window_means
+from floq.agents.base import partial_metrics, window_means
 
 
 def test_window_means_average_partial_metrics_over_the_steps_that_computed_them():
@@ -22,6 +22,8 @@ def test_window_means_average_partial_metrics_over_the_steps_that_computed_them(
     np.testing.assert_array_equal(m["critic/loss"], [2.5, 1.0])
     for v in m.values():
         assert v.dtype == np.float64
+    assert partial_metrics(values) == {"actor/q"}
+    assert partial_metrics(["actor/q", "critic/loss"]) == set()
     # without the indicator (every other algorithm) every metric is a plain mean
     plain = window_means({"actor/q": values["actor/q"]})
     np.testing.assert_array_equal(plain["actor/q"], [1.5, 0.0])
@@ -37,7 +39,7 @@ def _train_csv(tmp_path, smoke_dataset, log_interval):
                     "--out", out)
     assert res.returncode == 0, res.stderr[-3000:]
     (run_dir,) = [p for p in (out / "smoke").iterdir() if p.is_dir()]
-    return pd.read_csv(run_dir / "train.csv").set_index("step")
+    return run_dir, pd.read_csv(run_dir / "train.csv").set_index("step")
 
 
 @pytest.mark.slow
@@ -45,14 +47,22 @@ def test_train_csv_actor_metrics_are_means_over_full_updates(tmp_path, smoke_dat
     """The same run logged every update and every second update (actor_freq 2: each window of
     two holds one full update): the second's actor/* at step 2k are the full update's own
     values (today's plain mean would halve them), its critic/* the mean of the two steps."""
-    every = _train_csv(tmp_path, smoke_dataset, 1)
-    pairs = _train_csv(tmp_path, smoke_dataset, 2)
+    import csv
+
+    from analysis.load import load_train_health
+
+    every_dir, every = _train_csv(tmp_path, smoke_dataset, 1)
+    _, pairs = _train_csv(tmp_path, smoke_dataset, 2)
     assert list(every.index) == [1, 2, 3, 4, 5, 6] and list(pairs.index) == [2, 4, 6]
     full = every["actor/full_update"] == 1
     assert list(every.index[full]) == [2, 4, 6]
     actor_cols = [c for c in every.columns if c.startswith("actor/") and c != "actor/full_update"]
     assert {"actor/q", "actor/loss", "actor/bc_loss"} <= set(actor_cols)
     assert every.loc[~full, actor_cols].isna().all().all()  # no actor update in those one-step windows
+    with open(every_dir / "train.csv", newline="") as f:  # ... written as empty cells, not 'nan' or 0
+        raw = {int(r["step"]): r for r in csv.DictReader(f)}
+    assert all(raw[s][c] == "" for s in (1, 3, 5) for c in actor_cols)
+    assert load_train_health(every_dir) == {}  # which the analysis does not take for a diverged loss
     np.testing.assert_array_equal(pairs["actor/full_update"], 0.5)
     for c in actor_cols:
         np.testing.assert_allclose(pairs[c].to_numpy(), every.loc[[2, 4, 6], c].to_numpy(), rtol=1e-6, err_msg=c)
