@@ -50,7 +50,7 @@ import numpy as np
 from floq import memo, results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
-from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair
+from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair, partial_metrics, window_means
 from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
                         task_view, update_flops, with_batch_keys)
 from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
@@ -866,12 +866,14 @@ class Run:
     # ------------------------------------------------------------------ hooks between calls
     def log(self):
         """One train.csv row per member: metric means over the steps since the last log point
-        (in float64, from per-step values, so the grouping of steps into calls never shows)."""
+        (in float64, from per-step values, so the grouping of steps into calls never shows);
+        metrics computed on some steps only (ReBRAC's actor/*) are means over those steps
+        (floq.agents.base.window_means)."""
         if not self.window:
             return
         keys = sorted(self.window[0])
-        means = {k: np.concatenate([w[k] for w in self.window], axis=1).astype(np.float64).mean(axis=1)
-                 for k in keys}
+        means = window_means({k: np.concatenate([w[k] for w in self.window], axis=1) for k in keys})
+        partial = partial_metrics(keys)
         self.window = []
         now, train_s = time.time(), self.times["train_s"]
         ups = (self.updates(self.step) - self.updates(self.last_log[1])) / max(train_s - self.last_log[2], 1e-9)
@@ -890,7 +892,8 @@ class Run:
                 row["shard"] = self.shard_index
             if self.online is not None:
                 row.update({"online_episodes": self.online.finished[i], "online_successes": self.online.successes[i]})
-            row.update({k: float(means[k][i]) for k in keys})
+            # a metric computed on none of the window's steps is left out (an empty cell)
+            row.update({k: float(means[k][i]) for k in keys if not (k in partial and np.isnan(means[k][i]))})
             rows.append(row)
         for r in rows:
             self.train_log.append(r)

@@ -44,6 +44,42 @@ from __future__ import annotations
 #: What every algorithm's batch holds (floq.train.sample_batch).
 BASE_BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
 
+#: Metrics an algorithm computes on some updates only, as (name prefix, indicator metric):
+#: when an update's metrics hold the indicator (1 where the group was computed, 0 where it was
+#: not, and the group's metrics 0 there), the group's metrics are averaged over the updates
+#: whose indicator is 1 (NaN for a window with none: train.csv leaves that cell empty, "not
+#: computed", which readers do not take for a diverged loss), the indicator over all updates
+#: (the fraction of updates that computed the group). ReBRAC's actor updates every actor_freq-th
+#: step: its actor/* metrics are the means over actor updates, not diluted by the zeros of
+#: critic-only steps.
+PARTIAL_METRICS = (("actor/", "actor/full_update"),)
+
+
+def partial_metrics(names) -> set:
+    """The metric names among `names` that PARTIAL_METRICS averages over some updates only."""
+    names = set(names)
+    return {k for prefix, indicator in PARTIAL_METRICS if indicator in names
+            for k in names if k.startswith(prefix) and k != indicator}
+
+
+def window_means(values: dict) -> dict:
+    """Per-member means of per-step metrics: {name: (members, steps)} -> {name: (members,)}
+    in float64, PARTIAL_METRICS averaged over the steps that computed them."""
+    import numpy as np
+
+    out = {k: np.asarray(v).astype(np.float64).mean(axis=1) for k, v in values.items()}
+    for prefix, indicator in PARTIAL_METRICS:
+        if indicator not in values:
+            continue
+        mask = np.asarray(values[indicator]).astype(np.float64)
+        count = mask.sum(axis=1)
+        for k, v in values.items():
+            if k in partial_metrics(values) and k.startswith(prefix):
+                total = (np.asarray(v).astype(np.float64) * mask).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[k] = np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+    return out
+
 
 def gradient_step(tx, loss_fn, trainable, opt_state):
     """One optimiser step on `trainable`: (loss_fn(trainable) -> (loss, info)) ->

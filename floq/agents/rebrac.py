@@ -38,7 +38,9 @@ Deliberate deviations from the reference (none changes a number with the monolit
   * the actor maximises critic.q / actor_q (for floq the distilled critic; for IQN the
     critic's actor estimate), aggregated with 'min' as the reference's min over 2 Qs.
   * metrics: actor metrics are 0 on critic-only updates (the reference logs none there);
-    'actor/full_update' is 1 on full updates. 'grad/norm' is the global L2 norm (floq's FQL),
+    'actor/full_update' is 1 on full updates. train.csv averages the actor metrics over the
+    full updates of each log interval only (floq.agents.base.window_means), and
+    'actor/full_update' over all updates (the fraction of full updates). 'grad/norm' is the global L2 norm (floq's FQL),
     not the reference's L1 norm of per-leaf L2 norms.
 
 State layout:
