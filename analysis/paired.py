@@ -351,9 +351,9 @@ def answer_lines(est: pd.DataFrame, pairing: Pairing, methods: Sequence[str] = (
     methods = set(methods) if len(methods) else set(est["method"])
     how = ("by default for an algorithm × critic layout; --baseline FIELD=VALUE picks another"
            if pairing.default else "--baseline")
-    lines = [f"**Answer** ({pairing.spec}, paired: each method against the {pairing.spec} run "
-             f"that shares its algorithm, tasks, budget, protocol and other settings; {how}). "
-             "Difference of mean final success in points and P(X > baseline), 95% "
+    lines = [f"**Answer.** Paired by {pairing.spec}: each method against the {pairing.spec} "
+             f"run that shares its algorithm, tasks, budget, protocol and other settings ({how}); "
+             "difference of mean final success in points and P(X > baseline), 95% "
              "stratified-bootstrap CIs:", ""]
     for _, r in est.iterrows():
         name = ALGORITHM_NAMES.get(str(r["algorithm"]).lower(), r["algorithm"])

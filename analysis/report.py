@@ -877,8 +877,8 @@ def build_report(results_dir, out_dir: str | os.PathLike,
             pairing = paired.pair_methods(final, *paired.parse_spec(baseline, final))
             baseline = None
         else:
-            raise AnalysisError(f"--baseline {baseline!r} is neither one of the scored methods "
-                                "(" + ", ".join(methods) + ") nor FIELD=VALUE (e.g. "
+            raise AnalysisError(f"--baseline {baseline!r} is not one of the scored methods ("
+                                + ", ".join(methods) + ") nor FIELD=VALUE (e.g. "
                                 "critic=monolithic)")
 
     notes = list(dict.fromkeys(str(c.message) for c in caught))

@@ -589,6 +589,8 @@ def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql"
                     continue  # several configurations of c: the answer lines give each
                 text = (f"{100 * r.point:+.1f}" + ("" if pd.isna(r.lo) else
                                                    f" [{100 * r.lo:+.1f}, {100 * r.hi:+.1f}]"))
+                if getattr(r, "all_zero", False):
+                    text = "0 (both 0%: nothing learned)"
                 cells_d = dict(row=str(r.algorithm), column=name, kind="delta",
                                point=float(r.point), lo=float(r.lo), hi=float(r.hi),
                                display=text.replace("-", "−"), bold=False, n_seeds=np.nan,
