@@ -20,11 +20,15 @@ run seed by the chosen protocol, and writes into ``out_dir``:
   its caption says so)
 - ``probability_of_improvement.{csv,png,pdf}`` — P(X > baseline) for every other method
   (``baseline``: ``--baseline METHOD``, default the monolithic critic when present; every
-  pair when there is none)
+  pair when there is none); with ``--baseline FIELD=VALUE`` (by default ``critic=monolithic``
+  for a layout of several algorithms x critics) one row per pair of ``analysis.paired``:
+  each method against the baseline that shares its algorithm, tasks, budget and settings,
+  and the answer is one line per pair (``paired.answer_lines``)
 - ``performance_profile.{csv,png,pdf}`` — score distributions with CI bands
 - ``learning_curves.{csv,png,pdf}`` — success vs step per environment
 - ``learning_curves_wallclock.{csv,png,pdf}`` — the same points vs wall-clock time
-- ``critic_diagnostics.{csv,png,pdf}`` — Q mean, critic loss and gradient norm from the
+- ``critic_diagnostics.{csv,png,pdf}`` — Q mean, critic loss (one panel per critic: a TD
+  loss and floq's flow-matching loss are different objectives) and gradient norm from the
   scored runs' train.csv (``analysis.diagnostics``)
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
   (K, width, depth, parameters, FLOPs per update, ``compute_total`` = train steps x FLOPs
