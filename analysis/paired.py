@@ -198,12 +198,18 @@ def _owned(key: str, fld: str, recorded: bool) -> bool:
     ``critic.net.width`` for a ``critic_width`` tag."""
     if key == fld or key.startswith(fld + ".") or key.startswith(fld + "_"):
         return True
+    if key.endswith("_" + fld):  # a tag that restates it (experiment_critic=floq_k4_FloqCritic)
+        return True
     if key.endswith("." + fld):
         return True
     head, _, rest = fld.partition("_")
     if recorded and rest and (key == head or key.startswith(head + ".")):
         return key.endswith("." + rest)
     return False
+
+
+def _not_applicable(v) -> bool:
+    return _missing(v) or str(v).strip().lower() in ("n/a", "na", "none", "")
 
 
 def _last(key: str) -> str:
@@ -222,6 +228,8 @@ def _differences(a: _Identity, b: _Identity, fld: str) -> list[str]:
         if (_owned(k, fld, recorded) or _last(k) in _PROTOCOL_KEYS or k in NAME_TAGS
                 or k in TASK_TAGS or k in ("algorithm", "critic")):
             continue
+        if _not_applicable(conf[0][k]) or _not_applicable(conf[1][k]):
+            continue  # a setting one side does not have (time_embedding 'n/a' without a flow)
         if _norm(conf[0][k]) != _norm(conf[1][k]):
             diff.append(k)
     return sorted(set(diff))
@@ -282,7 +290,6 @@ def estimates(final: pd.DataFrame, pairing: Pairing, reps: int = 2000, seed: int
             "n_tasks", "n_seeds", "mean_x", "mean_y", "point", "lo", "hi", "poi", "poi_lo",
             "poi_hi", "all_zero"]
     rows = []
-    multi_algo = final["algorithm"].nunique() > 1
     present = set(final["method"].astype(str))
     for m, b in pairing.pairs.items():
         if m not in present or b not in present:
@@ -303,10 +310,8 @@ def estimates(final: pd.DataFrame, pairing: Pairing, reps: int = 2000, seed: int
         algo, critic = str(row["algorithm"]), str(row["critic"])
         if pairing.field == "algorithm":
             context, strip = f"with the {critic} critic", None
-        elif multi_algo:
-            context, strip = f"inside {algo}", algo
         else:
-            context, strip = "", None
+            context, strip = f"inside {algo}", algo
         rows.append(dict(method=m, baseline=b, algorithm=algo, critic=critic, context=context,
                          x_name=_short(m, strip), y_name=_short(b, strip), n_tasks=len(tasks),
                          n_seeds=f"{len(scores[m])}/{len(scores[b])}",
@@ -329,7 +334,8 @@ ALGORITHM_NAMES = {"fql": "FQL", "iql": "IQL", "ifql": "IFQL", "rebrac": "ReBRAC
 
 
 def _points(x: float) -> str:
-    return f"{100 * x:+.1f}".replace("-", "−")
+    text = f"{100 * x:+.1f}"
+    return ("+0.0" if text == "-0.0" else text).replace("-", "−")
 
 
 def verdict(r) -> str:

@@ -742,24 +742,36 @@ def _repo_relative(path: str) -> str:
     return str(Path(*parts[parts.index("gin"):])) if "gin" in parts else path
 
 
-def _selection_split_lines(groups: list, pairing, selected: bool) -> list[str]:
+def _selection_split_lines(groups: list, pairing, selected: bool,
+                           commands: dict | None = None) -> list[str]:
     """When the runs the user selected (--filter, --baseline) land in several protocol
-    groups and no pair says so already: one line naming the fields that differ, where each
-    method is, and what to do."""
+    groups and no pair says so already: one line naming, for each two groups, the protocol
+    fields that differ, where each method is, and what to do (re-run the side whose protocol
+    lacks a field the other records — older runs — else the smaller one; its command)."""
     if not selected or len(groups) < 2 or (pairing is not None and pairing.elsewhere):
         return []
     protos = [p for p, _ in groups]
-    fields = [f for f in dict.fromkeys(k for p in protos for k in p)
-              if len({tables._fmt(p.get(f)) for p in protos}) > 1]
-    what = "; ".join(f"{f}: " + " vs ".join(f"{tables._fmt(p.get(f))} (group {i})"
-                                           for i, p in enumerate(protos, 1))
-                     for f in fields)
+    parts, todo = [], []
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            a, b = protos[i], protos[j]
+            fields = [f for f in dict.fromkeys([*a, *b])
+                      if tables._fmt(a.get(f)) != tables._fmt(b.get(f))]
+            parts.append(f"groups {i + 1} and {j + 1} differ in " + ", ".join(
+                f"{f} ({tables._fmt(a.get(f))} vs {tables._fmt(b.get(f))})" for f in fields))
+            older = [k for k, p, q in ((i, a, b), (j, b, a))
+                     if any(tables._fmt(p.get(f)) == "unknown" != tables._fmt(q.get(f))
+                            for f in fields)]
+            side = older[0] if older else (i if len(groups[i][1]) < len(groups[j][1]) else j)
+            cmds = sorted({(commands or {}).get(m) for m in groups[side][1]["method"].astype(str)}
+                          - {None})
+            todo.append(f"group {side + 1}" + (f" (`{cmds[0]}`)" if len(cmds) == 1 else ""))
     where = "; ".join(f"group {i}: {', '.join(_sorted(sub['method']))}"
                       for i, (_, sub) in enumerate(groups, 1))
-    return [f"> **The selected runs fall into {len(groups)} protocol groups** that differ in "
-            f"{what}; methods in different groups are never compared ({where}). To compare "
-            "them, re-run one side under the other's protocol (its sweep or run command, with "
-            "this version of floq and the other side's settings).", ""]
+    return [f"> **The selected runs fall into {len(groups)} protocol groups, never compared "
+            f"with each other:** {'; '.join(parts)}. To compare them, re-run "
+            f"{' or '.join(dict.fromkeys(todo))} under the other's protocol, with this version "
+            f"of floq. ({where}.)", ""]
 
 
 def _report_configs(final: pd.DataFrame) -> list[tuple[str, str]]:
@@ -992,8 +1004,9 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
                "answer, tables and figures (numbers from different protocols are never "
                "mixed).", ""]
-        md += paired.split_lines(pairing, groups, _rerun_commands(results_dir, final))
-        md += _selection_split_lines(groups, pairing, selected)
+        commands = _rerun_commands(results_dir, final)
+        md += paired.split_lines(pairing, groups, commands)
+        md += _selection_split_lines(groups, pairing, selected, commands)
         for i, (p, sub) in enumerate(groups, 1):
             desc = ", ".join(f"{k} {tables._fmt(v)}" for k, v in p.items())
             md += [f"## Protocol group {i}: {desc}", ""]

@@ -234,7 +234,8 @@ def test_filtered_runs_in_several_protocol_groups_are_said_to_be(tmp_path):
     text = open(report.build_report(root, tmp_path / "out", reps=20, formats=PNG,
                                     published=None, filters=["algorithm=fql,rebrac"])).read()
     line = next(ln for ln in text.splitlines() if "selected runs fall into 2 protocol" in ln)
-    assert "eval_interval" in line and "re-run one side" in line
+    assert "differ in eval_interval (" in line and "re-run group" in line
+    assert "fql + floq" in line and "rebrac + floq" in line
 
 
 # --------------------------------------------------------------------------- filters
