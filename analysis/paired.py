@@ -163,6 +163,7 @@ def protocol_key(rows: pd.DataFrame) -> tuple:
 @dataclass
 class _Identity:
     columns: dict      # identifying column -> normalised value (absent: not recorded)
+    swept: set         # the columns whose value is the run's own tag (not read from run.json)
     recorded: dict | None  # run.json config_fields common to its runs (None: not all have it)
     derived: dict      # run.json settings (protocol, describe, tags) common to its runs
     protocol: tuple
@@ -180,14 +181,16 @@ def _identities(final: pd.DataFrame) -> dict[str, _Identity]:
         rec = runs.get("config_fields")
         recorded = (_constant([_loads(x) for x in rec])
                     if rec is not None and len(rec) and rec.notna().all() else None)
-        values = {}
+        values, swept = {}, set()
         for c in cols:
             vals = {_norm(v) for v in g[c] if not _missing(v)}
-            if not vals and c in derived and not _missing(derived[c]):
+            if vals:
+                swept.add(c)
+            elif c in derived and not _missing(derived[c]):
                 vals = {_norm(derived[c])}
             if vals:
                 values[c] = "|".join(sorted(vals))
-        out[str(method)] = _Identity(values, recorded, derived, protocol_key(g),
+        out[str(method)] = _Identity(values, swept, recorded, derived, protocol_key(g),
                                      frozenset(g["task_key"]))
     return out
 
@@ -218,8 +221,11 @@ def _last(key: str) -> str:
 
 def _differences(a: _Identity, b: _Identity, fld: str) -> list[str]:
     """The settings (outside ``fld``'s own and the protocol's) in which a and b differ."""
+    # a swept value both record (a width axis over both critics) must match; a value read
+    # from run.json may differ where it is the field's own setting (floq's critic depth)
     diff = [c for c in set(a.columns) & set(b.columns)
-            if not _owned(c, fld, False) and a.columns[c] != b.columns[c]]
+            if c != fld and not c.endswith("_" + fld) and a.columns[c] != b.columns[c]
+            and not (_owned(c, fld, False) and not (c in a.swept and c in b.swept))]
     if a.recorded is not None and b.recorded is not None:
         conf, recorded = (a.recorded, b.recorded), True
     else:

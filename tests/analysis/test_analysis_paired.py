@@ -342,3 +342,30 @@ def test_diagnostics_split_losses_and_draw_only_methods_with_data():
             assert not a.overlaps(b)
     assert "flow-matching" in diagnostics.panel_label("critic/loss (floq)")
     assert "TD loss" in diagnostics.panel_label("critic/loss (monolithic)")
+
+
+def test_an_all_zero_protocol_group_names_no_best_configuration(tmp_path):
+    root = _layout(tmp_path / "r", decoy=False)
+    for c in ("monolithic", "floq"):  # a longer budget where nothing learned
+        make_run(root, f"long-{c}", env="cube-single-play", task="task1", critic=c,
+                 algorithm="iql", success=lambda seed, step: 0.0, train_steps=800,
+                 steps=(0, 200, 400, 600, 800), eval_interval=200)
+    out = tmp_path / "out"
+    text = open(report.build_report(root, out, reps=50, formats=PNG, published=None)).read()
+    zero = text[text.index("## Protocol group 2"):text.index("## Method and inputs")]
+    assert "**Nothing learned.**" in zero
+    assert "**Answer.**" not in zero and "Best configuration" not in zero
+    assert "![" not in zero and not list(out.glob("p2_*.png"))
+    assert "Inside **FQL**" in text[:text.index("## Protocol group 2")]
+
+
+def test_a_width_swept_over_both_critics_pairs_width_with_width(tmp_path):
+    root = tmp_path / "r"
+    for a in ("fql", "rebrac"):
+        for c in ("monolithic", "floq"):
+            for w in (128, 256):
+                make_run(root, f"{a}-{c}-{w}", env="e", task="task1", critic=c, algorithm=a,
+                         success=_constant((0.3, 0.3, 0.3)), tags={"critic_width": w})
+    p = paired.pair_methods(_final(root), "critic", "monolithic")
+    assert p.pairs == {f"{a} + floq (width={w})": f"{a} + monolithic (width={w})"
+                       for a in ("fql", "rebrac") for w in (128, 256)}
