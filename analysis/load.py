@@ -91,7 +91,8 @@ TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
                      "critic_depth": "depth"}
 # Columns added by this module.
 INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
-                    "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived")
+                    "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived",
+                    "tag_names")
 # A run's configuration apart from its seeds and task (see ``configurations``) is run.json's
 # ``seedless_config_hash`` and ``config_fields`` where recorded, else the settings every
 # run.json states (``_derived_config``: protocol, describe, tags), less these texts.
@@ -202,6 +203,8 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
                 out[key if key in known else f"{MANIFEST_PREFIX}{key}"] = value
     tags = raw.get("tags")
     out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
+    # the sweep's own axes for this run (eval.csv also records settings that were not swept)
+    out["tag_names"] = json.dumps(sorted(str(k) for k in out["tags"]))
     if isinstance(raw.get("seedless_config_hash"), str):
         out["config_id"] = raw["seedless_config_hash"]
     if isinstance(raw.get("config_fields"), Mapping):

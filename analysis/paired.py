@@ -181,10 +181,13 @@ def _identities(final: pd.DataFrame) -> dict[str, _Identity]:
         rec = runs.get("config_fields")
         recorded = (_constant([_loads(x) for x in rec])
                     if rec is not None and len(rec) and rec.notna().all() else None)
+        named = [json.loads(x) for x in runs.get("tag_names", pd.Series(dtype=object))
+                 if isinstance(x, str)]
+        axes = set().union(*map(set, named)) if named else None  # None: no run.json says
         values, swept = {}, set()
         for c in cols:
             vals = {_norm(v) for v in g[c] if not _missing(v)}
-            if vals:
+            if vals and (axes is None or c in axes):
                 swept.add(c)
             elif c in derived and not _missing(derived[c]):
                 vals = {_norm(derived[c])}

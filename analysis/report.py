@@ -976,7 +976,8 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
     table, or the 'nothing learned' notice), then tables and the other figures, then how
     the numbers were made (methodology, input notes, excluded run seeds)."""
     runs = final_all.copy()
-    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest", "config_fields", "config_derived")
+    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest", "config_fields", "config_derived",
+                                                                   "tag_names")
                                            if c in runs]))
     n_methods = final["method"].nunique()
     rule = stats.scored_steps_rule(final, proto)
