@@ -222,11 +222,32 @@ def _last(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def _differences(a: _Identity, b: _Identity, fld: str) -> list[str]:
-    """The settings (outside ``fld``'s own and the protocol's) in which a and b differ."""
+def _determined(ids: dict, fld: str, values: Sequence[str]) -> set:
+    """Settings that each of ``values`` of ``fld`` fixes in these runs: every method with that
+    value has the same value there (an algorithm file's own knobs: its learning rate, its
+    Q aggregation). Critic settings aside (``critic*`` keys, except the Q aggregation), so a
+    critic's K or width is never taken for an algorithm's own setting."""
+    keys: dict = {}
+    for ident in ids.values():
+        own = ident.columns.get(fld)
+        if own not in values:
+            continue
+        conf = {**{("c", k): v for k, v in ident.columns.items() if k not in ident.swept},
+                **{("d", k): _norm(v) for k, v in ident.derived.items()},
+                **{("r", k): _norm(v) for k, v in (ident.recorded or {}).items()}}
+        for k, v in conf.items():
+            keys.setdefault(k, {}).setdefault(own, set()).add(v)
+    return {k for (_, k), per in keys.items()
+            if all(len(v) == 1 for v in per.values())
+            and (not k.startswith("critic") or _last(k) == "q_agg")}
+
+
+def _differences(a: _Identity, b: _Identity, fld: str, own: set = frozenset()) -> list[str]:
+    """The settings (outside ``fld``'s own and the protocol's, and those in ``own``) in
+    which a and b differ."""
     # a swept value both record (a width axis over both critics) must match; a value read
     # from run.json may differ where it is the field's own setting (floq's critic depth)
-    diff = [c for c in set(a.columns) & set(b.columns)
+    diff = [c for c in set(a.columns) & set(b.columns) - set(own)
             if c != fld and not c.endswith("_" + fld) and a.columns[c] != b.columns[c]
             and not (_owned(c, fld, False) and not (c in a.swept and c in b.swept))]
     if a.recorded is not None and b.recorded is not None:
@@ -234,7 +255,7 @@ def _differences(a: _Identity, b: _Identity, fld: str) -> list[str]:
     else:
         conf, recorded = (a.derived, b.derived), False
     for k in set(conf[0]) & set(conf[1]):
-        if (_owned(k, fld, recorded) or _last(k) in _PROTOCOL_KEYS or k in NAME_TAGS
+        if (k in own or _owned(k, fld, recorded) or _last(k) in _PROTOCOL_KEYS or k in NAME_TAGS
                 or k in TASK_TAGS or k in ("algorithm", "critic")):
             continue
         if _not_applicable(conf[0][k]) or _not_applicable(conf[1][k]):
@@ -256,7 +277,11 @@ def pair_methods(final: pd.DataFrame, fld: str, value: str, default: bool = Fals
         if is_base[m]:
             continue
         me = ids[m]
-        fits = [b for b in bases if not _differences(me, ids[b], fld) and me.tasks & ids[b].tasks]
+        # an algorithm's own knobs (set by its gin file) differ between algorithms by design
+        owns = {b: (_determined(ids, fld, [me.columns.get(fld), ids[b].columns.get(fld)])
+                    if fld == "algorithm" else set()) for b in bases}
+        fits = [b for b in bases
+                if not _differences(me, ids[b], fld, owns[b]) and me.tasks & ids[b].tasks]
         same = [b for b in fits if ids[b].protocol == me.protocol]
         if len(same) == 1:
             out.pairs[m] = same[0]
@@ -276,7 +301,7 @@ def pair_methods(final: pd.DataFrame, fld: str, value: str, default: bool = Fals
             near = [b for b in bases if me.columns.get("algorithm") == ids[b].columns.get("algorithm")]
             why = ""
             if near:
-                d = _differences(me, ids[near[0]], fld)
+                d = _differences(me, ids[near[0]], fld, owns[near[0]])
                 why = f"; {near[0]} differs in {', '.join(d[:3])}" if d else ""
             out.unpaired[m] = f"no {out.spec} run shares its other settings{why}"
     return out
@@ -394,26 +419,31 @@ def answer_lines(est: pd.DataFrame, pairing: Pairing, methods: Sequence[str] = (
 
 def split_lines(pairing: Pairing | None, groups: list[tuple[dict, pd.DataFrame]],
                 rerun: dict | None = None) -> list[str]:
-    """One line per pair that the protocol split separates: which field differs and what to
-    do (``rerun``: ``{method: command}`` that re-runs its runs)."""
+    """One line per two protocol groups that separate pairs: which field differs (values),
+    the pairs it separates and what to do (re-run the side whose protocol lacks a field the
+    other records, else the baselines; ``rerun``: ``{method: command}``)."""
     if pairing is None or len(groups) < 2 or not pairing.elsewhere:
         return []
     where = {}
     for i, (_, sub) in enumerate(groups, 1):
         for m in sub["method"].astype(str).unique():
             where[m] = i
-    out = []
+    split: dict = {}
     for m, (b, diff) in sorted(pairing.elsewhere.items()):
-        if m not in where or b not in where:
-            continue
-        what = ", ".join(f"{f} ({va} vs {vb})" for f, (va, vb) in diff.items())
-        side = _older_side(m, b, diff)
-        cmd = (rerun or {}).get(side)
-        todo = (f"re-run {side} under the other's protocol" + (f" (`{cmd}`)" if cmd else ""))
-        out.append(f"> **Not compared: {m} (protocol group {where[m]}) and its baseline {b} "
-                   f"(group {where[b]}) differ in {what}.** Numbers from different protocols "
-                   f"are never mixed; to compare them, {todo}.")
-        out.append("")
+        if m in where and b in where:
+            what = ", ".join(f"{f} ({va} vs {vb})" for f, (va, vb) in diff.items())
+            split.setdefault((where[m], where[b], what), []).append(
+                (m, b, _older_side(m, b, diff)))
+    out = []
+    for (gm, gb, what), pairs in sorted(split.items()):
+        sides = list(dict.fromkeys(side for _, _, side in pairs))
+        cmds = list(dict.fromkeys(c for c in ((rerun or {}).get(x) for x in sides) if c))
+        todo = f"re-run {', '.join(sides)} under the other's protocol" + (
+            f" ({'; '.join(f'`{c}`' for c in cmds)})" if cmds else "")
+        shown = "; ".join(f"{m} vs {b}" for m, b, _ in pairs)
+        out += [f"> **Not compared across protocol groups {gm} and {gb}, which differ in "
+                f"{what}:** {shown}. Numbers from different protocols are never mixed; to "
+                f"compare them, {todo}.", ""]
     return out
 
 
