@@ -297,6 +297,14 @@ def _panel_layout(n: int) -> tuple[float, int, float]:
     return PAGE_WIDTH, min(4, n), 1.6
 
 
+def _success_axis(ax) -> None:
+    """A success axis spans exactly [0, 100] %; lines, markers and bands are not clipped
+    at its edges, so a curve at 0% or 100% stays visible on the spine."""
+    ax.set_ylim(0, 100)
+    for artist in [*ax.lines, *ax.collections]:
+        artist.set_clip_on(False)
+
+
 # --------------------------------------------------------------------------- curves
 PHASE_LINE = dict(color="0.35", linestyle=":", linewidth=0.9)
 
@@ -360,7 +368,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
             else:
                 ax.set_xlabel("Gradient steps")
                 ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
-            ax.set_ylim(-2, 102)
+            _success_axis(ax)
             ax.margins(x=0.02)
         for i, ax in enumerate(axes):
             if i % ncols == 0:
@@ -594,7 +602,7 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                 ax.set_xlim(ticks[0] * 0.5, ticks[0] * 1.5)
             ax.set_title((titles or {}).get(env, env))
             ax.set_xlabel(axis_label)
-            ax.set_ylim(-2, 102)
+            _success_axis(ax)
         for i, ax in enumerate(axes):
             if i % ncols == 0:
                 ax.set_ylabel(ylabel)
@@ -725,9 +733,10 @@ def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,
             ax.set_ylim(-0.6, len(methods) - 0.4)
             ax.set_title(METRIC_LABELS.get(metric, metric))
             ax.grid(axis="y", visible=False)
-            # success and the optimality gap are percentages: never an axis beyond [0, 100]
+            # success and the optimality gap are percentages: the axis stays within
+            # [-1, 101] (one point of margin, so a bar at 0 or 100 is not cut)
             _interval_xlim(ax, 100 * sub[["lo", "hi", "point"]].to_numpy(float).ravel(),
-                           floor=0.0, ceil=100.0)
+                           floor=-1.0, ceil=101.0)
         for i, ax in enumerate(axes):
             if i % ncols:
                 ax.tick_params(axis="y", left=False)
