@@ -389,12 +389,17 @@ def answer_lines(est: pd.DataFrame, pairing: Pairing, methods: Sequence[str] = (
     """The answer: a heading sentence, one list line per pair, one line for the methods
     without a baseline (among ``methods``, the group's) and one per pair split by protocol."""
     methods = set(methods) if len(methods) else set(est["method"])
-    how = ("by default for an algorithm × critic layout; --baseline FIELD=VALUE picks another"
-           if pairing.default else "--baseline")
-    lines = [f"**Answer.** Paired by {pairing.spec}: each method against the {pairing.spec} "
-             f"run that shares its algorithm, tasks, budget, protocol and other settings ({how}); "
-             "difference of mean final success in points and P(X > baseline), 95% "
-             "stratified-bootstrap CIs:", ""]
+    how = ("the default for an algorithm × critic layout; --baseline FIELD=VALUE picks "
+           "another" if pairing.default else "--baseline")
+    what = (f"Within each algorithm, each critic against the {pairing.value} critic"
+            if pairing.field == "critic" else
+            f"Within each critic, each algorithm against {pairing.value}"
+            if pairing.field == "algorithm" else
+            f"Each method against its {pairing.spec} counterpart")
+    same = "critic" if pairing.field == "algorithm" else "algorithm"
+    lines = [f"**Answer.** {what} (paired by {pairing.spec}: same {same}, tasks, budget, "
+             f"protocol and other settings; {how}): difference of mean final success in "
+             "points and P(X > baseline), 95% stratified-bootstrap CIs.", ""]
     for _, r in est.iterrows():
         name = ALGORITHM_NAMES.get(str(r["algorithm"]).lower(), r["algorithm"])
         where = f"Inside **{name}**" if r["context"].startswith("inside") else \

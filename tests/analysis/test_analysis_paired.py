@@ -155,7 +155,8 @@ def test_report_first_screen_answers_per_algorithm(tmp_path):
     out = tmp_path / "out"
     text = open(report.build_report(root, out, reps=200, formats=PNG, published=None)).read()
     first = text[:text.index("### Cost")]
-    assert "Paired by critic=monolithic" in first and "by default" in first
+    assert "Within each algorithm, each critic against the monolithic critic" in first
+    assert "paired by critic=monolithic" in first and "the default" in first
     assert first.index("Inside **FQL**") < first.index("Inside **ReBRAC**") \
         < first.index("Algorithm × critic")
     assert "Δ floq − monolithic" in first and "Best configuration" not in text
