@@ -214,7 +214,7 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "–": "--", "×": r"$\times$",
         "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\to$", "τ": r"$\tau$", "‡": r"$\ddagger$",
-        "†": r"$\dagger$"}
+        "†": r"$\dagger$", "−": r"$-$", "Δ": r"$\Delta$"}
 
 
 def _tex(s) -> str:

@@ -381,3 +381,12 @@ def test_success_axes_span_exactly_0_to_100():
                             hi=[0.0, 1.0], reference=False))
     fig = plots.plot_scaling(est, "K")
     assert [ax.get_ylim() for ax in fig.axes] == [(0.0, 100.0)]
+
+
+def test_delta_column_in_latex_uses_tex_symbols(tmp_path):
+    final = _final(_layout(tmp_path / "r", decoy=False))
+    p = paired.pair_methods(final, "critic", "monolithic")
+    est = paired.estimates(final, p, reps=50, seed=0)
+    tex = tables.algorithm_critic_table(final, reps=50, seed=0, deltas=est,
+                                        baseline_critic="monolithic").to_latex()
+    assert r"$\Delta$ floq $-$ monolithic" in tex and "−" not in tex and "Δ" not in tex
