@@ -354,7 +354,11 @@ def scored_steps_rule(final: pd.DataFrame, protocol: str | Protocol = "fql") -> 
     what = "the evaluation" if proto.k == 1 else "mean of the evaluations"
 
     def steps(txt):
-        return ", ".join(format_steps(v) for v in txt.split(",") if v)
+        vals = [v for v in txt.split(",") if v]
+        short = [format_steps(v) for v in vals]
+        if len(set(short)) < len(set(vals)):  # 20000 and 20001 would both read '20k'
+            return ", ".join(f"{int(float(v)):,}" for v in vals)
+        return ", ".join(short)
 
     phase = ""
     if "phase" in final and final["phase"].nunique() == 1:

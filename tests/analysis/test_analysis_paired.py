@@ -390,3 +390,8 @@ def test_delta_column_in_latex_uses_tex_symbols(tmp_path):
     tex = tables.algorithm_critic_table(final, reps=50, seed=0, deltas=est,
                                         baseline_critic="monolithic").to_latex()
     assert r"$\Delta$ floq $-$ monolithic" in tex and "−" not in tex and "Δ" not in tex
+
+
+def test_scored_steps_that_round_alike_are_written_in_full():
+    final = pd.DataFrame(dict(scored_steps=["15000,20000,20001"] * 2, phase="online"))
+    assert "15,000, 20,000, 20,001" in stats.scored_steps_rule(final)
