@@ -20,13 +20,21 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["DIAGNOSTICS", "DIAGNOSTIC_LABELS", "train_metrics", "diagnostic_curves"]
+__all__ = ["DIAGNOSTICS", "DIAGNOSTIC_LABELS", "LOSS_KINDS", "train_metrics",
+           "diagnostic_curves", "panel_order", "panel_label"]
 
 #: train.csv columns drawn, in panel order
 DIAGNOSTICS = ("critic/q_mean", "critic/loss", "grad/norm")
 DIAGNOSTIC_LABELS = {"critic/q_mean": "Q mean (critic/q_mean)",
                      "critic/loss": "Critic loss (critic/loss)",
                      "grad/norm": "Gradient norm (grad/norm)"}
+#: What ``critic/loss`` measures per critic. The critics minimise different objectives (a TD
+#: regression, floq's flow-matching loss plus its distillation, IQN's quantile loss), so
+#: their losses are never drawn on one axis: ``train_metrics`` names the metric
+#: ``critic/loss (<critic>)`` and each critic gets its own panel.
+LOSS_KINDS = {"monolithic": "TD loss, monolithic critic",
+              "floq": "flow-matching + distillation loss, floq critic",
+              "iqn": "quantile TD loss, IQN critic"}
 
 
 def train_metrics(results_dir: str | os.PathLike, final: pd.DataFrame,
@@ -40,7 +48,8 @@ def train_metrics(results_dir: str | os.PathLike, final: pd.DataFrame,
     """
     frames = []
     root = Path(results_dir)
-    keys = final[["run_dir", "env", "method", "task", "task_key", "seed"]].drop_duplicates()
+    cols = ["run_dir", "env", "method", "task", "task_key", "seed"]
+    keys = final[cols + (["critic"] if "critic" in final.columns else [])].drop_duplicates()
     for run_dir, g in keys.groupby("run_dir", sort=True):
         path = Path(run_dir) if Path(run_dir).is_absolute() else root / run_dir
         path = path / "train.csv"
@@ -64,6 +73,9 @@ def train_metrics(results_dir: str | os.PathLike, final: pd.DataFrame,
             long = sub.melt(id_vars=["step"], value_vars=cols, var_name="metric",
                             value_name="value")
             long = long.assign(env=r.env, method=r.method, task_key=r.task_key, seed=r.seed)
+            critic = getattr(r, "critic", None)
+            if critic is not None:  # one loss panel per critic: their objectives differ
+                long.loc[long["metric"] == "critic/loss", "metric"] = f"critic/loss ({critic})"
             frames.append(long)
     if not frames:
         return pd.DataFrame(columns=["env", "method", "task_key", "seed", "step", "metric",
@@ -72,6 +84,24 @@ def train_metrics(results_dir: str | os.PathLike, final: pd.DataFrame,
     out["value"] = pd.to_numeric(out["value"], errors="coerce")
     out = out[np.isfinite(out["value"].to_numpy(float))]
     return out[["env", "method", "task_key", "seed", "step", "metric", "value"]]
+
+
+def panel_order(curves: pd.DataFrame) -> list[str]:
+    """The metrics of ``curves`` in panel order: ``DIAGNOSTICS`` order, each critic's loss
+    (``critic/loss (<critic>)``) where ``critic/loss`` stands."""
+    present = list(dict.fromkeys(curves["metric"]))
+    out = []
+    for m in DIAGNOSTICS:
+        out += [p for p in sorted(present) if p == m or p.startswith(m + " (")]
+    return out + [p for p in present if p not in out]
+
+
+def panel_label(metric: str) -> str:
+    """A panel's title: ``Q mean (critic/q_mean)``, ``TD loss, monolithic critic``."""
+    if metric.startswith("critic/loss (") and metric.endswith(")"):
+        critic = metric[len("critic/loss ("):-1]
+        return f"{LOSS_KINDS.get(critic, f'loss, {critic} critic')} (critic/loss)"
+    return DIAGNOSTIC_LABELS.get(metric, metric)
 
 
 def diagnostic_curves(long: pd.DataFrame) -> pd.DataFrame:

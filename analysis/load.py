@@ -91,7 +91,8 @@ TAG_ABBREVIATIONS = {"critic_flow_steps": "K", "critic_width": "width",
                      "critic_depth": "depth"}
 # Columns added by this module.
 INTERNAL_COLUMNS = ("run_dir", "run_id", "task_key", "method", "has_manifest", "file_row",
-                    "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived")
+                    "nonfinite_loss", "member_diverged", "config_id", "config_fields", "config_derived",
+                    "tag_names")
 # A run's configuration apart from its seeds and task (see ``configurations``) is run.json's
 # ``seedless_config_hash`` and ``config_fields`` where recorded, else the settings every
 # run.json states (``_derived_config``: protocol, describe, tags), less these texts.
@@ -202,6 +203,8 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
                 out[key if key in known else f"{MANIFEST_PREFIX}{key}"] = value
     tags = raw.get("tags")
     out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
+    # the sweep's own axes for this run (eval.csv also records settings that were not swept)
+    out["tag_names"] = json.dumps(sorted(str(k) for k in out["tags"]))
     if isinstance(raw.get("seedless_config_hash"), str):
         out["config_id"] = raw["seedless_config_hash"]
     if isinstance(raw.get("config_fields"), Mapping):
@@ -210,7 +213,26 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
     seeds = raw.get("seeds")
     if isinstance(seeds, list):
         out["seeds"] = seeds
+    if _is_rlpd(raw):
+        out["_rlpd"] = True
     return out
+
+
+def _is_rlpd(raw: Mapping) -> bool:
+    """Whether a run is RLPD: SAC trained online from its first steps with balanced
+    sampling (gin/algorithms/rlpd.gin, which run.json's ``gin_files`` names; or, without it,
+    SAC with an online phase and balanced sampling). Such runs are labelled ``rlpd``."""
+    if str(raw.get("algorithm", "")).lower() != "sac":
+        return False
+    files = raw.get("gin_files")
+    if isinstance(files, list) and any(Path(str(f)).name == "rlpd.gin" for f in files):
+        return True
+    proto = raw.get("protocol") if isinstance(raw.get("protocol"), Mapping) else {}
+    try:
+        online = float(proto.get("online_steps") or 0) > 0
+    except (TypeError, ValueError):
+        online = False
+    return online and proto.get("balanced_sampling") is True
 
 
 def _derived_config(raw: Mapping) -> dict:
@@ -450,16 +472,45 @@ def results_base(results_dirs) -> Path:
     return Path(os.path.commonpath([os.path.abspath(r) for r in roots]))
 
 
-def parse_filters(items: Sequence[str]) -> list[tuple[str, str]]:
-    """``--filter KEY=VALUE`` items -> [(key, value)]; one clear error for a malformed item."""
+FILTER_SYNTAX = ("KEY=VALUE, KEY=V1,V2 (any of the values) or KEY!=V1,V2 (none of them), "
+                 "e.g. critic=floq, algorithm=fql,rebrac, critic!=iqn")
+
+
+def parse_filters(items: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """``--filter`` items -> ``[(key, op, values)]`` with ``op`` ``"="`` (keep rows whose
+    ``key`` is any of ``values``) or ``"!="`` (keep rows whose ``key`` is none of them).
+
+    ``KEY=VALUE``, ``KEY=V1,V2`` (a set) and ``KEY!=V1,V2`` (an exclusion); values are
+    separated by commas and compared as text or as numbers (``apply_filters``). A malformed
+    item (no ``=``, an empty key or value, a second ``=``) is one clear AnalysisError."""
     out = []
     for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise AnalysisError(f"--filter takes KEY=VALUE (a column such as critic=floq or "
-                                f"critic_flow_steps=4); got {item!r}")
-        out.append((key.strip(), value.strip()))
+        text = str(item)
+        key, sep, value = text.partition("=")
+        op = "="
+        if key.endswith("!"):
+            key, op = key[:-1], "!="
+        key = key.strip()
+        values = tuple(v.strip() for v in value.split(","))
+        if (not sep or not key or "=" in value or "!" in key or any(not v for v in values)
+                or any(c.isspace() for c in key)):
+            raise AnalysisError(f"--filter takes {FILTER_SYNTAX}; got {text!r}")
+        out.append((key, op, values))
     return out
+
+
+def _filter_parts(item) -> tuple[str, str, tuple[str, ...]]:
+    """A filter as ``(key, op, values)``; a plain ``(key, value)`` pair means ``key=value``."""
+    if len(item) == 2:
+        return str(item[0]), "=", (str(item[1]),)
+    key, op, values = item
+    return str(key), op, tuple(str(v) for v in ((values,) if isinstance(values, str) else values))
+
+
+def filter_text(item) -> str:
+    """A filter as the user would write it: ``algorithm=fql,rebrac``, ``critic!=iqn``."""
+    key, op, values = _filter_parts(item)
+    return f"{key}{op}{','.join(values)}"
 
 
 def _same_value(column: pd.Series, value: str) -> pd.Series:
@@ -474,20 +525,27 @@ def _same_value(column: pd.Series, value: str) -> pd.Series:
     return hit | (pd.to_numeric(column, errors="coerce") == number)
 
 
-def apply_filters(df: pd.DataFrame, filters: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """Keep the rows that match every (column, value); a column no run has is an error that
-    names the columns there are."""
-    for key, value in filters:
+def apply_filters(df: pd.DataFrame, filters: Sequence) -> pd.DataFrame:
+    """Keep the rows that pass every filter (``parse_filters``' ``(key, op, values)``, or a
+    plain ``(key, value)`` pair); a column no run has is an error that names the columns
+    there are."""
+    for item in filters:
+        key, op, values = _filter_parts(item)
         if key not in df.columns:
-            known = ", ".join(sorted(c for c in tag_columns(df)) + ["env", "task", "seed", "status"])
-            raise AnalysisError(f"--filter {key}={value}: no run has a column {key!r} (some there are: {known})")
-        df = df[_same_value(df[key], value)]
+            known = ", ".join(sorted(c for c in tag_columns(df)) + ["algorithm", "critic", "env",
+                                                                    "task", "seed", "status"])
+            raise AnalysisError(f"--filter {filter_text(item)}: no run has a column {key!r} "
+                                f"(some there are: {known})")
+        hit = pd.Series(False, index=df.index)
+        for v in values:
+            hit |= _same_value(df[key], v)
+        df = df[~hit if op == "!=" else hit]
     return df.reset_index(drop=True)
 
 
 def load_results(results_dir, *, add_method: bool = True,
                  method_by: Sequence[str] | None = None,
-                 filters: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+                 filters: Sequence = ()) -> pd.DataFrame:
     """Load every run under ``results_dir`` into one tidy frame.
 
     One row per (run dir, task, seed, phase, evaluation): the eval.csv columns, one column
@@ -507,7 +565,8 @@ def load_results(results_dir, *, add_method: bool = True,
 
     ``results_dir`` may be a list of folders: their runs load as one study, each ``run_dir``
     relative to the deepest folder holding them all (``results_base``). ``filters`` keeps the
-    rows whose columns equal the given values (``apply_filters``), before method labels are made.
+    rows that pass them (``apply_filters``: a column equal to one of a set of values, or to
+    none of them), before method labels are made.
 
     Raises:
         AnalysisError: ``results_dir`` does not exist or is not a directory.
@@ -557,6 +616,9 @@ def load_results(results_dir, *, add_method: bool = True,
         else:
             tags = manifest.pop("tags", {})
             seeds = manifest.pop("seeds", None)
+            if manifest.pop("_rlpd", False):  # SAC online from the start: RLPD (rlpd.gin)
+                ev["algorithm"] = "rlpd"
+                manifest["algorithm"] = "rlpd"
             if seeds:
                 for task, g in ev.groupby("task", sort=True):
                     lacking = sorted(set(int(s) for s in seeds if isinstance(s, (int, float)))

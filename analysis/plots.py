@@ -297,6 +297,14 @@ def _panel_layout(n: int) -> tuple[float, int, float]:
     return PAGE_WIDTH, min(4, n), 1.6
 
 
+def _success_axis(ax) -> None:
+    """A success axis spans exactly [0, 100] %; lines, markers and bands are not clipped
+    at its edges, so a curve at 0% or 100% stays visible on the spine."""
+    ax.set_ylim(0, 100)
+    for artist in [*ax.lines, *ax.collections]:
+        artist.set_clip_on(False)
+
+
 # --------------------------------------------------------------------------- curves
 PHASE_LINE = dict(color="0.35", linestyle=":", linewidth=0.9)
 
@@ -360,7 +368,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
             else:
                 ax.set_xlabel("Gradient steps")
                 ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
-            ax.set_ylim(-2, 102)
+            _success_axis(ax)
             ax.margins(x=0.02)
         for i, ax in enumerate(axes):
             if i % ncols == 0:
@@ -384,26 +392,31 @@ def plot_diagnostics(curves: pd.DataFrame, out: str | os.PathLike | None = None,
                      labels: Mapping[str, str] | None = None,
                      metrics: Sequence[str] | None = None) -> Figure:
     """Critic diagnostics vs gradient step: one row per environment, one panel per metric
-    (``diagnostics.DIAGNOSTICS`` order), one line per method (mean over run seeds x tasks)
-    with the min-max range over them as a band. A metric whose values are all positive and
-    span more than 20x gets a log y axis.
+    (``diagnostics.panel_order``: each critic's loss in its own panel, since a TD loss and
+    floq's flow-matching loss measure different things), one line per method (mean over run
+    seeds x tasks) with the min-max range over them as a band. A metric whose values are all
+    positive and span more than 20x gets a log y axis. The metric names the panel (its title,
+    wrapped), not a rotated y label, so no label runs into a neighbour; only methods with
+    finite values in a panel are drawn there, and the legend lists only methods drawn.
 
     Args:
         curves: ``diagnostics.diagnostic_curves`` output: ``env, method, metric, step,
             point, lo, hi``.
-        labels: ``{metric: y label}``.
+        labels: ``{metric: panel title}``.
         metrics: panel order (default: as they come in ``curves``); absent ones are skipped.
     """
+    import textwrap
+    curves = curves[np.isfinite(curves["point"].to_numpy(float))]
     envs = sorted(curves["env"].unique(), key=natural_key)
     present = list(dict.fromkeys(curves["metric"]))
     metrics = [m for m in (metrics or present) if m in present]
     methods = sorted(curves["method"].unique(), key=natural_key)
     colors = _colors_for(colors, methods)
     markers = _markers_for(markers, methods)
-    ncols = len(metrics)
+    ncols = max(1, len(metrics))
     with style():
         fig = _new_figure(PAGE_WIDTH if ncols > 1 else COLUMN_WIDTH,
-                          1.75 * len(envs) + 0.45)
+                          1.95 * len(envs) + 0.45)
         grid = np.atleast_2d(fig.subplots(len(envs), ncols, squeeze=False))
         for row, env in zip(grid, envs):
             for ax, metric in zip(row, metrics):
@@ -420,9 +433,11 @@ def plot_diagnostics(curves: pd.DataFrame, out: str | os.PathLike | None = None,
                 vals = vals[np.isfinite(vals)]
                 if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 20:
                     ax.set_yscale("log")
-                ax.set_title(f"{(titles or {}).get(env, env)}" if len(envs) > 1 and
-                             metric == metrics[0] else "", loc="left")
-                ax.set_ylabel((labels or {}).get(metric, metric))
+                title = textwrap.fill((labels or {}).get(metric, metric),
+                                      width=max(18, int(62 / ncols) + 10))
+                if len(envs) > 1 and metric == metrics[0]:
+                    title = f"{(titles or {}).get(env, env)}\n{title}"
+                ax.set_title(title, loc="left", fontsize=_RC["axes.labelsize"])
                 ax.set_xlabel("Gradient steps")
                 ax.xaxis.set_major_formatter(FuncFormatter(_steps_formatter))
                 ax.margins(x=0.02)
@@ -592,7 +607,7 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                 ax.set_xlim(ticks[0] * 0.5, ticks[0] * 1.5)
             ax.set_title((titles or {}).get(env, env))
             ax.set_xlabel(axis_label)
-            ax.set_ylim(-2, 102)
+            _success_axis(ax)
         for i, ax in enumerate(axes):
             if i % ncols == 0:
                 ax.set_ylabel(ylabel)
@@ -726,7 +741,10 @@ def plot_aggregates(agg: pd.DataFrame, out: str | os.PathLike | None = None,
             ax.set_ylim(-0.6, len(methods) - 0.4)
             ax.set_title(METRIC_LABELS.get(metric, metric))
             ax.grid(axis="y", visible=False)
-            _interval_xlim(ax, 100 * sub[["lo", "hi", "point"]].to_numpy(float).ravel())
+            # success and the optimality gap are percentages: the axis stays within
+            # [-1, 101] (one point of margin, so a bar at 0 or 100 is not cut)
+            _interval_xlim(ax, 100 * sub[["lo", "hi", "point"]].to_numpy(float).ravel(),
+                           floor=-1.0, ceil=101.0)
         for i, ax in enumerate(axes):
             if i % ncols:
                 ax.tick_params(axis="y", left=False)

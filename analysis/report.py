@@ -20,11 +20,15 @@ run seed by the chosen protocol, and writes into ``out_dir``:
   its caption says so)
 - ``probability_of_improvement.{csv,png,pdf}`` — P(X > baseline) for every other method
   (``baseline``: ``--baseline METHOD``, default the monolithic critic when present; every
-  pair when there is none)
+  pair when there is none); with ``--baseline FIELD=VALUE`` (by default ``critic=monolithic``
+  for a layout of several algorithms x critics) one row per pair of ``analysis.paired``:
+  each method against the baseline that shares its algorithm, tasks, budget and settings,
+  and the answer is one line per pair (``paired.answer_lines``)
 - ``performance_profile.{csv,png,pdf}`` — score distributions with CI bands
 - ``learning_curves.{csv,png,pdf}`` — success vs step per environment
 - ``learning_curves_wallclock.{csv,png,pdf}`` — the same points vs wall-clock time
-- ``critic_diagnostics.{csv,png,pdf}`` — Q mean, critic loss and gradient norm from the
+- ``critic_diagnostics.{csv,png,pdf}`` — Q mean, critic loss (one panel per critic: a TD
+  loss and floq's flow-matching loss are different objectives) and gradient norm from the
   scored runs' train.csv (``analysis.diagnostics``)
 - ``scaling_<axis>.{csv,png,pdf}`` — final success vs each numeric axis that varies
   (K, width, depth, parameters, FLOPs per update, ``compute_total`` = train steps x FLOPs
@@ -106,8 +110,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats, tables, trends
+from analysis import paired, plots, stats, tables, trends
 from analysis.load import (PHASES, TAG_ABBREVIATIONS, AnalysisError, find_run_dirs, parse_filters, results_base,
+                           filter_text,
                            load_results, to_score_dict, warn_missing_seeds)
 
 __all__ = ["build_report", "main", "AXIS_LABELS", "markdown_to_html"]
@@ -204,7 +209,8 @@ def _ci_text(point, lo, hi) -> str:
 
 def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[str],
                        dropped: list[str], prefix: str, colors: dict, markers: dict,
-                       seed: int, reps: int, baseline: str | None, h: str = "##") -> list[str]:
+                       seed: int, reps: int, baseline: str | None, h: str = "##",
+                       pairing: "paired.Pairing | None" = None) -> list[str]:
     """Aggregates, probability of improvement and performance profile; index lines (their
     headings one level below `h`, the section's)."""
     md: list[str] = []
@@ -240,14 +246,18 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
     md += ["Point estimate [95% CI], success in %; ↓: lower is better.", "",
            _md_frame(wide, list(wide.columns)), ""]
 
-    if len(scores) >= 2:
-        pairs = _poi_pairs(scores, baseline)
+    pairs = (_poi_pairs(scores, baseline) if pairing is None else
+             [(m, b) for m, b in pairing.pairs.items() if m in scores and b in scores])
+    if len(scores) >= 2 and pairs:
         poi = stats.poi_estimates(scores, pairs=pairs, reps=reps, seed=seed)
         stem = f"{prefix}probability_of_improvement"
         w.frame(f"{stem}.csv", poi)
         figs = w.figure(stem, plots.plot_probability_of_improvement(poi, colors=colors))
         against = (f"every method against the baseline {baseline} (--baseline)"
                    if baseline in scores else "every pair of methods (no baseline)")
+        if pairing is not None:
+            against = (f"each method against its paired {pairing.spec} baseline (same "
+                       "algorithm, tasks, budget and other settings; one row per pair)")
         md += [f"{h}# Probability of improvement", "",
                _fig_block(figs, f"{stem}.csv",
                           f"P(X > Y) over the same tasks, {against} (0.5: no difference); "
@@ -453,16 +463,39 @@ def _diagnostics_block(w: _Writer, results_dir: Path, final: pd.DataFrame, prefi
     w.frame(f"{stem}.csv", curves)
     figs = w.figure(stem, plots.plot_diagnostics(curves, colors=colors, markers=markers,
                                                  titles=titles,
-                                                 labels=diagnostics.DIAGNOSTIC_LABELS,
-                                                 metrics=diagnostics.DIAGNOSTICS))
+                                                 labels={m: diagnostics.panel_label(m) for m
+                                                         in diagnostics.panel_order(curves)},
+                                                 metrics=diagnostics.panel_order(curves)))
+    same = _coinciding(curves)
     shown = ", ".join(f"`{m}`" for m in diagnostics.DIAGNOSTICS
-                      if m in set(curves["metric"]))
+                      if any(str(p).split(" (")[0] == m for p in set(curves["metric"])))
     return [f"{h} Critic diagnostics", "",
             _fig_block(figs, f"{stem}.csv",
                        f"From each scored run seed's train.csv ({shown}): mean over run "
                        "seeds x tasks per logging point, band: min to max over them (a "
                        "description of the spread, not a CI); a log y axis where a metric "
-                       "spans more than 20x"), ""]
+                       "spans more than 20x; each critic's loss in its own panel (a TD loss "
+                       "and floq's flow-matching loss measure different things)"
+                       + ("; " + "; ".join(f"{a}'s curves coincide with {b}'s (drawn over "
+                                           "them)" for a, b in same) if same else "")), ""]
+
+
+def _coinciding(curves: pd.DataFrame) -> list[tuple[str, str]]:
+    """(hidden, drawn over it): methods whose diagnostic curves equal a later method's at
+    every point (e.g. two algorithms that train the same critic), so a reader knows why a
+    legend entry has no visible line."""
+    out = []
+    methods = sorted(curves["method"].unique(), key=tables.natural_key)
+    table = {m: g.sort_values(["env", "metric", "step"])[["env", "metric", "step", "point"]]
+             .reset_index(drop=True) for m, g in curves.groupby("method")}
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            x, y = table[a], table[b]
+            if (len(x) == len(y) and x[["env", "metric", "step"]].equals(y[["env", "metric", "step"]])
+                    and np.allclose(x["point"], y["point"], rtol=1e-4, atol=1e-8)):
+                out.append((a, b))
+                break
+    return out
 
 
 def _learned(final: pd.DataFrame, evals: pd.DataFrame) -> bool:
@@ -486,7 +519,8 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
              proto: stats.Protocol, seed: int, reps: int, published, colors: dict,
              markers: dict, baseline: str | None,
              level: int = 2, results_dir: Path | None = None,
-             tuned: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+             tuned: Sequence[str] = (),
+             pairing: "paired.Pairing | None" = None) -> tuple[list[str], list[str]]:
     """Tables and figures for runs under one protocol.
 
     Returns ``(headline, rest)`` index lines: the headline (answer sentence, main scaling
@@ -521,8 +555,15 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         md.append(f"- {env}: [Markdown]({stem}.md) · [LaTeX]({stem}.tex) · [CSV]({stem}.csv)")
     md.append("")
     after_leaderboards = len(md)
+    # ---- paired comparisons (--baseline FIELD=VALUE; by default critic=monolithic for an
+    # algorithm x critic layout): one answer line per pair, the table's Δ column, PoI rows
+    est = (paired.estimates(final, pairing, reps=reps, seed=seed) if pairing is not None
+           else None)
     # ---- algorithm x critic (when both vary)
-    act = tables.algorithm_critic_table(final, protocol=proto, reps=reps, seed=seed)
+    act = tables.algorithm_critic_table(
+        final, protocol=proto, reps=reps, seed=seed,
+        deltas=est if pairing is not None and pairing.field == "critic" else None,
+        baseline_critic=pairing.value if pairing is not None else None)
     if act is not None:
         stem = f"{prefix}algorithm_critic"
         w.text(f"{stem}.md", act.to_markdown())
@@ -557,9 +598,18 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     md += [f"{h} Aggregate metrics", ""]
     if scores:
         agg = stats.aggregate_estimates(scores, reps=reps, seed=seed)
-        head += _headline_sentence(scores, agg, tasks, baseline, seed, reps)
+        if pairing is not None and (len(est) or set(pairing.unpaired) & set(scores)):
+            head += paired.answer_lines(est, pairing, methods=final["method"].astype(str))
+        elif pairing is not None and len(scores) > 1:
+            head += [f"**Answer.** No {pairing.spec} pair under this protocol: every method "
+                     f"here is a {pairing.spec} run ({', '.join(_sorted(final['method']))}); "
+                     "the leaderboard below compares them.", ""]
+        elif pairing is not None:
+            head += _headline_sentence(scores, agg, tasks, None, seed, reps)
+        else:
+            head += _headline_sentence(scores, agg, tasks, baseline, seed, reps)
         md += _aggregate_section(w, scores, agg, tasks, dropped, prefix, colors, markers,
-                                 seed, reps, baseline, h)
+                                 seed, reps, baseline, h, pairing=pairing)
     else:
         md += ["No task is shared by the methods, so no aggregate was computed.", ""]
 
@@ -666,6 +716,77 @@ def _no_params_axis_note(final: pd.DataFrame, axes: Sequence[str]) -> list[str]:
             + "; ".join(sorted(parts, key=tables.natural_key)) + ".", ""]
 
 
+def _rerun_commands(results_dir: Path, final: pd.DataFrame) -> dict:
+    """``{method: the command that re-runs its runs}``: ``floq sweep FILE`` when a sweep.json
+    above the run names its sweep file, else ``floq run GIN... --bind ...`` from run.json."""
+    import json
+    out = {}
+    for method, g in final.groupby("method", sort=False):
+        run = Path(results_dir) / str(g["run_dir"].iloc[0])
+        cmd = None
+        for folder in [run, *run.parents][:4]:
+            sw = folder / "sweep.json"
+            if sw.is_file():
+                try:
+                    f = json.loads(sw.read_text()).get("file")
+                except (OSError, ValueError, AttributeError):
+                    f = None
+                if isinstance(f, str) and f:
+                    cmd = f"floq sweep {_repo_relative(f)}"
+                break
+        if cmd is None:
+            try:
+                raw = json.loads((run / "run.json").read_text())
+            except (OSError, ValueError):
+                raw = {}
+            files = [str(x) for x in raw.get("gin_files", []) if isinstance(x, str)]
+            binds = [str(x) for x in raw.get("bindings", []) if isinstance(x, str)]
+            if files:
+                cmd = "floq run " + " ".join(files) + "".join(
+                    f" --bind '{b.replace(' ', '')}'" for b in binds[:4])
+        if cmd:
+            out[str(method)] = cmd
+    return out
+
+
+def _repo_relative(path: str) -> str:
+    """``/somewhere/repo/gin/x.gin`` -> ``gin/x.gin`` (the command runs in a checkout)."""
+    parts = Path(path).parts
+    return str(Path(*parts[parts.index("gin"):])) if "gin" in parts else path
+
+
+def _selection_split_lines(groups: list, pairing, selected: bool,
+                           commands: dict | None = None) -> list[str]:
+    """When the runs the user selected (--filter, --baseline) land in several protocol
+    groups and no pair says so already: one line naming, for each two groups, the protocol
+    fields that differ, where each method is, and what to do (re-run the side whose protocol
+    lacks a field the other records — older runs — else the smaller one; its command)."""
+    if not selected or len(groups) < 2 or (pairing is not None and pairing.elsewhere):
+        return []
+    protos = [p for p, _ in groups]
+    parts, todo = [], []
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            a, b = protos[i], protos[j]
+            fields = [f for f in dict.fromkeys([*a, *b])
+                      if tables._fmt(a.get(f)) != tables._fmt(b.get(f))]
+            parts.append(f"groups {i + 1} and {j + 1} differ in " + ", ".join(
+                f"{f} ({tables._fmt(a.get(f))} vs {tables._fmt(b.get(f))})" for f in fields))
+            older = [k for k, p, q in ((i, a, b), (j, b, a))
+                     if any(tables._fmt(p.get(f)) == "unknown" != tables._fmt(q.get(f))
+                            for f in fields)]
+            side = older[0] if older else (i if len(groups[i][1]) < len(groups[j][1]) else j)
+            cmds = sorted({(commands or {}).get(m) for m in groups[side][1]["method"].astype(str)}
+                          - {None})
+            todo.append(f"group {side + 1}" + (f" (`{cmds[0]}`)" if len(cmds) == 1 else ""))
+    where = "; ".join(f"group {i}: {', '.join(_sorted(sub['method']))}"
+                      for i, (_, sub) in enumerate(groups, 1))
+    return [f"> **The selected runs fall into {len(groups)} protocol groups, never compared "
+            f"with each other:** {'; '.join(parts)}. To compare them, re-run "
+            f"{' or '.join(dict.fromkeys(todo))} under the other's protocol, with this version "
+            f"of floq. ({where}.)", ""]
+
+
 def _report_configs(final: pd.DataFrame) -> list[tuple[str, str]]:
     fam = final["algorithm"].astype(str) + ":" + final["critic"].astype(str)
     configs = list(zip(final["method"], fam))
@@ -711,7 +832,8 @@ def build_report(results_dir, out_dir: str | os.PathLike,
         baseline: the method the answer and the probability of improvement compare
             against (default: the monolithic critic when present, see
             ``default_baseline``; ``"none"``: no baseline, every pair is compared).
-        filters: ``KEY=VALUE`` items; only rows whose column KEY equals VALUE are analysed.
+        filters: ``--filter`` items (``KEY=VALUE``, ``KEY=V1,V2``, ``KEY!=V1,V2``; see
+            ``load.parse_filters``); only rows that pass every one are analysed.
         tuned: fields (tags) that were tuning choices (``--tuned FIELD``): the leaderboard
             states each method's number of configurations and the report draws the
             expected best score over N configurations (``analysis.trends``).
@@ -739,7 +861,7 @@ def build_report(results_dir, out_dir: str | os.PathLike,
                                 f"{str(results_dir)!r}")
         if df.empty and filter_items:
             raise AnalysisError(f"no evaluations under {', '.join(map(str, roots))} match "
-                                + " and ".join(f"{k}={v}" for k, v in filter_items))
+                                + " and ".join(filter_text(f) for f in filter_items))
         if df.empty:
             first = f"; first problem: {caught[0].message}" if caught else ""
             raise AnalysisError(f"no usable evaluations in the {n_dirs} run "
@@ -772,13 +894,25 @@ def build_report(results_dir, out_dir: str | os.PathLike,
             warn_missing_seeds(m, {t: gt for t, gt in g.groupby("task_key", sort=True)})
         pub = _published(published)
         methods = _sorted(final["method"])
+        pairing = None
+        selected = bool(filter_items) or baseline is not None
         if baseline is None:
-            baseline = default_baseline(final)
+            spec = paired.default_spec(final)
+            if spec is not None:  # an algorithm x critic layout: critic=monolithic, paired
+                pairing = paired.pair_methods(final, *spec, default=True)
+            else:
+                baseline = default_baseline(final)
         elif str(baseline).lower() == "none":
             baseline = None
-        elif baseline not in methods:
-            raise AnalysisError(f"--baseline {baseline!r} is not one of the scored methods: "
-                                + ", ".join(methods))
+        elif baseline in methods:
+            pass
+        elif "=" in str(baseline):
+            pairing = paired.pair_methods(final, *paired.parse_spec(baseline, final))
+            baseline = None
+        else:
+            raise AnalysisError(f"--baseline {baseline!r} is not one of the scored methods ("
+                                + ", ".join(methods) + ") nor FIELD=VALUE (e.g. "
+                                "critic=monolithic)")
         tuned = tuple(dict.fromkeys(tuned))
         unknown = [t for t in tuned if t not in final.columns or final[t].isna().all()]
         if unknown:
@@ -794,7 +928,8 @@ def build_report(results_dir, out_dir: str | os.PathLike,
         with warnings.catch_warnings(record=True) as caught2:
             warnings.simplefilter("always")
             index = _index(w, results_dir, df, final_all, final, proto, seed, reps, pub,
-                           notes, n_dirs, include_partial, phase, baseline, tuned=tuned)
+                           notes, n_dirs, include_partial, phase, baseline, tuned=tuned,
+                           pairing=pairing, selected=selected)
         extra = [m for m in dict.fromkeys(str(c.message) for c in caught2)
                  if m not in notes]
         if extra:
@@ -858,12 +993,14 @@ def _excluded_section(w: _Writer, final_all: pd.DataFrame, final: pd.DataFrame) 
 
 def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, n_dirs,
            include_partial, phase=None, baseline: str | None = None,
-           tuned: Sequence[str] = ()) -> str:
+           tuned: Sequence[str] = (),
+           pairing: "paired.Pairing | None" = None, selected: bool = False) -> str:
     """The index page: the answer first (headline sentence, main scaling figure, cost
     table, or the 'nothing learned' notice), then tables and the other figures, then how
     the numbers were made (methodology, input notes, excluded run seeds)."""
     runs = final_all.copy()
-    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest", "config_fields", "config_derived")
+    w.frame("runs.csv", runs.drop(columns=[c for c in ("has_manifest", "config_fields", "config_derived",
+                                                                   "tag_names")
                                            if c in runs]))
     n_methods = final["method"].nunique()
     rule = stats.scored_steps_rule(final, proto)
@@ -872,7 +1009,10 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
     lead = (f"{n_methods} method(s) on {', '.join(_sorted(final['env']))} "
             f"({final['task_key'].nunique()} task(s)), {len(final)} scored run seeds from "
             f"`{results_dir}`; final score: {rule}"
-            + (f"; baseline: {baseline}" if baseline else "") + ". How the numbers were "
+            + (f"; baseline: {baseline}" if baseline else "")
+            + (f"; baseline: {pairing.spec}, paired within each "
+               f"{'critic' if pairing.field == 'algorithm' else 'algorithm'}"
+               if pairing is not None else "") + ". How the numbers were "
             "made is at the end ([Method and inputs](#method-and-inputs)).")
     md += [lead, ""]
     if proto.optimistic:
@@ -882,18 +1022,21 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
     if len(groups) == 1:
         head, rest = _section(w, final, _rows_of(df, final), "", proto, seed, reps, pub,
                               colors, markers, baseline, results_dir=results_dir,
-                              tuned=tuned)
+                              tuned=tuned, pairing=pairing)
         md += head + rest
     else:
         md += [f"The runs follow {len(groups)} different protocols; each gets its own "
                "answer, tables and figures (numbers from different protocols are never "
                "mixed).", ""]
+        commands = _rerun_commands(results_dir, final)
+        md += paired.split_lines(pairing, groups, commands)
+        md += _selection_split_lines(groups, pairing, selected, commands)
         for i, (p, sub) in enumerate(groups, 1):
             desc = ", ".join(f"{k} {tables._fmt(v)}" for k, v in p.items())
             md += [f"## Protocol group {i}: {desc}", ""]
             head, rest = _section(w, sub, _rows_of(df, sub), f"p{i}_", proto, seed, reps,
                                   pub, colors, markers, baseline, level=3,
-                                  results_dir=results_dir, tuned=tuned)
+                                  results_dir=results_dir, tuned=tuned, pairing=pairing)
             md += head + rest
 
     md += ["## Method and inputs", "",
@@ -910,8 +1053,14 @@ def _index(w, results_dir, df, final_all, final, proto, seed, reps, pub, notes, 
              if final["method"].str.contains("(", regex=False).any() else []),
            "- Baseline: " + (f"{baseline} (probability of improvement and the answer "
                              "compare against it; --baseline METHOD picks another)"
-                             if baseline else "none (no monolithic critic ran; --baseline "
-                             "METHOD picks one)") + ".",
+                             if baseline else
+                             f"{pairing.spec}, paired: each method is compared with the "
+                             f"{pairing.spec} run that shares its algorithm, tasks, budget, "
+                             "protocol and other recorded settings (the grid's name aside)"
+                             + (" — the default for an algorithm × critic layout" if
+                                pairing.default else "")
+                             if pairing is not None else "none (no monolithic critic ran; "
+                             "--baseline METHOD or FIELD=VALUE picks one)") + ".",
            f"- Final score per run seed: {proto.description}; here: {rule}.",
            f"- Phase scored: {', '.join(_sorted(final['phase']))}"
            + (" (each run's last phase; --phase offline|online picks one)" if phase is None
@@ -1086,8 +1235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results_dir", nargs="+",
                    help="directories searched recursively for run dirs (several: one study)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="analyse only runs whose column KEY equals VALUE (repeatable: all must hold), "
-                        "e.g. --filter env=cube-double-play --filter critic_flow_steps=4")
+                   help="analyse only runs whose column KEY (algorithm, critic, env, task, a tag "
+                        "such as critic_flow_steps, ...) passes: KEY=VALUE, KEY=V1,V2 (any of "
+                        "them) or KEY!=V1,V2 (none of them); repeatable, all must hold; e.g. "
+                        "--filter algorithm=fql,rebrac --filter critic!=iqn")
     p.add_argument("--out", required=True, type=_path_arg, help="report directory (created)")
     p.add_argument("--protocol", default="fql",
                    help="final score per run: fql (mean of last 3 evaluations; default), "
@@ -1101,10 +1252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "before train_steps); diverged runs are never scored")
     p.add_argument("--method-by", default=None,
                    help="comma-separated columns naming a method (default: critic + tags)")
-    p.add_argument("--baseline", default=None, metavar="METHOD",
-                   help="method label to compare against in the answer and the probability "
-                        "of improvement (default: the monolithic critic when present; "
-                        "'none': compare every pair)")
+    p.add_argument("--baseline", default=None, metavar="METHOD|FIELD=VALUE",
+                   help="what the answer and the probability of improvement compare against: "
+                        "a method label, or FIELD=VALUE (e.g. critic=monolithic): each method "
+                        "against the run with that value that shares every other field (same "
+                        "algorithm, tasks, budget, protocol); default: critic=monolithic when "
+                        "several algorithms and critics ran, else the monolithic critic when "
+                        "present; 'none': compare every pair")
     p.add_argument("--tuned", action="append", default=[], metavar="FIELD",
                    help="a field that was tuned (repeatable, e.g. --tuned alpha): the "
                         "leaderboard states each method's configurations tried and the report "

@@ -354,15 +354,23 @@ def scored_steps_rule(final: pd.DataFrame, protocol: str | Protocol = "fql") -> 
     what = "the evaluation" if proto.k == 1 else "mean of the evaluations"
 
     def steps(txt):
-        return ", ".join(format_steps(v) for v in txt.split(",") if v)
+        vals = [v for v in txt.split(",") if v]
+        short = [format_steps(v) for v in vals]
+        if len(set(short)) < len(set(vals)):  # 20000 and 20001 would both read '20k'
+            return ", ".join(f"{int(float(v)):,}" for v in vals)
+        return ", ".join(short)
 
     phase = ""
     if "phase" in final and final["phase"].nunique() == 1:
         phase = f" of the {final['phase'].iloc[0]} phase"
+    zero = sum(int(v) for k, v in sets.items() if "0" in str(k).split(","))
+    note = ("" if not zero else
+            f"; includes the evaluation at step 0, before any training "
+            f"({'all' if zero == n else zero} run seed{'s' if zero > 1 else ''})")
     if len(sets) == 1:
-        return f"{what} at steps {steps(sets.index[0])}{phase} (all {n} run seeds)"
+        return f"{what} at steps {steps(sets.index[0])}{phase} (all {n} run seeds){note}"
     parts = [f"at {steps(k)} ({v} run seed{'s' if v > 1 else ''})" for k, v in sets.items()]
-    return f"{what}{phase} " + "; ".join(parts) + " (the run seeds differ in schedule)"
+    return f"{what}{phase} " + "; ".join(parts) + f" (the run seeds differ in schedule){note}"
 
 
 def task_means(final: pd.DataFrame) -> pd.DataFrame:

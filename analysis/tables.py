@@ -214,7 +214,7 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "–": "--", "×": r"$\times$",
         "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\to$", "τ": r"$\tau$", "‡": r"$\ddagger$",
-        "†": r"$\dagger$"}
+        "†": r"$\dagger$", "−": r"$-$", "Δ": r"$\Delta$"}
 
 
 def _tex(s) -> str:
@@ -519,12 +519,22 @@ def leaderboard(final: pd.DataFrame, by: str = "env", env: str | None = None,
 # --------------------------------------------------------------------------- algorithm x critic
 def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql",
                            reps: int = 2000, confidence: float = 0.95,
-                           seed: int = 0) -> Leaderboard | None:
+                           seed: int = 0, deltas: pd.DataFrame | None = None,
+                           baseline_critic: str | None = None) -> Leaderboard | None:
     """Rows algorithms, columns critics; a cell is the pair's final success over all its
     tasks (mean over tasks of the per-task mean over seeds, ± half the width of the
     stratified-bootstrap CI), as ``leaderboard``'s cells. None unless both the algorithm
     and the critic vary. A pair whose runs hold several configurations (e.g. a K sweep)
-    has no single number: its cell says so and the leaderboard has its rows.
+    has no single number: its cell says so and the leaderboard has its rows, unless
+    ``deltas`` pairs exactly one of them (that configuration is shown, marked ``†``).
+
+    Bold is within a row (the question is which critic inside each algorithm): the best
+    critic of the algorithm and every critic whose CI overlaps it, only in a row where some
+    critic's CI does not (``significance_bold`` by row).
+
+    ``deltas`` (``paired.estimates`` rows of a ``critic=<baseline_critic>`` pairing:
+    ``algorithm, critic, method, baseline, point, lo, hi``) adds one column per other
+    critic, ``Δ <critic> − <baseline_critic>``: the paired difference in points with its CI.
     Raises ValueError for mixed protocols (as ``leaderboard``)."""
     if final.empty or final["algorithm"].nunique() < 2 or final["critic"].nunique() < 2:
         return None
@@ -533,14 +543,25 @@ def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql"
     algos = sorted(final["algorithm"].astype(str).unique(), key=natural_key)
     critics = sorted(final["critic"].astype(str).unique(), key=natural_key)
     n_total = final["task_key"].nunique()
-    cells = []
+    paired_methods: dict = {}
+    if deltas is not None and len(deltas):
+        for r in deltas.itertuples():
+            paired_methods.setdefault((str(r.algorithm), str(r.critic)), set()).add(r.method)
+            paired_methods.setdefault((str(r.algorithm), str(baseline_critic)), set()).add(
+                r.baseline)
+    cells, chosen = [], []
     for a in algos:
         for c in critics:
             sub = final[(final["algorithm"].astype(str) == a) & (final["critic"].astype(str) == c)]
             if sub.empty:
                 continue
             methods = sorted(sub["method"].unique(), key=natural_key)
-            if len(methods) > 1:
+            mark = ""
+            if len(methods) > 1 and len(paired_methods.get((a, c), ())) == 1:
+                only = next(iter(paired_methods[(a, c)]))
+                sub, mark = sub[sub["method"] == only], "†"
+                chosen.append(only)
+            elif len(methods) > 1:
                 cells.append(dict(row=a, column=c, kind="ours", point=np.nan, lo=np.nan,
                                   hi=np.nan, display=f"{len(methods)} configurations",
                                   n_seeds=np.nan, n_seeds_max=np.nan,
@@ -548,10 +569,35 @@ def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql"
                                   uncertainty_kind="", ref="ours"))
                 continue
             cell = _ours_cell(score_matrix(sub), reps, confidence, seed, f"{a}\x00{c}", n_total)
+            cell["display"] += mark
             cells.append(dict(row=a, column=c, **cell))
     df = pd.DataFrame(cells)
     full = (df["n_tasks"] == n_total) & df["point"].notna()
-    df["bold"] = significance_bold(df, full)
+    by_row = df.rename(columns={"column": "critic", "row": "column"})
+    df["bold"] = significance_bold(by_row, full)
+    delta_cols = []
+    if deltas is not None and len(deltas) and baseline_critic is not None:
+        for c in [c for c in critics if c != baseline_critic]:
+            d = deltas[deltas["critic"].astype(str) == c]
+            if d.empty:
+                continue
+            name = f"Δ {c} − {baseline_critic}"
+            delta_cols.append(name)
+            for r in d.itertuples():
+                if str(r.algorithm) not in algos or ((deltas["algorithm"] == r.algorithm)
+                                                     & (deltas["critic"] == c)).sum() > 1:
+                    continue  # several configurations of c: the answer lines give each
+                text = (f"{100 * r.point:+.1f}" + ("" if pd.isna(r.lo) else
+                                                   f" [{100 * r.lo:+.1f}, {100 * r.hi:+.1f}]"))
+                if getattr(r, "all_zero", False):
+                    text = "0 (both 0%: nothing learned)"
+                cells_d = dict(row=str(r.algorithm), column=name, kind="delta",
+                               point=float(r.point), lo=float(r.lo), hi=float(r.hi),
+                               display=text.replace("-", "−"), bold=False, n_seeds=np.nan,
+                               n_seeds_max=np.nan, n_tasks=int(r.n_tasks), uncertainty=np.nan,
+                               uncertainty_kind=f"{int(confidence * 100)}% CI of the paired "
+                               "difference (independent stratified bootstraps)", ref="ours")
+                df = pd.concat([df, pd.DataFrame([cells_d])], ignore_index=True)
     df = df[["row", "column", "kind", "point", "lo", "hi", "display", "bold", "n_seeds",
              "n_seeds_max", "n_tasks", "uncertainty", "uncertainty_kind", "ref"]]
     rule = scored_steps_rule(final, proto)
@@ -561,17 +607,32 @@ def algorithm_critic_table(final: pd.DataFrame, protocol: str | Protocol = "fql"
                f"CI ({reps} reps, seed {seed}); score per run: {proto.description}, here "
                f"{rule}.")
     notes = []
+    ours = df[df["kind"] == "ours"]
     if df["bold"].any():
-        notes.append("Bold: per critic, the best algorithm (point estimate) among those "
-                     "covering every task, and every one whose CI overlaps it, only where "
-                     "some CI does not (not a significance test).")
+        notes.append("Bold, within each row: the algorithm's best critic (point estimate) "
+                     "among those covering every task, and every critic whose 95% CI "
+                     "overlaps it, only in a row where some critic's CI does not (not a "
+                     "significance test).")
+    elif (ours[ours["point"].notna()].groupby("row")["column"].nunique() >= 2).any():
+        notes.append("Nothing is bold: in every row each critic's 95% CI overlaps the best "
+                     "one's, so these data do not separate the critics inside any algorithm "
+                     "(bold, where shown, marks per row the best critic and those whose CI "
+                     "overlaps it, only in a row where some critic's CI does not).")
+    if delta_cols:
+        notes.append(f"Δ: the critic minus the {baseline_critic} critic of the same algorithm "
+                     "(paired: same tasks, budget, protocol and other settings), in points, "
+                     f"[{int(confidence * 100)}% CI] from independent stratified bootstraps of "
+                     "the two; an interval that includes 0 does not separate them.")
+    if chosen:
+        notes.append("†: the configuration paired with the other critic ("
+                     + "; ".join(chosen) + "); the leaderboard has the others.")
     if df["display"].str.contains("configurations", regex=False).any():
         notes.append("k configurations: the pair's runs differ in more than the seed (e.g. "
                      "a flow-step sweep); see the leaderboard for one row per configuration.")
     if df["display"].str.contains("tasks]", regex=False).any():
         notes.append("[k/n tasks]: the pair covers only k of the n tasks; not directly "
                      "comparable.")
-    return Leaderboard(cells=df.reset_index(drop=True), rows=algos, columns=critics,
+    return Leaderboard(cells=df.reset_index(drop=True), rows=algos, columns=critics + delta_cols,
                        title="Final success rate (%) by algorithm and critic",
                        caption=caption, notes=notes, label="tab:algorithm-critic",
                        first_header="Algorithm")
