@@ -121,3 +121,29 @@ def test_gin_files_build_with_the_shared_knobs(critic):
     assert (c.net.width, c.net.depth) == (24, 2)
     if critic != "bro":
         assert c.num_bins == 51 and c.reward_offset == 0.01
+
+
+def test_cpu_critics_sweep_is_the_stated_grid(tmp_path):
+    """gin/experiments/cpu_critics.gin: FQL and IQL x six critics, every run 30k steps, 3 seeds,
+    width 128 (critic, actor), 100 generated cube-single-play task1 episodes."""
+    from floq.launch import sweep
+    from floq.train import build
+
+    plan = sweep.expand("gin/experiments/cpu_critics.gin", str(tmp_path))
+    seen = set()
+    try:
+        for run in plan.runs:
+            gin.clear_config()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exp = build(list(run.gin_files), list(run.bindings))
+            c, tr = exp.critic, exp.trainer
+            net = getattr(c, "net", None) or c.field_net
+            assert (tr.train_steps, tr.num_seeds, net.width, exp.algorithm.actor_net.width) == (30_000, 3, 128, 128), run.name
+            assert (exp.task.env, exp.task.task_id, exp.task.generate_episodes) == ("cube-single-play", 1, 100)
+            if c.name == "floq":
+                assert c.flow_steps == 4
+            seen.add((exp.algorithm.name, c.name))
+    finally:
+        gin.clear_config()
+    assert seen == {(a, k) for a in ("fql", "iql") for k in ("monolithic", "resnet", "hlgauss", "c51", "bro", "floq")}
