@@ -26,7 +26,11 @@ BINDINGS = ["TRAIN_STEPS=20", "EVAL_INTERVAL=20", "CHECKPOINT_INTERVAL=20", "LOG
 
 
 def files_of(algorithm: str, critic: str) -> list[str]:
-    return [SMOKE, f"gin/algorithms/{algorithm}.gin", f"gin/critics/{critic}.gin"]
+    # smoke.gin is FQL already; gin/algorithms/fql.gin is the base file (it includes
+    # gin/defaults.gin), so naming it after smoke.gin would undo smoke's sizes and data.
+    # The other algorithm files are overlays.
+    alg = [] if algorithm == "fql" else [f"gin/algorithms/{algorithm}.gin"]
+    return [SMOKE, *alg, f"gin/critics/{critic}.gin"]
 
 
 @pytest.mark.slow
