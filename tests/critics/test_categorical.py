@@ -270,6 +270,38 @@ def test_bro_network_is_the_published_block():
             BroNet(width=8, depth=bad)
 
 
+def test_hyperspherical_option_is_simbav2s_blocks():
+    """hyperspherical=True: [x, c_shift] on the sphere, unit-norm embedding, scaler, sphere; each
+    block h = l2norm(W2 (relu(scaler(W1 x)) + eps)), x <- l2norm(x + alpha (h - x)); linear head.
+    Recomputed from the parameters; every hidden feature vector is unit-norm."""
+    net = BroNet(width=8, depth=2, hyperspherical=True)
+    assert net.describe()["arch"] == "simbav2"
+    mod = net.module(output_dim=1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 6))
+    params = mod.init(jax.random.PRNGKey(1), x)["params"]
+    p = jax.tree_util.tree_map(np.asarray, params)
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=0, keepdims=True)
+
+    def sph(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    h = sph(np.concatenate([np.asarray(x), np.full((4, 1), 3.0)], -1))
+    s0 = p["Scaler_0"]["scaler"]
+    np.testing.assert_allclose(s0, np.sqrt(2 / 8), rtol=1e-6)  # scaler starts at sqrt(2 / width)
+    h = sph(h @ unit(p["UnitDense_0"]["kernel"]) * s0)
+    assert np.allclose(np.linalg.norm(h, axis=-1), 1.0, atol=1e-5)
+    m = np.maximum(h @ unit(p["UnitDense_1"]["kernel"]) * p["Scaler_1"]["scaler"], 0) + 1e-8
+    m = sph(m @ unit(p["UnitDense_2"]["kernel"]))
+    alpha = p["Scaler_2"]["scaler"] * ((1 / 2) / (1 / np.sqrt(8)))  # starts at 1 / (blocks + 1)
+    np.testing.assert_allclose(alpha, 0.5, rtol=1e-6)
+    h = sph(h + alpha * (m - h))
+    want = h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want, rtol=1e-4, atol=1e-5)
+    assert p["UnitDense_1"]["kernel"].shape == (8, 32)  # expansion 4
+
+
 def test_bro_critic_trains_through_the_monolithic_interface():
     c = MonolithicCritic(net=BroNet(width=16, depth=2), num_ensembles=2).configure(0.9, -1.0, 0.0)
     batch, na = make_batch(b=5)
@@ -294,6 +326,7 @@ KA_CRITICS = {
     "hlgauss-two-hot": lambda: HLGaussCritic(net=KA_NET, num_ensembles=2, projection="two_hot"),
     "c51": lambda: C51Critic(net=KA_NET, num_ensembles=2),
     "bro": lambda: MonolithicCritic(net=BroNet(width=64, depth=2), num_ensembles=2),
+    "simbav2": lambda: C51Critic(net=BroNet(width=64, depth=2, hyperspherical=True), num_ensembles=2),
 }
 
 

@@ -18,7 +18,7 @@ from floq.critics.c51 import C51Critic
 from floq.critics.hlgauss import HLGaussCritic
 from floq.nets.specs import MLPNet
 
-NEW_CRITICS = ("hlgauss", "c51", "bro")
+NEW_CRITICS = ("hlgauss", "c51", "bro", "simbav2")
 ALGORITHMS = ("fql", "rebrac", "iql", "ifql", "sac")
 SMOKE = "gin/experiments/smoke.gin"
 BINDINGS = ["TRAIN_STEPS=20", "EVAL_INTERVAL=20", "CHECKPOINT_INTERVAL=20", "LOG_INTERVAL=10", "CHUNK_SIZE=10",
@@ -125,6 +125,7 @@ def test_gin_files_build_with_the_shared_knobs(critic):
     assert (c.net.width, c.net.depth) == (24, 2)
     if critic != "bro":
         assert c.num_bins == 51 and c.reward_offset == 0.01
+    assert getattr(c.net, "hyperspherical", False) == (critic == "simbav2")
 
 
 def test_cpu_critics_sweep_is_the_stated_grid(tmp_path):
