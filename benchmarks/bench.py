@@ -61,8 +61,8 @@ SHOW = ("benchmark", "critic", "config", "K", "seeds", "workers", "precision", "
 BENCHMARKS = ("throughput", "per_step", "flow_steps", "seeds", "tasks", "eval", "eval_overhead", "bf16")
 CRITICS = ("monolithic", "floq")  # the default --critics
 #: Every critic a row can price: the defaults plus the literature's comparison critics
-#: (gin/critics/{hlgauss,c51,bro}.gin at the configuration's width, depth and ensembles).
-KNOWN_CRITICS = CRITICS + ("hlgauss", "c51", "bro")
+#: (gin/critics/{hlgauss,c51,bro,simbav2}.gin at the configuration's width, depth and ensembles).
+KNOWN_CRITICS = CRITICS + ("hlgauss", "c51", "bro", "simbav2")
 
 OBS_DIM, ACT_DIM = 28, 5  # OGBench cube-* observation / action sizes
 EVAL_DATASET = "cube-single-play-singletask-task1-v0"
@@ -180,6 +180,12 @@ def build(critic_name: str, size: Size, K: int | None = None, precision: str = "
 
         critic = MonolithicCritic(net=BroNet(size.width, 2 * (size.depth // 2) or 2), num_ensembles=size.ensembles,
                                   name="bro")
+    elif critic_name == "simbav2":
+        from floq.critics.c51 import C51Critic
+        from floq.nets.bro import BroNet
+
+        critic = C51Critic(net=BroNet(size.width, 2 * (size.depth // 2) or 2, hyperspherical=True),
+                           num_ensembles=size.ensembles, num_bins=51, name="simbav2")
     else:
         raise ValueError(f"unknown critic {critic_name!r}")
     critic = critic.configure(0.99, -1.0, 0.0)  # cube rewards are -1 / 0
