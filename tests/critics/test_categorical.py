@@ -328,6 +328,9 @@ KA_CRITICS = {
     "bro": lambda: MonolithicCritic(net=BroNet(width=64, depth=2), num_ensembles=2),
     "simbav2": lambda: C51Critic(net=BroNet(width=64, depth=2, hyperspherical=True), num_ensembles=2),
 }
+# SimbaV2's unit-norm features and kernels bound how fast the logits grow: at the other critics'
+# 3000 steps its worst pair misses by 1.9% (chain) and 2.2% (bandit); at 6000 by 0.4% and 0.8%.
+KA_STEPS = {"simbav2": 6000}
 
 
 @pytest.mark.slow
@@ -338,7 +341,7 @@ def test_new_critics_reach_analytic_q(mdps, trainer, rel_error, mdp_name, kind):
     within the 2% every other critic meets."""
     mdp = mdps[mdp_name]
     c = KA_CRITICS[kind]().configure(mdp.discount, *mdp.reward_range)
-    params, losses = trainer(c, mdp, **KA_TRAINING[mdp_name])
+    params, losses = trainer(c, mdp, **{**KA_TRAINING[mdp_name], "steps": KA_STEPS.get(kind, 3000)})
     obs, act, s_idx, a_idx = mdp.pairs()
     exact = mdp.analytic_q()[s_idx, a_idx]
     q = np.asarray(c.q(params["online"], obs, act))
