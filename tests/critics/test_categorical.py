@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from floq_test_utils import FULL
+
 from floq.critics.base import CategoricalValues, expected_values, td_loss, td_targets, value_of_actions
 from floq.critics.c51 import C51Critic, project_distribution
 from floq.critics.categorical import project, two_hot
@@ -333,9 +335,13 @@ KA_CRITICS = {
 KA_STEPS = {"simbav2": 6000}
 
 
+# make test: every critic on the stochastic MDP (stochastic transitions, rewards and policy);
+# make test-full (FLOQ_FULL_TESTS=1): on all three.
+KA_CASES = [(m, k) for k in KA_CRITICS for m in (KA_TRAINING if FULL else ["stochastic"])]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mdp_name", list(KA_TRAINING))
-@pytest.mark.parametrize("kind", list(KA_CRITICS))
+@pytest.mark.parametrize("mdp_name,kind", KA_CASES)
 def test_new_critics_reach_analytic_q(mdps, trainer, rel_error, mdp_name, kind):
     """Trained by its own loss on the toy MDPs (tests/critics/conftest.py), the critic's Q is
     within the 2% every other critic meets."""

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from floq_test_utils import FULL
+
 from floq.critics.c51 import C51Critic
 from floq.critics.hlgauss import HLGaussCritic
 from floq.nets.specs import MLPNet
@@ -33,9 +35,14 @@ def files_of(algorithm: str, critic: str) -> list[str]:
     return [SMOKE, *alg, f"gin/critics/{critic}.gin"]
 
 
+# make test: each critic and each algorithm at least once (five runs); make test-full
+# (FLOQ_FULL_TESTS=1): every pair (twenty runs).
+SMALL_FORM = [("hlgauss", "fql"), ("c51", "rebrac"), ("c51", "sac"), ("bro", "iql"), ("simbav2", "ifql")]
+PAIRS = [(c, a) for c in NEW_CRITICS for a in ALGORITHMS] if FULL else SMALL_FORM
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("critic", NEW_CRITICS)
+@pytest.mark.parametrize("critic,algorithm", PAIRS)
 def test_smoke_run_trains_with_every_algorithm(smoke_dataset, tmp_path, critic, algorithm):
     from floq import train
     from floq.launch import cost
