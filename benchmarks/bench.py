@@ -59,7 +59,10 @@ SHOW = ("benchmark", "critic", "config", "K", "seeds", "workers", "precision", "
         "episodes_per_s", "ratio", "vs_bare", "vs_cpu_scaling", "peak_mem_mb", "temp_mem_mb", "r2", "cpu_util",
         "load1", "notes")
 BENCHMARKS = ("throughput", "per_step", "flow_steps", "seeds", "tasks", "eval", "eval_overhead", "bf16")
-CRITICS = ("monolithic", "floq")
+CRITICS = ("monolithic", "floq")  # the default --critics
+#: Every critic a row can price: the defaults plus the literature's comparison critics
+#: (gin/critics/{hlgauss,c51,bro,simbav2}.gin at the configuration's width, depth and ensembles).
+KNOWN_CRITICS = CRITICS + ("hlgauss", "c51", "bro", "simbav2")
 
 OBS_DIM, ACT_DIM = 28, 5  # OGBench cube-* observation / action sizes
 EVAL_DATASET = "cube-single-play-singletask-task1-v0"
@@ -166,6 +169,23 @@ def build(critic_name: str, size: Size, K: int | None = None, precision: str = "
                             num_ensembles=size.ensembles)
     elif critic_name == "monolithic":
         critic = MonolithicCritic(net=net, num_ensembles=size.ensembles)
+    elif critic_name in ("hlgauss", "c51"):
+        from floq.critics.c51 import C51Critic
+        from floq.critics.hlgauss import HLGaussCritic
+
+        cls = HLGaussCritic if critic_name == "hlgauss" else C51Critic
+        critic = cls(net=net, num_ensembles=size.ensembles, num_bins=51)  # gin/critics/*.gin's 51 bins / atoms
+    elif critic_name == "bro":
+        from floq.nets.bro import BroNet
+
+        critic = MonolithicCritic(net=BroNet(size.width, 2 * (size.depth // 2) or 2), num_ensembles=size.ensembles,
+                                  name="bro")
+    elif critic_name == "simbav2":
+        from floq.critics.c51 import C51Critic
+        from floq.nets.bro import BroNet
+
+        critic = C51Critic(net=BroNet(size.width, 2 * (size.depth // 2) or 2, hyperspherical=True),
+                           num_ensembles=size.ensembles, num_bins=51, name="simbav2")
     else:
         raise ValueError(f"unknown critic {critic_name!r}")
     critic = critic.configure(0.99, -1.0, 0.0)  # cube rewards are -1 / 0
@@ -1070,7 +1090,7 @@ def fill_flops(path: str, log=print) -> list[dict]:
         if r["benchmark"] == "matmul_peak" and r.get("gflop_per_s"):
             peaks.setdefault(r.get("precision") or "float32", []).append(float(r["gflop_per_s"]))
     for r in rows:
-        if r["benchmark"] not in _TRAIN_ROWS or r.get("gflop_per_update") or r.get("critic") not in CRITICS \
+        if r["benchmark"] not in _TRAIN_ROWS or r.get("gflop_per_update") or r.get("critic") not in KNOWN_CRITICS \
                 or r.get("config") not in SIZES or not r.get("updates_per_s"):
             continue
         K = int(r["K"]) if r["critic"] == "floq" and str(r.get("K", "")).isdigit() else None
@@ -1110,7 +1130,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                    help="directory for the CSV (and .md) (default: benchmarks/results)")
     p.add_argument("--name", default=None, help="CSV file name (default: bench_<host-kind>_<date>[_mode].csv)")
-    p.add_argument("--critics", default=",".join(CRITICS), help="comma-separated subset of monolithic,floq")
+    p.add_argument("--critics", default=",".join(CRITICS),
+                   help=f"comma-separated subset of {','.join(KNOWN_CRITICS)} (default: {','.join(CRITICS)})")
     p.add_argument("--configs", default=None,
                    help="comma-separated configurations for throughput/per_step/bf16 (small,paper; default: by mode)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")
@@ -1156,8 +1177,8 @@ def main(argv=None) -> int:
         print(f"floq bench: unknown benchmark(s) {bad}; choose from {BENCHMARKS}", file=sys.stderr)
         return 2
     critics = tuple(s.strip() for s in a.critics.split(",") if s.strip())
-    if not critics or any(c not in CRITICS for c in critics):
-        print(f"floq bench: --critics must name some of {CRITICS}", file=sys.stderr)
+    if not critics or any(c not in KNOWN_CRITICS for c in critics):
+        print(f"floq bench: --critics must name some of {KNOWN_CRITICS}", file=sys.stderr)
         return 2
     mode = MODES["tiny" if a.tiny else "quick" if a.quick else "full"]
     if a.rows:
@@ -1180,8 +1201,8 @@ def main(argv=None) -> int:
         return 2
     if a.scaling_critics:
         sc = tuple(s.strip() for s in a.scaling_critics.split(",") if s.strip())
-        if not sc or any(c not in CRITICS for c in sc):
-            print(f"floq bench: --scaling-critics must name some of {CRITICS}", file=sys.stderr)
+        if not sc or any(c not in KNOWN_CRITICS for c in sc):
+            print(f"floq bench: --scaling-critics must name some of {KNOWN_CRITICS}", file=sys.stderr)
             return 2
         mode = dataclasses.replace(mode, scaling_critics=sc)
     if a.seed_configs:

@@ -12,11 +12,20 @@ over parameter pytrees:
                                            (B, N, A)) under the target parameters, aggregated
                                            over the ensemble by q_agg (floq: the target field
                                            integrated from noise; IQN: one target quantile
-                                           sample per next action; monolithic: target Q)
+                                           sample per next action; monolithic: target Q), or a
+                                           `CategoricalValues` (atoms (B, N, M) with their
+                                           probabilities): a categorical critic's whole next
+                                           return distribution (C51). `td_targets` maps the
+                                           Bellman operator over its atoms and keeps the
+                                           probabilities; `expected_values` gives its (B, N)
+                                           means
   fit(params, batch, targets, rng) -> (scalar, metrics)
                                            regress the online parameters onto given (B, N)
                                            targets (stop-gradient inside); gradients flow into
-                                           params['online'] only
+                                           params['online'] only. A critic whose next_values
+                                           is a CategoricalValues also takes one (the weighted
+                                           targets); every critic takes plain (B, N) arrays
+                                           (IQL's r + gamma * V(s') is one)
   loss(params, batch, next_actions, rng)   the TD loss with targets r + gamma * mask *
                                            next_values: `td_loss` below, the same key splits
                                            and operations as before the interface was split
@@ -41,6 +50,8 @@ the actor from the next observations.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -83,8 +94,41 @@ def repeat_rows(x: jnp.ndarray, n: int) -> jnp.ndarray:
     return jnp.repeat(x, n, axis=0)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CategoricalValues:
+    """Per-sample return distributions on atoms: what a categorical critic's next_values
+    returns instead of (B, N) values (the contract's "values with per-sample weights").
+
+    Attributes:
+      atoms: (B, N, M) return values: sample n of state b is the distribution
+        sum_j probs[b, n, j] * delta(atoms[b, n, j]).
+      probs: (B, N, M) non-negative weights summing to 1 over M.
+    """
+
+    atoms: jnp.ndarray
+    probs: jnp.ndarray
+
+    def expected(self) -> jnp.ndarray:
+        """(B, N) the mean of each distribution."""
+        return (self.atoms * self.probs).sum(axis=-1)
+
+
+def expected_values(next_values) -> jnp.ndarray:
+    """(B, N) the value of next_values: itself, or a CategoricalValues' means."""
+    return next_values.expected() if isinstance(next_values, CategoricalValues) else next_values
+
+
 def td_targets(batch, discount: float, next_values, bonus=None):
-    """(B, N) TD targets r + gamma * mask * (next_values + bonus); bonus (B, N) or None."""
+    """(B, N) TD targets r + gamma * mask * (next_values + bonus); bonus (B, N) or None.
+
+    next_values may be a CategoricalValues: the same affine map is applied to every atom of
+    sample n (its bonus added to each) and the probabilities are kept: the distributional
+    Bellman operator (Bellemare et al. 2017, eq. 7 before the projection)."""
+    if isinstance(next_values, CategoricalValues):
+        atoms = next_values.atoms if bonus is None else next_values.atoms + bonus[..., None]
+        atoms = (batch["rewards"][:, None, None] + discount * batch["masks"][:, None, None] * atoms)
+        return CategoricalValues(atoms, next_values.probs)
     nv = next_values if bonus is None else next_values + bonus
     return batch["rewards"][:, None] + discount * batch["masks"][:, None] * nv
 
@@ -104,7 +148,7 @@ def value_of_actions(critic, target, obs, actions, rng):
     averages), averaged over them. IQL's and IFQL's V regress onto it."""
     n = critic.num_next_actions
     reps = jnp.broadcast_to(actions[:, None, :], (actions.shape[0], n, actions.shape[-1]))
-    return critic.next_values(target, obs, reps, rng).mean(axis=1)
+    return expected_values(critic.next_values(target, obs, reps, rng)).mean(axis=1)
 
 
 def actor_value(critic, online, obs, actions, rng, agg: str = "mean"):
