@@ -150,7 +150,12 @@ def _run(argv) -> int:
             traceback.print_exc()
         print(f"floq run: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from floq.interrupts import Interrupted
+
+        if isinstance(e, Interrupted):  # a phase before training (data generation): cleaned up
+            print(f"floq run: {e.message()}", file=sys.stderr)
+            return e.exit_code
         print("floq run: interrupted (run it again to resume from the last checkpoint)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the user gets one line; --debug gives the traceback
