@@ -34,7 +34,7 @@ USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --versio
 EXIT_FAILED, EXIT_CONFIG, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def _one_line(e: BaseException, limit: int = 400) -> str:
+def _one_line(e: BaseException, limit: int = 4000) -> str:
     lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else ""
     return msg[:limit]

@@ -337,7 +337,7 @@ class Run:
             raise ConfigError(f"{self.run_dir} holds a run with a different config (status "
                               f"{prev.get('status')}); give this run another --run-dir (or --out), or pass "
                               f"--force to move that run aside to {os.path.basename(self.run_dir)}.replaced-<time> "
-                              f"and start this one in its place")
+                              f"(kept, but floq analyze then leaves it out) and start this one in its place")
         if not same:
             self.replace = True
             return False
@@ -353,21 +353,17 @@ class Run:
         """--force over a run of another config: take that run's lock (RunError, with nothing
         touched, while a trainer holds it), then move its directory to
         RUN.replaced-<time> (never delete) and say where."""
-        lock = results.RunLock(self.run_dir)
-        lock.acquire()
-        try:
-            prev = self._previous_manifest()
-            if prev is None or prev.get("config_hash") == self.config_hash:  # changed meanwhile
-                self.previous = prev
-                return
-            dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-            n = 1
-            while os.path.exists(dest):
-                dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-                n += 1
-            os.rename(self.run_dir, dest)
-        finally:
-            lock.release()
+        def other(prev):
+            if not isinstance(prev, dict) or prev.get("config_hash") == self.config_hash:  # changed meanwhile
+                self.previous = prev if isinstance(prev, dict) else None
+                return False
+            return True
+
+        moved = results.move_run_aside(self.run_dir, other)
+        if moved is None:
+            return
+        dest, prev = moved
+        prev = prev or {}
         self.previous = None
         print(f"floq: {self.run_dir} held a run with a different config (status {prev.get('status')}); "
               f"moved it to {dest}", file=sys.stderr)
