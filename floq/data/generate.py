@@ -188,8 +188,10 @@ _STANDIN_NOTE = 'stand-in data: random actions, for tests/code paths only'
 
 
 def default_data_dir() -> str:
-    """``$FLOQ_DATA_DIR`` if set, else ``~/.floq/data``."""
-    return os.path.expanduser(os.environ.get('FLOQ_DATA_DIR') or '~/.floq/data')
+    """``$FLOQ_DATA_DIR`` if set, else the user cache (``floq.data.files.default_data_dir``)."""
+    from floq.data.files import default_data_dir as data_dir
+
+    return data_dir()
 
 
 def base_dataset_name(dataset_name: str) -> str:
@@ -638,7 +640,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from floq.results import path_arg
 
     p.add_argument('--out', default=None, type=path_arg,
-                   help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
+                   help='output directory (default: $FLOQ_DATA_DIR, else ~/.cache/floq/data)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--val-episodes', type=int, default=None, help='val episodes (default: max(1, episodes // 10))')

@@ -231,7 +231,9 @@ def generated_path(task: Task) -> str:
     if task.episode_length:
         tag += f"-l{task.episode_length}"
     standin = "-standin" if task.env in LOCOMOTION else ""
-    return os.path.join(default_data_dir(), f"{task.env}{standin}-v0-{tag}.npz")
+    from floq.data.files import cached_data_path
+
+    return cached_data_path(f"{task.env}{standin}-v0-{tag}.npz")
 
 
 def ensure_generated(task: Task, progress: bool = True) -> str:
