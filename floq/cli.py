@@ -217,6 +217,58 @@ def _delegate(module: str, argv) -> int:
     return int(ret or 0)
 
 
+def _out_arg(argv) -> str | None:
+    """The value of --out in an argument list (either '--out DIR' or '--out=DIR')."""
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--out="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def report_summary(report_dir: str) -> list[str]:
+    """What `floq analyze` prints after the report's path: the report's headline (its
+    '**Answer.**' paragraphs, one per protocol group) and its leaderboard tables (per
+    environment), as plain text."""
+    import glob
+
+    def plain(text: str) -> str:
+        return re.sub(r"\*\*([^*]+)\*\*", r"\1", text).strip()
+
+    lines = []
+    try:
+        with open(os.path.join(report_dir, "index.md"), encoding="utf-8") as f:
+            index = f.read().splitlines()
+    except OSError:
+        return lines
+    lines += [plain(ln) for ln in index if ln.startswith("**Answer.**")]
+    for path in sorted(glob.glob(os.path.join(report_dir, "leaderboard_env*.md"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = [ln for ln in f.read().splitlines() if ln.startswith("|")]
+        except OSError:
+            continue
+        rows = [[plain(c) for c in r.strip().strip("|").split("|")] for r in rows
+                if not re.fullmatch(r"\|[\s:|-]+\|?", r.strip())]
+        if not rows:
+            continue
+        widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
+        lines.append("")
+        lines.append(f"leaderboard ({os.path.basename(path)}):")
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
+
+
+def _analyze(argv) -> int:
+    code = _delegate("analysis.report", argv)
+    out = _out_arg(argv)
+    if code == 0 and out:
+        for line in report_summary(out):
+            print(line)
+    return code
+
+
 def version_string() -> str:
     """'floq 0.1.0 (git 43d4eec... (dirty))': the installed package version and the commit."""
     from importlib import metadata
@@ -247,7 +299,7 @@ COMMANDS = {
     "status": lambda argv: _delegate("floq.status", argv),
     "data": _data,
     "sweep": lambda argv: _delegate("floq.launch.sweep", argv),
-    "analyze": lambda argv: _delegate("analysis.report", argv),
+    "analyze": _analyze,
     "bench": lambda argv: _delegate("benchmarks.bench", argv),
 }
 

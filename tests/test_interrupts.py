@@ -78,6 +78,7 @@ def test_stop_signal_during_generation_ends_workers_and_cleans_up(tmp_path, sig)
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "interrupted during data generation; run it again to restart it" in err, err[-2000:]
     assert "Traceback" not in err
+    assert f"floq: generating cube-single-play-v0 (400 episodes, cached in {data};" in err  # no silent phase
     deadline = time.time() + 10
     while time.time() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)

@@ -266,8 +266,8 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
         if task.env in LOCOMOTION:
             kwargs["standin"] = True
         workers = min(2, os.cpu_count() or 1)
-        print(f"floq: generating {task.env}-v0 ({task.generate_episodes} episodes, seed {task.generate_seed}, "
-              f"{workers} worker{'s' if workers > 1 else ''}; cached in {folder})", file=sys.stderr, flush=True)
+        print(f"floq: generating {task.env}-v0 ({task.generate_episodes} episodes, cached in {folder}; seed "
+              f"{task.generate_seed}, {workers} worker{'s' if workers > 1 else ''})", file=sys.stderr, flush=True)
         tmp = tempfile.mkdtemp(prefix=".generating-", dir=folder)
         try:
             train, val = gen.generate(f"{task.env}-v0", task.generate_episodes, tmp,

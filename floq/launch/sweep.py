@@ -307,7 +307,12 @@ def run_sweep(
     builds = BuildMemo()  # each configuration parsed once by the checks below
     conflicts: dict[str, str] = {}
     if parse is None and runner is None:  # floq run with the real gin: every run builds, or none is launched
-        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =", builds)
+        unfinished = [r for r in plan.runs if statuses[r.name] != "done"]
+        n_conf = len({_profile_key(r, f"{plan.seed_macro} =") for r in unfinished})
+        if n_conf:
+            echo(f"sweep {plan.name}: building {n_conf} configuration{'s' if n_conf != 1 else ''} "
+                 f"(checking every value before anything is launched)...")
+        check_values(unfinished, f"{plan.seed_macro} =", builds)
         # a run directory that holds another configuration: named now, before anything compiles
         conflicts = config_conflicts([r for r in plan.runs if statuses[r.name] != "absent"], builds)
         for name in conflicts:
@@ -360,6 +365,8 @@ def run_sweep(
                     "--force moves them aside to RUN.replaced-<time> before launching")
                  + "; without --force the sweep is refused")
         if estimate:
+            if todo:
+                echo("pricing the runs to do (each configuration's update lowered once, FLOPs cached)...")
             for line in estimate_lines(plan, todo, bench_dir, build=builds):
                 echo(line)
         return {
