@@ -17,16 +17,18 @@ import traceback
 
 from floq.columns import EVAL_COLUMNS
 
-USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --version
+USAGE = """usage: floq {run,status,sweep,data,analyze,eval,bench} ... | floq --version
 
   run FILE.gin [...] [--bind 'X = v'] [--out DIR]    train and evaluate one run
       [--logger wandb|tensorboard] [--debug]          (trackers beside the CSV files)
   run RUN_DIR | RUN_DIR/config.gin                   that run again (resume, or "already done")
   status DIR [DIR ...]                               runs under DIR: status, progress, ETA
   sweep FILE.gin [--launcher local|slurm|ray]        run a declared sweep
-      [--retry-failed] [--dry-run]                    (--retry-failed: failed and diverged runs too)
+      [--retry-failed] [--dry-run] [--force]          (--retry-failed: failed and diverged runs too)
   data generate DATASET --episodes N [--out DIR]     make an OGBench dataset locally
   analyze RESULTS_DIR --out REPORT_DIR               figures and tables
+  eval RUN_DIR [--step N] [--episodes N]             evaluate a checkpoint again
+      [--video out.mp4]                               (and render an episode)
   bench [--quick]                                    throughput measurements
 
 'floq COMMAND --help' describes a command's options."""
@@ -300,6 +302,7 @@ COMMANDS = {
     "data": _data,
     "sweep": lambda argv: _delegate("floq.launch.sweep", argv),
     "analyze": _analyze,
+    "eval": lambda argv: _delegate("floq.policy", argv),
     "bench": lambda argv: _delegate("benchmarks.bench", argv),
 }
 
