@@ -13,6 +13,8 @@ runs not started yet are listed too, as 'pending'), one line each:
   recorded the run as failed; 'partial' for a folder with result files but no manifest;
   'pending' for a sweep run not started (nothing on disk, or launched by a sweep driver that
   is gone); 'unreadable' for a run.json that is not a JSON object or names no known status.
+  (The lock is a kernel flock: a run training on another host is seen only where the shared
+  filesystem carries flocks across hosts, as NFSv4 and Lustre's `flock` mount option do.)
   A note after the status says what was found wrong (an eval.csv without rows, a sweep.json
   that cannot be read, a sweep state that run.json contradicts).
 - step / train_steps: the largest step in run.json, train.csv and eval.csv, and the run's
