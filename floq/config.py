@@ -493,7 +493,6 @@ def field_error(cls_name: str, field: str, tp, value) -> "ConfigError":
 BOUNDS = {
     "ReBRAC.alpha_actor": (0.0, False), "ReBRAC.alpha_critic": (0.0, False),
     "IQL.alpha": (0.0, False), "IQL.adv_clip": (0.0, True),
-    "SAC.target_entropy_multiplier": (0.0, False),
     "FQL.grad_clip": (0.0, True), "IQL.grad_clip": (0.0, True), "IFQL.grad_clip": (0.0, True),
 }
 
