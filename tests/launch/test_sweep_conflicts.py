@@ -90,3 +90,15 @@ def test_force_moves_the_old_run_aside_before_launching(tmp_path):
     assert len(moved) == 1 and not d.exists()
     assert json.loads((out / "sweep_smoke" / moved[0] / "run.json").read_text())["status"] == "done"
     assert any("moved it to" in ln and "trainer.batch_size: 64 -> 32" in ln for ln in lines)
+
+
+def test_floq_runs_error_line_reaches_the_sweep_whole(tmp_path):
+    """The sweep's 'failed: <reason>' line carries floq run's own error line uncut (its advice
+    was cut mid-word at 300 characters)."""
+    from floq.launch.runner import last_log_line
+
+    line = ("floq run: error: " + "/very/long/path" * 40 + " holds a run with a different config (status done); "
+            "give this run another --run-dir (or --out), or pass --force to move that run aside")
+    log = tmp_path / "log.txt"
+    log.write_text("training...\r 50%|#####\n" + line + "\n==== floq launch: exit code 2 after 3.0 s\n")
+    assert len(line) > 600 and last_log_line(str(log)) == line
