@@ -523,9 +523,15 @@ def eta_phrase(e: dict) -> str:
             f"({fmt_step(e['remaining_steps'])} steps left; {e['basis']})")
 
 
-def sweep_eta(run_dirs) -> str:
-    """The ETA phrase of a sweep's runs (floq sweep prints it each time a run ends)."""
-    return eta_phrase(eta([read_run(d) for d in run_dirs]))
+def sweep_eta(run_dirs, states=None) -> str:
+    """The ETA phrase of a sweep's runs (floq sweep prints it each time a run ends); `states`:
+    their sweep states, in the same order (a run the sweep recorded as failed or diverged is
+    over, whatever its run.json still says)."""
+    runs = [read_run(d) for d in run_dirs]
+    for r, state in zip(runs, states or ()):
+        if state in ("failed", "diverged") and r.status not in FINAL:
+            r.status = state
+    return eta_phrase(eta(runs))
 
 
 def status_text(root: str, now: float | None = None) -> str:

@@ -354,6 +354,9 @@ def run_sweep(
         if estimate:  # the budget and score rule, beside the reference code's (floq/launch/budget.py)
             from floq.launch.budget import budget_lines
 
+            if todo:
+                echo("pricing the runs to do (each configuration's update lowered once, FLOPs cached)...")
+
             for line in budget_lines(plan.runs, build=builds, seed_binding_prefix=f"{plan.seed_macro} ="):
                 echo(line)
         echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
@@ -365,8 +368,6 @@ def run_sweep(
                     "--force moves them aside to RUN.replaced-<time> before launching")
                  + "; without --force the sweep is refused")
         if estimate:
-            if todo:
-                echo("pricing the runs to do (each configuration's update lowered once, FLOPs cached)...")
             for line in estimate_lines(plan, todo, bench_dir, build=builds):
                 echo(line)
         return {
