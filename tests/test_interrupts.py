@@ -121,3 +121,28 @@ def test_generation_lock_is_removed_and_waiters_retake_the_current_file(tmp_path
     with _generation_lock(lock):
         assert os.path.exists(lock)
     assert not os.path.exists(lock)
+
+
+@pytest.mark.subprocess  # the trainer and its evaluation worker: the processes are what is proved
+def test_sigterm_to_the_trainer_alone_ends_its_evaluation_workers(tmp_path, smoke_dataset):
+    """The evaluation phase: SIGTERM to the trainer only (not its group) is a preemption, and no
+    evaluation worker outlives it."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "floq", "run", "gin/experiments/smoke.gin", "--bind",
+                             "Trainer.eval_workers=1", "--bind", "TRAIN_STEPS=300", "--bind", "EVAL_EPISODES=4",
+                             "--run-dir", str(run_dir)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    train, deadline, workers = run_dir / "train.csv", time.time() + 300, []
+    while proc.poll() is None and time.time() < deadline:
+        workers = _children(proc.pid)
+        if workers and train.exists() and len(train.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and workers, "the run ended before the signal"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert [p for p in workers if _alive(p)] == [], "an evaluation worker outlived its trainer"
