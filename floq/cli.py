@@ -17,16 +17,18 @@ import traceback
 
 from floq.columns import EVAL_COLUMNS
 
-USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --version
+USAGE = """usage: floq {run,status,sweep,data,analyze,eval,bench} ... | floq --version
 
   run FILE.gin [...] [--bind 'X = v'] [--out DIR]    train and evaluate one run
       [--logger wandb|tensorboard] [--debug]          (trackers beside the CSV files)
   run RUN_DIR | RUN_DIR/config.gin                   that run again (resume, or "already done")
   status DIR [DIR ...]                               runs under DIR: status, progress, ETA
   sweep FILE.gin [--launcher local|slurm|ray]        run a declared sweep
-      [--retry-failed] [--dry-run]                    (--retry-failed: failed and diverged runs too)
+      [--retry-failed] [--dry-run] [--force]          (--retry-failed: failed and diverged runs too)
   data generate DATASET --episodes N [--out DIR]     make an OGBench dataset locally
   analyze RESULTS_DIR --out REPORT_DIR               figures and tables
+  eval RUN_DIR [--step N] [--episodes N]             evaluate a checkpoint again
+      [--video out.mp4]                               (and render an episode)
   bench [--quick]                                    throughput measurements
 
 'floq COMMAND --help' describes a command's options."""
@@ -34,7 +36,7 @@ USAGE = """usage: floq {run,status,sweep,data,analyze,bench} ... | floq --versio
 EXIT_FAILED, EXIT_CONFIG, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def _one_line(e: BaseException, limit: int = 400) -> str:
+def _one_line(e: BaseException, limit: int = 4000) -> str:
     lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else ""
     return msg[:limit]
@@ -150,7 +152,12 @@ def _run(argv) -> int:
             traceback.print_exc()
         print(f"floq run: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from floq.interrupts import Interrupted
+
+        if isinstance(e, Interrupted):  # a phase before training (data generation): cleaned up
+            print(f"floq run: {e.message()}", file=sys.stderr)
+            return e.exit_code
         print("floq run: interrupted (run it again to resume from the last checkpoint)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the user gets one line; --debug gives the traceback
@@ -212,6 +219,58 @@ def _delegate(module: str, argv) -> int:
     return int(ret or 0)
 
 
+def _out_arg(argv) -> str | None:
+    """The value of --out in an argument list (either '--out DIR' or '--out=DIR')."""
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--out="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def report_summary(report_dir: str) -> list[str]:
+    """What `floq analyze` prints after the report's path: the report's headline (its
+    '**Answer.**' paragraphs, one per protocol group) and its leaderboard tables (per
+    environment), as plain text."""
+    import glob
+
+    def plain(text: str) -> str:
+        return re.sub(r"\*\*([^*]+)\*\*", r"\1", text).strip()
+
+    lines = []
+    try:
+        with open(os.path.join(report_dir, "index.md"), encoding="utf-8") as f:
+            index = f.read().splitlines()
+    except OSError:
+        return lines
+    lines += [plain(ln) for ln in index if ln.startswith("**Answer.**")]
+    for path in sorted(glob.glob(os.path.join(report_dir, "leaderboard_env*.md"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = [ln for ln in f.read().splitlines() if ln.startswith("|")]
+        except OSError:
+            continue
+        rows = [[plain(c) for c in r.strip().strip("|").split("|")] for r in rows
+                if not re.fullmatch(r"\|[\s:|-]+\|?", r.strip())]
+        if not rows:
+            continue
+        widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
+        lines.append("")
+        lines.append(f"leaderboard ({os.path.basename(path)}):")
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
+
+
+def _analyze(argv) -> int:
+    code = _delegate("analysis.report", argv)
+    out = _out_arg(argv)
+    if code == 0 and out:
+        for line in report_summary(out):
+            print(line)
+    return code
+
+
 def version_string() -> str:
     """'floq 0.1.0 (git 43d4eec... (dirty))': the installed package version and the commit."""
     from importlib import metadata
@@ -242,7 +301,8 @@ COMMANDS = {
     "status": lambda argv: _delegate("floq.status", argv),
     "data": _data,
     "sweep": lambda argv: _delegate("floq.launch.sweep", argv),
-    "analyze": lambda argv: _delegate("analysis.report", argv),
+    "analyze": _analyze,
+    "eval": lambda argv: _delegate("floq.policy", argv),
     "bench": lambda argv: _delegate("benchmarks.bench", argv),
 }
 

@@ -149,8 +149,121 @@ def parse(gin_files, bindings=(), finalize: bool = False, check: bool = True) ->
     except Exception as e:  # noqa: BLE001 - gin raises many types; the user needs one line
         raise ConfigError(f"bad gin config: {one_line(e)}") from None
     if check:
+        check_layers(files)
         check_macros(bindings)
+        check_recipe()
         check_bindings()
+
+
+# --------------------------------------------------------------------------------------
+# Layers: one algorithm, one recipe
+# --------------------------------------------------------------------------------------
+
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.M)
+
+
+def _layer_of(path: str) -> str | None:
+    """'algorithms' / 'recipes' for a file of those folders of gin/, else None."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.join(REPO_ROOT, "gin"))
+    head = rel.split(os.sep)[0]
+    return head if head in ("algorithms", "recipes") and not rel.startswith("..") else None
+
+
+def _includes(path: str, seen=None) -> list[str]:
+    """The files `path` includes, recursively (resolved as gin resolves them), `path` first."""
+    seen = set() if seen is None else seen
+    path = os.path.abspath(path)
+    if path in seen:
+        return []
+    seen.add(path)
+    out = [path]
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return out
+    for inc in _INCLUDE.findall(text):
+        for cand in (inc, os.path.join(REPO_ROOT, inc), os.path.join(os.path.dirname(path), inc)):
+            if os.path.isfile(cand):
+                out += _includes(cand, seen)
+                break
+    return out
+
+
+def _sets_recipe_macros(path: str) -> bool:
+    """A recipe of tuned values: it (or a recipe it includes) binds a RECIPE_* macro."""
+    for f in _includes(path):
+        try:
+            with open(f) as fh:
+                if re.search(r"^\s*RECIPE_\w+\s*=", fh.read(), re.M):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def check_layers(files) -> None:
+    """Two algorithm files, or two recipes of tuned values, given in one run (a copy-paste slip:
+    later files win, so the run would silently train the last one): ConfigError. An algorithm
+    file given after an experiment that includes one is the documented swap, and a recipe of
+    other settings (released_budget.gin: a training budget) may join a recipe of tuned values."""
+    def rel(f):
+        r = os.path.relpath(f, REPO_ROOT)
+        return f if r.startswith("..") else r
+
+    given = [os.path.abspath(f) for f in files]
+    algos = list(dict.fromkeys(f for f in given if _layer_of(f) == "algorithms"))
+    if len(algos) > 1:
+        raise ConfigError(f"two algorithms given: {', '.join(rel(f) for f in algos)}; a run trains one algorithm "
+                          f"(an algorithm file after an experiment replaces the experiment's): give one")
+    recipes = list(dict.fromkeys(f for f in given if _layer_of(f) == "recipes" and _sets_recipe_macros(f)))
+    if len(recipes) > 1:
+        raise ConfigError(f"two recipes given: {', '.join(rel(f) for f in recipes)}; a run takes one paper's tuned "
+                          f"values: give one")
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe_macros_cached(stamp) -> frozenset:
+    mine, others = set(), set()
+    for path, _ in stamp:
+        try:
+            with open(path) as f:
+                names = re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*=", f.read(), re.M)
+        except OSError:
+            continue
+        (mine if _layer_of(path) == "recipes" else others).update(names)
+    return frozenset(mine - others)
+
+
+def recipe_macros() -> frozenset:
+    """The macros only the recipes under gin/recipes/ define (RECIPE_ALPHA, REBRAC_ALPHA_ACTOR,
+    IQL_ALPHA, ...; not ACTOR_WIDTH, which gin/defaults.gin defines too)."""
+    stamp = []
+    for d, _, fs in os.walk(os.path.join(REPO_ROOT, "gin")):
+        if os.path.relpath(d, REPO_ROOT).startswith(os.path.join("gin", "experiments")):
+            continue
+        for f in fs:
+            if f.endswith(".gin"):
+                try:
+                    stamp.append((os.path.join(d, f), os.stat(os.path.join(d, f)).st_mtime_ns))
+                except OSError:
+                    pass
+    return _recipe_macros_cached(tuple(sorted(stamp)))
+
+
+def check_recipe(config=None) -> None:
+    """A macro that a recipe defines (an algorithm's tuned value such as REBRAC_ALPHA_ACTOR) is
+    read but no file defines it: the experiment names no recipe. ConfigError 'no recipe: ...'
+    (the same words as for RECIPE_ALPHA), not 'undefined macro'."""
+    config = gin.config._CONFIG if config is None else config
+    if any(selector.split(".")[-1] == "Sweep" or selector.startswith("Sweep") for _, selector in config):
+        return  # a sweep file: its grids name the recipes (each run's build says 'no recipe')
+    defined, read = macros_read(config)
+    missing = sorted((read - defined) & recipe_macros())
+    if missing:
+        raise ConfigError(f"no recipe: {missing[0]} is undefined; name whose tuned per-environment values "
+                          f"this experiment uses by including a recipe, e.g. gin/recipes/fql_paper.gin or "
+                          f"gin/recipes/floq_paper.gin (see gin/defaults.gin)")
 
 
 # --------------------------------------------------------------------------------------
@@ -412,13 +525,42 @@ def field_error(cls_name: str, field: str, tp, value) -> "ConfigError":
     return ConfigError(f"{cls_name}.{field} must be {_describe(tp)}, got {value!r}")
 
 
+#: Knobs that must not be negative, as ``Class.field`` (FQL checks its own alpha): a negative
+#: BC weight rewards leaving the data, a negative AWR inverse temperature weights the worst
+#: actions most. (`Class.field`: (bound, strict))
+BOUNDS = {
+    "ReBRAC.alpha_actor": (0.0, False), "ReBRAC.alpha_critic": (0.0, False),
+    "IQL.alpha": (0.0, False), "IQL.adv_clip": (0.0, True),
+    "FQL.grad_clip": (0.0, True), "IQL.grad_clip": (0.0, True), "IFQL.grad_clip": (0.0, True),
+}
+
+
+def _non_finite(value) -> bool:
+    import math
+    import numbers
+
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        return not math.isfinite(float(value))
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def check_value(cls, field: str, value) -> None:
-    """ConfigError when `value` does not fit the annotation of `cls.field`."""
+    """ConfigError when `value` does not fit the annotation of `cls.field`, is not finite
+    (gin reads 1e999 as inf) or crosses a bound of `BOUNDS`."""
     tp = _hints(cls).get(field)
     if tp is None or isinstance(value, gin.config.ConfigurableReference):
         return
     if _type_ok(value, tp) is False:
         raise field_error(cls.__name__, field, tp, value)
+    if _non_finite(value):
+        raise ConfigError(f"{cls.__name__}.{field} must be a finite number, got {value!r}")
+    bound = BOUNDS.get(f"{cls.__name__}.{field}")
+    if bound is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, strict = bound
+        if value < lo or (strict and value == lo):
+            raise ConfigError(f"{cls.__name__}.{field} must be {'>' if strict else '>='} {lo:g}, got {value!r}")
 
 
 def check_fields(instance) -> None:

@@ -108,14 +108,16 @@ def seeds_label(seeds) -> str:
     return "seeds=" + ",".join(map(str, seeds))
 
 
-def default_run_name(exp, tags: dict, base=None, bound=()) -> str:
+def default_run_name(exp, tags: dict, base=None, bound=(), with_algorithm: bool = True) -> str:
     """[algorithm_]critic_env_task, the tags (values bound on the command line), the protocol settings
     (NAME_FIELDS) that the bindings changed from the gin files' values (`base`: the same gin
     files built without bindings; when unknown, every bound one), and the seeds:
     'monolithic_cube-single-play_task1_train_steps=2000_seed=1'. Two runs that differ in a
     binding or a seed never share a directory. The algorithm leads the name unless it is FQL
     (the default algorithm: FQL runs keep the names they always had), so an FQL run and a
-    ReBRAC run of one critic and task never share one either."""
+    ReBRAC run of one critic and task never share one either ('iql_monolithic_cube-single-play_
+    task1_seed=0'). `with_algorithm=False`: the name runs of other algorithms had before it led
+    (a directory of that name holding this very run is still used)."""
     items = {k: v for k, v in tags.items() if k not in ("seed", "task_id")}
     now = config_fields(exp)
     was = config_fields(base) if base is not None else None
@@ -125,7 +127,9 @@ def default_run_name(exp, tags: dict, base=None, bound=()) -> str:
         if (was is not None and was.get(path) != now[path]) or (was is None and key in bound):
             v = now[path]
             items[key] = os.path.splitext(os.path.basename(v))[0] if key == "dataset_path" and v else v
-    parts = [exp.critic.name, exp.task.env, task_label(exp.task)]
+    algo = getattr(exp.algorithm, "name", "fql")
+    parts = ([algo] if with_algorithm and algo != "fql" else []) + [exp.critic.name, exp.task.env,
+                                                                   task_label(exp.task)]
     parts += [f"{k}={v}" for k, v in sorted(items.items())]
     parts.append(seeds_label(exp.trainer.seeds))
     return _safe_name("_".join(str(p) for p in parts))
@@ -296,9 +300,16 @@ class Run:
             bound = {kv[0] for kv in map(binding_tag, self.bindings) if kv}
             run_dir = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name,
                                            default_run_name(self.exp, self.tags, base, bound))
-            legacy = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name, legacy_run_name(self.exp, self.tags))
-            if not os.path.exists(run_dir) and self._holds_this_run(legacy):
-                run_dir = legacy  # named before names held the seed: this very run, resumed or done
+            if not os.path.exists(run_dir):
+                # this very run under an older default name (resumed or done there): before names
+                # held the algorithm, and before they held the seed
+                older = [default_run_name(self.exp, self.tags, base, bound, with_algorithm=False),
+                         legacy_run_name(self.exp, self.tags)]
+                for name in older:
+                    old = results.safe_run_dir(out_dir or tr.out_dir, self.exp_name, name)
+                    if old != run_dir and self._holds_this_run(old):
+                        run_dir = old
+                        break
         self.run_dir = os.path.abspath(run_dir)
         self.run_name = os.path.basename(self.run_dir)
         self.force, self.retry_failed, self.replace = force, retry_failed, False
@@ -337,7 +348,7 @@ class Run:
             raise ConfigError(f"{self.run_dir} holds a run with a different config (status "
                               f"{prev.get('status')}); give this run another --run-dir (or --out), or pass "
                               f"--force to move that run aside to {os.path.basename(self.run_dir)}.replaced-<time> "
-                              f"and start this one in its place")
+                              f"(kept, but floq analyze then leaves it out) and start this one in its place")
         if not same:
             self.replace = True
             return False
@@ -353,21 +364,17 @@ class Run:
         """--force over a run of another config: take that run's lock (RunError, with nothing
         touched, while a trainer holds it), then move its directory to
         RUN.replaced-<time> (never delete) and say where."""
-        lock = results.RunLock(self.run_dir)
-        lock.acquire()
-        try:
-            prev = self._previous_manifest()
-            if prev is None or prev.get("config_hash") == self.config_hash:  # changed meanwhile
-                self.previous = prev
-                return
-            dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-            n = 1
-            while os.path.exists(dest):
-                dest = f"{self.run_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-                n += 1
-            os.rename(self.run_dir, dest)
-        finally:
-            lock.release()
+        def other(prev):
+            if not isinstance(prev, dict) or prev.get("config_hash") == self.config_hash:  # changed meanwhile
+                self.previous = prev if isinstance(prev, dict) else None
+                return False
+            return True
+
+        moved = results.move_run_aside(self.run_dir, other)
+        if moved is None:
+            return
+        dest, prev = moved
+        prev = prev or {}
         self.previous = None
         print(f"floq: {self.run_dir} held a run with a different config (status {prev.get('status')}); "
               f"moved it to {dest}", file=sys.stderr)

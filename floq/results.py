@@ -339,6 +339,34 @@ class RunLock:
         self.release()
 
 
+def move_run_aside(run_dir: str, still_other) -> tuple[str, dict | None] | None:
+    """Move the run in `run_dir` to ``RUN.replaced-<time>`` (never delete it), under its lock
+    (RunError, with nothing touched, while a trainer holds it). `still_other(manifest)` is asked
+    again under the lock (run.json may have changed meanwhile); when it says False nothing is
+    moved and None is returned. Returns (where it went, its run.json). ``floq run --force`` and
+    ``floq sweep --force`` both move runs aside this way."""
+    import time
+
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        try:
+            prev = read_json(os.path.join(run_dir, "run.json"))
+        except (OSError, ValueError):
+            prev = None
+        if not still_other(prev):
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest, n = f"{run_dir}.replaced-{stamp}", 1
+        while os.path.exists(dest):
+            dest = f"{run_dir}.replaced-{stamp}-{n}"
+            n += 1
+        os.rename(run_dir, dest)
+    finally:
+        lock.release()
+    return dest, prev if isinstance(prev, dict) else None
+
+
 def lock_holder(run_dir: str) -> str | None:
     """'pid N' (or 'another process') when a live trainer holds RUN/.lock, else None. Probes
     without creating or changing anything."""

@@ -2,12 +2,21 @@
 
 ``floq status DIR`` lists the run directories under DIR (any folder holding ``run.json``,
 ``eval.csv`` or ``train.csv``; a sweep folder's runs come from its ``sweep.json``, so the
-runs not started yet are listed too, as 'absent'), one line each:
+runs not started yet are listed too, as 'pending'), one line each:
 
-- status: run.json's ``status`` (running, done, diverged, preempted, failed, ...);
-  'failed' also when the sweep recorded the run as failed; 'starting' for a sweep run that
-  was launched but has not written run.json yet; 'partial' for a folder with result files
-  but no manifest; 'absent' for a sweep run not started.
+- status: run.json's ``status`` (running, done, diverged, preempted, failed), checked against
+  the processes that hold the run and the sweep: 'running' only while a trainer holds the
+  run's lock (RUN/.lock, an flock the kernel releases when the trainer dies), else 'stopped'
+  (killed: SIGKILL, out of memory, a lost node; running it again resumes it); 'starting' for a
+  sweep run that its live sweep driver launched and whose trainer has not taken the lock yet
+  (reading data, building; also a relaunch of a preempted run); 'failed' also when the sweep
+  recorded the run as failed; 'partial' for a folder with result files but no manifest;
+  'pending' for a sweep run not started (nothing on disk, or launched by a sweep driver that
+  is gone); 'unreadable' for a run.json that is not a JSON object or names no known status.
+  (The lock is a kernel flock: a run training on another host is seen only where the shared
+  filesystem carries flocks across hosts, as NFSv4 and Lustre's `flock` mount option do.)
+  A note after the status says what was found wrong (an eval.csv without rows, a sweep.json
+  that cannot be read, a sweep state that run.json contradicts).
 - step / train_steps: the largest step in run.json, train.csv and eval.csv, and the run's
   ``protocol.train_steps``.
 - last success: the mean over seeds at the last evaluation, with its step.
@@ -23,13 +32,14 @@ observed wall-clock time, so that start-up, compilation and evaluation are count
                        included), else run.json's (train_s + eval_wait_s + checkpoint_s) / step
     start-up         = run.json's setup_s + compile_s (data on the device, compilation)
     a run's time left = (train_steps - step) x its own seconds per step; a run that has not
-                       trained yet (absent, starting, compiling) takes the group's median
+                       trained yet (pending, starting, compiling) takes the group's median
                        seconds per step and start-up
     ETA              = sum of the runs' time left / the runs training at once (those running
                        or starting now; one when none is), and at least the longest run's
                        time left
 
-A run not started counts the median train_steps of the group's known runs. When only the
+A run not started counts the median train_steps of the group's known runs (when no run has
+started yet, the ETA says how many runs of unknown length are left). When only the
 training rate is known (updates/s of a run without wall-clock measurements), the ETA is
 shown as a lower bound ('ETA >= ...'); when no speed is known at all it is 'unknown'. The
 line names the runs training now; 'running' rows not updated for STALE_S seconds are said
@@ -52,6 +62,8 @@ RESULT_FILES = ("run.json", "eval.csv", "train.csv")
 SKIP_DIRS = {"checkpoints", "wandb", "tensorboard", "__pycache__"}
 STALE_S = 15 * 60
 FINAL = {"done", "diverged", "failed"}
+#: The statuses floq run writes into run.json.
+KNOWN = {"running", "done", "diverged", "preempted", "failed"}
 
 
 @dataclasses.dataclass
@@ -70,6 +82,8 @@ class RunInfo:
     reason: str | None = None
     s_per_step: float | None = None   # wall-clock seconds per step after compilation
     startup_s: float | None = None    # setup + compilation (run.json)
+    note: str | None = None           # what was found wrong, shown after the status
+    holder: str | None = None         # 'pid N' while a trainer holds the run's lock
 
 
 @dataclasses.dataclass
@@ -79,6 +93,7 @@ class Group:
     title: str
     runs: list[RunInfo]
     sweep: dict | None = None
+    note: str | None = None  # e.g. a sweep.json that cannot be read
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -148,26 +163,89 @@ def _startup(manifest: dict | None) -> float | None:
     return (setup or 0.0) + comp if comp else None
 
 
+def _header_only(path: str) -> bool:
+    """A CSV file that holds a header line and no row."""
+    try:
+        with open(path, newline="") as f:
+            lines = [ln for ln in f.read(1 << 16).splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(lines) == 1
+
+
+def _flock_held(path: str) -> bool:
+    """Whether a process holds an flock on `path` (probed, nothing created or changed)."""
+    import errno
+    import fcntl
+
+    try:
+        f = open(path)
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            return e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def _lock_pid(run_dir: str) -> str | None:
+    """The pid a trainer wrote into RUN/.lock and did not clear (it ends without releasing the
+    lock only when killed)."""
+    try:
+        with open(os.path.join(run_dir, ".lock")) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None
+
+
 def read_run(run_dir: str, name: str | None = None) -> RunInfo:
     """A run directory's status, progress, last success and speed (missing files allowed)."""
+    from floq.results import lock_holder
+
     manifest_path = os.path.join(run_dir, "run.json")
     manifest = _read_json(manifest_path)
     unreadable = os.path.exists(manifest_path) and not isinstance(manifest, dict)
     manifest = manifest if isinstance(manifest, dict) else None
-    train = _read_csv(os.path.join(run_dir, "train.csv"))
-    evals = _read_csv(os.path.join(run_dir, "eval.csv"))
+    train_path, eval_path = os.path.join(run_dir, "train.csv"), os.path.join(run_dir, "eval.csv")
+    train = _read_csv(train_path)
+    evals = _read_csv(eval_path)
+    holder = lock_holder(run_dir) if os.path.isdir(run_dir) else None
+    reason = note = None
     if unreadable:
-        status = "unreadable"  # a run.json that is not a JSON object: never 'absent'
-    elif manifest and manifest.get("status"):
-        status = str(manifest["status"])
+        status = "unreadable"  # a run.json that is not a JSON object: never 'pending'
+        reason = "run.json is not a readable JSON object"
+    elif manifest and manifest.get("status") not in (None, ""):
+        status = manifest["status"]
+        if not isinstance(status, str) or status not in KNOWN:
+            reason = f"run.json's status {status!r} is not one floq writes"
+            status = "unreadable"
     elif manifest is not None or train or evals or os.path.isdir(os.path.join(run_dir, "checkpoints")):
         status = "partial"
     else:
-        status = "absent"
+        status = "pending"
+    if status == "running" and holder is None:
+        # run.json says running, but no trainer holds the run's lock: it was killed (or stopped
+        # by a second Ctrl-C) before it could say so.
+        pid = _lock_pid(run_dir)
+        status = "stopped"
+        note = ((f"pid {pid} was killed" if pid else "its trainer ended") +
+                " without updating run.json; run it again to resume")
+    elif holder is not None and status in ("preempted", "partial", "pending", "stopped"):
+        status = "running"  # a trainer resumed it and holds it (run.json follows soon)
+    if manifest is not None and os.path.exists(eval_path) and not evals and _header_only(eval_path):
+        note = "; ".join(x for x in (note, "eval.csv holds no rows (only its header)") if x)
+    elif status == "done" and not evals:
+        note = "; ".join(x for x in (note, "done but eval.csv is missing or unreadable") if x)
     steps = [_int((manifest or {}).get("step"))]
     steps += [_int(r.get("step")) for r in train[-64:]] + [_int(r.get("step")) for r in evals[-64:]]
     steps = [s for s in steps if s is not None]
     protocol = (manifest or {}).get("protocol") or {}
+    if not isinstance(protocol, dict):
+        protocol = {}
     train_steps = _int(protocol.get("train_steps"))
     if train_steps is not None:  # offline-to-online runs: total steps = offline steps + env steps
         train_steps += _int(protocol.get("online_steps")) or 0
@@ -198,22 +276,31 @@ def read_run(run_dir: str, name: str | None = None) -> RunInfo:
         last_eval_step=last_eval,
         updates_per_s=ups,
         updated=max(mtimes) if mtimes else None,
-        reason="run.json is not a readable JSON object" if unreadable else None,
+        reason=reason,
         s_per_step=_wall_per_step(train, manifest),
         startup_s=_startup(manifest),
+        note=note,
+        holder=holder,
     )
 
 
 def read_sweep(sweep_dir: str) -> Group:
-    """The runs sweep.json lists, each read from its run directory."""
-    sweep = _read_json(os.path.join(sweep_dir, "sweep.json")) or {}
-    if not isinstance(sweep, dict):
-        sweep = {}
+    """The runs sweep.json lists, each read from its run directory and reconciled with the
+    sweep's own state (see the module docstring); a sweep.json that cannot be read is said so
+    (the run directories found on disk are listed)."""
+    path = os.path.join(sweep_dir, "sweep.json")
+    raw = _read_json(path)
+    note = None
+    if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list):
+        why = "cannot be read (truncated or not JSON?)" if raw is None else "holds no list of runs"
+        note = f"{path} {why}: listing the run directories found on disk; their sweep states are unknown"
+    sweep = raw if isinstance(raw, dict) else {}
     entries = sweep.get("runs")
     if not isinstance(entries, list):  # a malformed sweep.json: its run directories, found on disk
         entries = [{"name": d} for d in sorted(os.listdir(sweep_dir))
                    if os.path.isfile(os.path.join(sweep_dir, d, "run.json"))]
         sweep = {k: v for k, v in sweep.items() if k in ("sweep", "launcher") and isinstance(v, str)}
+    driver = _flock_held(os.path.join(sweep_dir, ".sweep.lock"))  # a floq sweep runs this sweep now
     runs = []
     for entry in entries:
         if not isinstance(entry, dict):
@@ -224,16 +311,28 @@ def read_sweep(sweep_dir: str) -> Group:
             run_dir = os.path.join(sweep_dir, name)  # the sweep folder was moved
         info = read_run(run_dir, name=name)
         state = entry.get("state")
-        if state == "failed" and info.status not in ("done", "diverged"):
+        if info.holder is not None:
+            pass  # a trainer holds it: running, whatever an older state says
+        elif state == "failed" and info.status not in ("done", "diverged"):
             info.status = "failed"
             info.reason = entry.get("reason")
-        elif state == "running" and info.status == "absent":
-            info.status = "starting"
+        elif state == "running" and info.status not in FINAL:
+            if driver:  # launched by the live driver; its trainer has not taken the lock yet
+                was = info.status
+                info.status = "starting"
+                if was not in ("pending", "partial"):
+                    info.note = f"relaunched (run.json still says {was} until its trainer starts)"
+            else:
+                info.note = "; ".join(x for x in (info.note, "sweep.json says running but no floq sweep "
+                                                  "drives this sweep now (run floq sweep again to resume)") if x)
+        elif state == "done" and info.status not in ("done", "pending"):
+            info.note = "; ".join(x for x in (info.note, f"sweep.json says done but run.json says {info.status}")
+                                  if x)
         runs.append(info)
     title = f"sweep {sweep.get('sweep') or os.path.basename(os.path.normpath(sweep_dir))} ({sweep_dir})"
     if sweep.get("launcher"):
         title += f", launcher {sweep['launcher']}"
-    return Group(title, runs, sweep)
+    return Group(title, runs, sweep, note)
 
 
 def find_groups(root: str) -> list[Group]:
@@ -313,7 +412,7 @@ def eta(runs: list[RunInfo], now: float | None = None) -> dict:
     known = [r.train_steps for r in runs if r.train_steps]
     default_total = int(statistics.median(known)) if known else None
     total = done_steps = remaining = 0
-    unknown = 0
+    unknown = unknown_todo = 0
     fresh = lambda r: r.updated is not None and now - r.updated <= STALE_S  # noqa: E731
     active = [r for r in runs if (r.status == "running" and fresh(r)) or r.status == "starting"]
     stalled = [r for r in runs if r.status == "running" and not fresh(r)]
@@ -326,6 +425,7 @@ def eta(runs: list[RunInfo], now: float | None = None) -> dict:
         t = r.train_steps or default_total
         if t is None:
             unknown += 1
+            unknown_todo += r.status not in FINAL
             continue
         s = min(r.step or 0, t)
         total += t
@@ -370,8 +470,15 @@ def eta(runs: list[RunInfo], now: float | None = None) -> dict:
             parts.append(f"{fmt_duration(ref_startup)} start-up + compilation per new run")
         basis = "; ".join(parts + [who])
     return {"total_steps": total, "done_steps": done_steps, "remaining_steps": remaining,
-            "unknown_runs": unknown, "rate": rate, "eta_s": seconds, "lower_bound": lower,
+            "unknown_runs": unknown, "unknown_todo": unknown_todo, "rate": rate, "eta_s": seconds, "lower_bound": lower,
             "active": len(active), "stalled": len(stalled), "basis": basis}
+
+
+def _status_cell(r: RunInfo) -> str:
+    status = r.status + (f": {r.reason}" if r.reason and r.status in ("failed", "unreadable") else "")
+    if r.note:
+        status += f" ({r.note})"
+    return status
 
 
 def group_text(group: Group, now: float | None = None) -> str:
@@ -379,16 +486,15 @@ def group_text(group: Group, now: float | None = None) -> str:
     head = ["run", "status", "step", "last success", "updates/s", "updated"]
     rows = []
     for r in group.runs:
-        step = "" if r.status == "absent" and not r.step else f"{fmt_step(r.step or 0)}/{fmt_step(r.train_steps)}"
+        step = "" if r.status == "pending" and not r.step else f"{fmt_step(r.step or 0)}/{fmt_step(r.train_steps)}"
         success = f"{_pct(r.last_success)}@{fmt_step(r.last_eval_step)}" if r.last_success is not None else ""
         ups = f"{r.updates_per_s:,.1f}" if r.updates_per_s else ""
         updated = f"{fmt_duration(now - r.updated)} ago" if r.updated else ""
-        status = r.status + (f": {r.reason}" if r.reason and r.status == "failed" else "")
-        rows.append([r.name, status[:60], step, success, ups, updated])
+        rows.append([r.name, _status_cell(r)[:160], step, success, ups, updated])
     counts: dict[str, int] = {}
     for r in group.runs:
         counts[r.status] = counts.get(r.status, 0) + 1
-    order = ["done", "running", "starting", "preempted", "partial", "absent", "failed", "diverged"]
+    order = ["done", "running", "starting", "preempted", "stopped", "partial", "pending", "failed", "diverged"]
     keys = sorted(counts, key=lambda k: (order.index(k) if k in order else len(order), k))
     e = eta(group.runs, now)
     n = len(group.runs)
@@ -397,12 +503,19 @@ def group_text(group: Group, now: float | None = None) -> str:
     if e["unknown_runs"]:
         line += f" ({e['unknown_runs']} of unknown length)"
     line += " | " + eta_phrase(e)
-    return "\n".join([group.title + ":", _table(head, rows) if rows else "(no runs)", line])
+    out = [group.title + ":"]
+    if group.note:
+        out.append(f"warning: {group.note}")
+    return "\n".join(out + [_table(head, rows) if rows else "(no runs)", line])
 
 
 def eta_phrase(e: dict) -> str:
     """'ETA 12m (340k steps left; ...)' from `eta`'s dict (also the sweep's progress lines)."""
     if e["remaining_steps"] == 0:
+        if e.get("unknown_todo"):  # runs not started, and no run says how long runs are yet
+            n = e["unknown_todo"]
+            return (f"ETA unknown ({n} run{'s' if n != 1 else ''} to train, of unknown length until "
+                    f"one has started)")
         return "nothing left to train"
     if e["eta_s"] is None:
         return f"ETA unknown ({fmt_step(e['remaining_steps'])} steps left; {e['basis']})"
@@ -410,9 +523,15 @@ def eta_phrase(e: dict) -> str:
             f"({fmt_step(e['remaining_steps'])} steps left; {e['basis']})")
 
 
-def sweep_eta(run_dirs) -> str:
-    """The ETA phrase of a sweep's runs (floq sweep prints it each time a run ends)."""
-    return eta_phrase(eta([read_run(d) for d in run_dirs]))
+def sweep_eta(run_dirs, states=None) -> str:
+    """The ETA phrase of a sweep's runs (floq sweep prints it each time a run ends); `states`:
+    their sweep states, in the same order (a run the sweep recorded as failed or diverged is
+    over, whatever its run.json still says)."""
+    runs = [read_run(d) for d in run_dirs]
+    for r, state in zip(runs, states or ()):
+        if state in ("failed", "diverged") and r.status not in FINAL:
+            r.status = state
+    return eta_phrase(eta(runs))
 
 
 def status_text(root: str, now: float | None = None) -> str:

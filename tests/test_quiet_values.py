@@ -64,7 +64,7 @@ def test_status_names_an_unreadable_run_json(content, tmp_path):
     (run / "run.json").write_text(json.dumps({"status": "done", "step": 5}))
     assert read_run(str(run)).status == "done"
     os.remove(run / "run.json")
-    assert read_run(str(run)).status == "absent"
+    assert read_run(str(run)).status == "pending"  # nothing there: a run not started
 
 
 def test_a_reason_that_names_its_step_is_not_given_a_second_one(tmp_path):

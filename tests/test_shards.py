@@ -204,3 +204,20 @@ def test_errors(sources, tmp_path):
     with pytest.raises(DataError) as e:
         sh.ShardedData(_make_folder(str(tmp_path / "few"), sources), DATASET, num_shards=4)
     assert "holds 3 shards" in _message(e)
+
+
+def test_nan_in_a_later_shard_is_found_at_start(sources, tmp_path):
+    """Shard 1 holds a NaN: the first pass (the reward range's, before training) refuses it,
+    naming the file and the array, not the rotation's load of shard 1 mid-run."""
+    folder = _make_folder(str(tmp_path), sources[:2])
+    bad = os.path.join(folder, f"{ENV}-v0-001.npz")
+    with np.load(bad) as f:
+        arrays = {k: np.array(f[k]) for k in f.files}
+    arrays["observations"][3, 2] = np.nan
+    np.savez(bad, **arrays)
+    d = sh.ShardedData(folder, DATASET, interval=1000)
+    try:
+        with pytest.raises(DataError, match=r"-001\.npz: array 'observations' holds 1 non-finite value"):
+            d.data_range()
+    finally:
+        d.close()

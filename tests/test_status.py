@@ -13,6 +13,21 @@ from floq import status
 from floq.cli import main
 
 NOW = time.time()
+_LOCKS = []  # run locks held for the test's 'running' runs (a live trainer holds its run's lock)
+
+
+@pytest.fixture(autouse=True)
+def _release_locks():
+    yield
+    while _LOCKS:
+        _LOCKS.pop().release()
+
+
+def hold(d):
+    """Hold the run's lock as its trainer does (released after the test)."""
+    from floq.results import RunLock
+
+    _LOCKS.append(RunLock(str(d)).acquire())
 
 
 def write_csv(path, rows):
@@ -26,9 +41,12 @@ def write_csv(path, rows):
 
 
 def make_run(d, state="running", train_steps=100_000, train=(), evals=(), seeds=(0, 1), age_s=5.0,
-             manifest_extra=None):
-    """train: [(step, updates_per_s[, wall_time])], evals: [(step, [success per seed])]."""
+             manifest_extra=None, live=None):
+    """train: [(step, updates_per_s[, wall_time])], evals: [(step, [success per seed])]; a live run
+    (default: state 'running') has its lock held, as by its trainer."""
     os.makedirs(d, exist_ok=True)
+    if live if live is not None else state == "running":
+        hold(d)
     if state is not None:
         man = {"experiment": "e", "run": os.path.basename(d), "status": state, "seeds": list(seeds),
                "critic": "floq", "protocol": {"train_steps": train_steps}, "step": 0,
@@ -63,7 +81,7 @@ def sweep_dir(tmp_path):
         # 350 s per 25k steps: 0.014 s/step (evaluation included)
         "k=2,seed=0": dict(state="running", train=[(25_000, 80.0, 400.0), (50_000, 100.0, 750.0)],
                            evals=[(0, [0.0, 0.0]), (50_000, [0.2, 0.4])]),
-        "k=4,seed=0": dict(state="running", train=[(10_000, 70.0)], age_s=3600.0),  # died: sweep says failed
+        "k=4,seed=0": dict(state="running", train=[(10_000, 70.0)], age_s=3600.0, live=False),  # died: sweep says failed
         "k=8,seed=0": None,  # not started
     }
     entries = []
@@ -87,7 +105,7 @@ def test_sweep_status_and_eta(sweep_dir):
     groups = status.find_groups(sweep_dir)
     assert len(groups) == 1 and groups[0].sweep["sweep"] == "grid"
     by = {r.name: r for r in groups[0].runs}
-    assert [r.status for r in groups[0].runs] == ["done", "running", "failed", "absent"]
+    assert [r.status for r in groups[0].runs] == ["done", "running", "failed", "pending"]
     assert by["k=2,seed=0"].step == 50_000 and by["k=2,seed=0"].train_steps == 100_000
     assert by["k=2,seed=0"].last_success == pytest.approx(0.3) and by["k=2,seed=0"].last_eval_step == 50_000
     assert by["k=2,seed=0"].updates_per_s == 100.0  # the last logging point
@@ -109,10 +127,10 @@ def test_sweep_status_and_eta(sweep_dir):
     assert lines["k=1,seed=0"][1:4] == ["done", "100k/100k", "40%@100k"]
     assert lines["k=2,seed=0"][1:5] == ["running", "50k/100k", "30%@50k", "100.0"]
     assert lines["k=4,seed=0"][1:3] == ["failed:", "floq"]
-    assert lines["k=8,seed=0"][1] == "absent"
+    assert lines["k=8,seed=0"][1] == "pending"
     assert text.splitlines()[0].startswith("sweep grid (") and "launcher local" in text.splitlines()[0]
     assert text.splitlines()[-1] == (
-        "4 runs: 1 done, 1 running, 1 absent, 1 failed | 160k of 400k steps | ETA 34m 20s "
+        "4 runs: 1 done, 1 running, 1 pending, 1 failed | 160k of 400k steps | ETA 34m 20s "
         "(150k steps left; 0.013 s/step observed incl. evaluation; 1m 00s start-up + "
         "compilation per new run; 1 run training now)")
 
@@ -158,7 +176,7 @@ def test_eta_uses_run_json_timings_and_parallel_runs(tmp_path):
     e = status.eta(runs, now=NOW)
     assert [r.s_per_step for r in runs] == [pytest.approx(0.1)] * 2
     assert e["eta_s"] == pytest.approx((500 * 0.1 + 500 * 0.1) / 2)
-    fresh = status.RunInfo(name="d", run_dir="", status="absent", train_steps=1000)
+    fresh = status.RunInfo(name="d", run_dir="", status="pending", train_steps=1000)
     e = status.eta(runs + [fresh], now=NOW)
     # (50 + 50 + 130) / 2 = 115 s of work for two workers, but the new run alone takes 130 s
     assert e["eta_s"] == pytest.approx(30 + 1000 * 0.1)
@@ -200,7 +218,7 @@ def test_status_command(tmp_path, sweep_dir, capsys):
     assert main(["status", sweep_dir, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data[0]["remaining_steps"] == 150_000
-    assert [r["status"] for r in data[0]["runs"]] == ["done", "running", "failed", "absent"]
+    assert [r["status"] for r in data[0]["runs"]] == ["done", "running", "failed", "pending"]
     assert main(["status", str(tmp_path / "nope")]) == 2
     assert "no such directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -245,3 +263,78 @@ def test_summary_table(tmp_path):
     assert "no evaluation yet" in lines[4]
     # Every run done: no status column.
     assert status.summary_table([a]).splitlines()[0].split()[:3] == ["run", "critic", "success:"]
+
+
+# -- status that tells the truth (run locks, the sweep's own state, unreadable files) ----------
+
+
+def test_a_killed_run_is_stopped_not_running(tmp_path):
+    """kill -9 leaves run.json 'running' and the trainer's pid in RUN/.lock, but nobody holds the
+    lock: the run is 'stopped', counts as nothing training now, and its steps are still left."""
+    root = tmp_path / "res"
+    d = make_run(str(root / "r"), state="running", train_steps=200, train=[(50, 30.0, 2.0), (100, 30.0, 4.0)],
+                 age_s=420.0, live=False)
+    with open(os.path.join(d, ".lock"), "w") as f:
+        f.write("4194303")  # the killed trainer's pid, never cleared
+    info = status.read_run(d)
+    assert info.status == "stopped" and "killed" in info.note and "resume" in info.note
+    text = status.group_text(status.find_groups(str(root))[0], now=NOW)
+    last = text.splitlines()[-1]
+    assert last.startswith("1 run: 1 stopped | 100 of 200 steps | ETA")
+    assert "1 run training now" not in last and "ETA 0s" not in last and "100 steps left" in last
+    hold(d)  # a trainer resumed it: running again
+    assert status.read_run(d).status == "running"
+
+
+def test_a_sweep_before_its_first_run_has_runs_to_train(tmp_path):
+    sd = tmp_path / "grid"
+    sd.mkdir()
+    entries = [{"name": f"k={k},seed=0", "run_dir": str(sd / f"k={k},seed=0"), "state": "pending"} for k in range(8)]
+    (sd / "sweep.json").write_text(json.dumps({"sweep": "grid", "runs": entries}))
+    (group,) = status.find_groups(str(sd))
+    assert [r.status for r in group.runs] == ["pending"] * 8
+    last = status.group_text(group, now=NOW).splitlines()[-1]
+    assert "nothing left to train" not in last
+    assert last.startswith("8 runs: 8 pending") and "ETA unknown (8 runs to train" in last
+
+
+def test_a_relaunched_run_is_starting_while_the_sweep_driver_lives(tmp_path):
+    """sweep.json says running (the driver relaunched a preempted run whose trainer is still
+    reading data or compiling): status says 'starting', not 'preempted 6 min ago'; once the driver
+    is gone it shows run.json's state and says that sweep.json's 'running' is stale."""
+    import fcntl
+
+    sd = tmp_path / "grid"
+    make_run(str(sd / "a"), state="preempted", train_steps=1000, train=[(500, 60.0)], age_s=360.0)
+    (sd / "sweep.json").write_text(json.dumps({"sweep": "grid", "runs": [
+        {"name": "a", "run_dir": str(sd / "a"), "state": "running"}]}))
+    with open(sd / ".sweep.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a live floq sweep drives it
+        (info,) = status.find_groups(str(sd))[0].runs
+        assert info.status == "starting" and "relaunched" in info.note
+    (info,) = status.find_groups(str(sd))[0].runs
+    assert info.status == "preempted" and "no floq sweep drives this sweep" in info.note
+
+
+def test_a_truncated_sweep_json_is_reported(tmp_path):
+    sd = tmp_path / "grid"
+    make_run(str(sd / "a"), state="done", train_steps=1000, evals=[(1000, [0.5, 0.5])])
+    (sd / "sweep.json").write_text('{"sweep": "grid", "runs": [{"name": "a", "st')
+    (group,) = status.find_groups(str(sd))
+    assert [r.name for r in group.runs] == ["a"]
+    text = status.group_text(group, now=NOW)
+    assert "warning:" in text and "sweep.json cannot be read (truncated or not JSON?)" in text
+
+
+def test_a_header_only_eval_csv_is_reported(tmp_path):
+    d = make_run(str(tmp_path / "r"), state="done", train_steps=1000)
+    (tmp_path / "r" / "eval.csv").write_text("experiment,seed,step,success\n")
+    info = status.read_run(d)
+    assert info.status == "done" and info.note == "eval.csv holds no rows (only its header)"
+    assert "(eval.csv holds no rows (only its header))" in status.group_text(status.find_groups(d)[0], now=NOW)
+
+
+def test_a_status_floq_never_writes_is_unreadable(tmp_path):
+    d = make_run(str(tmp_path / "r"), state=5, train_steps=1000, live=False)
+    info = status.read_run(d)
+    assert info.status == "unreadable" and "5" in info.reason

@@ -16,8 +16,34 @@ class DataError(ValueError):
     the array)."""
 
 
+#: Where generated datasets were cached before the cache followed the XDG convention: still
+#: read when a dataset is there (and $FLOQ_DATA_DIR is not set), never written.
+LEGACY_DATA_DIR = "~/.floq/data"
+
+
 def default_data_dir() -> str:
-    return os.path.expanduser(os.environ.get("FLOQ_DATA_DIR", "~/.floq/data"))
+    """Where generated datasets are cached: ``$FLOQ_DATA_DIR``, else ``$FLOQ_CACHE_DIR/data``,
+    else ``$XDG_CACHE_HOME/floq/data``, else ``~/.cache/floq/data`` (the folder `make demo` uses)."""
+    env = os.environ
+    if env.get("FLOQ_DATA_DIR"):
+        return os.path.expanduser(env["FLOQ_DATA_DIR"])
+    if env.get("FLOQ_CACHE_DIR"):
+        return os.path.join(os.path.expanduser(env["FLOQ_CACHE_DIR"]), "data")
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "floq", "data")
+
+
+def cached_data_path(name: str) -> str:
+    """The path of the cached dataset file `name` (a train file; its -val twin beside it): in
+    `default_data_dir()`, or in the legacy ~/.floq/data when only that one holds it (and no
+    $FLOQ_DATA_DIR is set); else where it will be written, in `default_data_dir()`."""
+    path = os.path.join(default_data_dir(), name)
+    if os.environ.get("FLOQ_DATA_DIR") or (os.path.isfile(path) and os.path.isfile(val_path_of(path))):
+        return path
+    old = os.path.join(os.path.expanduser(LEGACY_DATA_DIR), name)
+    if os.path.isfile(old) and os.path.isfile(val_path_of(old)):
+        return old
+    return path
 
 
 def check_files(path: str) -> None:

@@ -188,8 +188,10 @@ _STANDIN_NOTE = 'stand-in data: random actions, for tests/code paths only'
 
 
 def default_data_dir() -> str:
-    """``$FLOQ_DATA_DIR`` if set, else ``~/.floq/data``."""
-    return os.path.expanduser(os.environ.get('FLOQ_DATA_DIR') or '~/.floq/data')
+    """``$FLOQ_DATA_DIR`` if set, else the user cache (``floq.data.files.default_data_dir``)."""
+    from floq.data.files import default_data_dir as data_dir
+
+    return data_dir()
 
 
 def base_dataset_name(dataset_name: str) -> str:
@@ -482,8 +484,12 @@ def _scene_healthy(qpos: np.ndarray) -> bool:
 _WORKER: _Collector | None = None
 
 
-def _worker_init(job: _Job) -> None:
+def _worker_init(job: _Job, parent_pid: int | None = None) -> None:
     global _WORKER
+    if parent_pid is not None:  # stop signals are the parent's to handle; end with the parent
+        from floq.interrupts import worker_guard
+
+        worker_guard(parent_pid)
     _WORKER = _Collector(job)
 
 
@@ -593,8 +599,15 @@ def generate(
                 buffers[split].add(collector.episode(split, i))
                 bar.update(1)
         else:
+            from floq.interrupts import signals_blocked
+
             ctx = mp.get_context('spawn')
-            with ctx.Pool(workers, initializer=_worker_init, initargs=(job,)) as pool:
+            # The workers start with the stop signals blocked, then ignore them and watch this
+            # process: a stop signal here leaves the `with` (Pool.terminate ends the workers), and
+            # a SIGKILL here leaves workers that exit by themselves.
+            with signals_blocked():
+                pool = ctx.Pool(workers, initializer=_worker_init, initargs=(job, os.getpid()))
+            with pool:
                 for (split, _), ep in zip(tasks, pool.imap(_worker_episode, tasks, chunksize=1)):
                     buffers[split].add(ep)
                     bar.update(1)
@@ -627,7 +640,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from floq.results import path_arg
 
     p.add_argument('--out', default=None, type=path_arg,
-                   help='output directory (default: $FLOQ_DATA_DIR or ~/.floq/data)')
+                   help='output directory (default: $FLOQ_DATA_DIR, else ~/.cache/floq/data)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--val-episodes', type=int, default=None, help='val episodes (default: max(1, episodes // 10))')
@@ -674,18 +687,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     if spec.is_locomotion:
         print(f'WARNING: {spec.name}: writing {_STANDIN_NOTE}', file=sys.stderr)
+    from floq.interrupts import Interrupted, phase_signals
+
     try:
-        train_path, val_path = generate(
-            args.dataset,
-            episodes,
-            out,
-            seed=args.seed,
-            workers=args.workers,
-            val_episodes=args.val_episodes,
-            progress=not args.no_progress,
-            standin=args.standin,
-            episode_length=args.episode_length,
-        )
+        with phase_signals('data generation'):
+            train_path, val_path = generate(
+                args.dataset,
+                episodes,
+                out,
+                seed=args.seed,
+                workers=args.workers,
+                val_episodes=args.val_episodes,
+                progress=not args.no_progress,
+                standin=args.standin,
+                episode_length=args.episode_length,
+            )
+    except Interrupted as e:  # the workers are ended and nothing was written
+        print(f'{parser.prog}: {e.message()}', file=sys.stderr)
+        sys.exit(e.exit_code)
     except (RunError, OSError) as e:  # a full disk, a vanished folder: one line (nothing is left behind)
         msg = str(e) if isinstance(e, RunError) else f'{type(e).__name__}: {e.strerror or e}'
         print(f'{parser.prog}: error: {msg}', file=sys.stderr)

@@ -63,7 +63,7 @@ SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d+)\.npz$")
 # (so that an empty or wrong download fails with "no shards", not with an ogbench download).
 LARGE_DIR_RE = re.compile(r"-\d+[mMbB]-v\d+$")
 DEFAULT_INTERVAL = 1000  # horizon-reduction's --dataset_replace_interval default
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: the first pass also checks every shard's values (validate_values)
 
 
 def shard_index(step: int, interval: int, n_shards: int) -> int:
@@ -386,6 +386,14 @@ class ShardedData:
         from ogbench.relabel_utils import relabel_dataset
 
         env_name = _singletask_env_name(self.dataset_name)
+        # Every shard's values (NaN, actions outside the box, terminals), train and val files, at
+        # start: a bad later shard is refused before training, not when the rotation reaches it.
+        # Cached with the stats (keyed by the files' names, sizes and mtimes): once per folder.
+        from floq.data.files import validate_values
+
+        for p in self.paths:
+            for q in (p, val_path_of(p)):
+                validate_values(q, list(array_headers(q)))
         counts, masks = [], []
         for p in self.paths:
             with np.load(p) as f:

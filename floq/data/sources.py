@@ -231,7 +231,9 @@ def generated_path(task: Task) -> str:
     if task.episode_length:
         tag += f"-l{task.episode_length}"
     standin = "-standin" if task.env in LOCOMOTION else ""
-    return os.path.join(default_data_dir(), f"{task.env}{standin}-v0-{tag}.npz")
+    from floq.data.files import cached_data_path
+
+    return cached_data_path(f"{task.env}{standin}-v0-{tag}.npz")
 
 
 def ensure_generated(task: Task, progress: bool = True) -> str:
@@ -243,21 +245,19 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
         raise DataError(
             f"{task.env} needs OGBench's expert policies, which are not shipped; use source='ogbench' "
             f"(download) or, for tests only, Task.standin = True")
-    import fcntl
     import shutil
     import tempfile
 
     from floq.data import generate as gen
+    from floq.interrupts import phase_signals
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
     # Several trainers (a sweep's workers) may ask for the same dataset at once: one generates
     # it under an exclusive lock, in a private temporary folder; the others wait, then find it.
-    with open(path + ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"floq: waiting for another process generating {path}", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    # A stop signal (Ctrl-C, SIGTERM) ends the generator's workers, removes the temporary folder
+    # and the lock file, and raises floq.interrupts.Interrupted ('interrupted during data generation').
+    with phase_signals("data generation"), _generation_lock(path + ".lock") as _:
         if os.path.isfile(path) and os.path.isfile(path.replace(".npz", "-val.npz")):
             return path
         kwargs = {}
@@ -265,11 +265,13 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
             kwargs["episode_length"] = task.episode_length
         if task.env in LOCOMOTION:
             kwargs["standin"] = True
-        tmp = tempfile.mkdtemp(prefix=".generating-", dir=os.path.dirname(path))
+        workers = min(2, os.cpu_count() or 1)
+        print(f"floq: generating {task.env}-v0 ({task.generate_episodes} episodes, cached in {folder}; seed "
+              f"{task.generate_seed}, {workers} worker{'s' if workers > 1 else ''})", file=sys.stderr, flush=True)
+        tmp = tempfile.mkdtemp(prefix=".generating-", dir=folder)
         try:
             train, val = gen.generate(f"{task.env}-v0", task.generate_episodes, tmp,
-                                      seed=task.generate_seed, workers=min(2, os.cpu_count() or 1),
-                                      progress=progress, **kwargs)
+                                      seed=task.generate_seed, workers=workers, progress=progress, **kwargs)
             # Rename into the cache key (atomic renames; the val file first so a crash never
             # leaves a train file without its val twin under the cache key).
             os.replace(val, path.replace(".npz", "-val.npz"))
@@ -277,6 +279,49 @@ def ensure_generated(task: Task, progress: bool = True) -> str:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+class _generation_lock:
+    """An exclusive flock on `lock_path` (blocking, with one line while it waits), removed when
+    released. A waiter that gets the lock of a file its holder has removed meanwhile takes the
+    lock again on the current file, so that two processes never both hold 'the' lock."""
+
+    def __init__(self, lock_path: str):
+        self.path, self.file = lock_path, None
+
+    def __enter__(self):
+        import fcntl
+
+        said = False
+        while True:
+            f = open(self.path, "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    print(f"floq: waiting for another process generating {self.path[:-len('.lock')]}",
+                          file=sys.stderr, flush=True)
+                    said = True
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX)
+                except BaseException:
+                    f.close()
+                    raise
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.file = f
+                return self
+            f.close()  # its holder removed that file: lock the current one
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)  # still held: nobody else holds this file's lock now
+        except OSError:
+            pass
+        self.file.close()
 
 
 def env_family(name: str) -> str:

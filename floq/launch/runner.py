@@ -138,8 +138,8 @@ def last_log_line(log_path: str, max_bytes: int = 65536, max_chars: int = 300) -
     # floq run's own one-line account wins over a progress bar redrawn after it (another
     # process writing the same log, e.g. a trainer of an earlier driver)
     at = max(text.rfind("floq run: error:"), text.rfind("floq run: diverged"))
-    if at >= 0:
-        return re.split(r"[\r\n]", text[at:])[0].strip()[:max_chars]
+    if at >= 0:  # floq run's own one line, whole (its advice must not be cut mid-word)
+        return re.split(r"[\r\n]", text[at:])[0].strip()
     for line in reversed(re.split(r"[\r\n]", text)):
         line = line.strip()
         if line and not line.startswith(LOG_MARK):

@@ -130,7 +130,8 @@ class SweepState:
         try:
             from floq.status import sweep_eta
 
-            return " | " + sweep_eta([run.run_dir for run in self.plan.runs])
+            return " | " + sweep_eta([run.run_dir for run in self.plan.runs],
+                                     [self.entries[run.name]["state"] for run in self.plan.runs])
         except Exception:  # noqa: BLE001 - an estimate never breaks a sweep
             return ""
 

@@ -180,6 +180,72 @@ def check_values(runs: Sequence[Run], seed_binding_prefix: str = "SEED =", build
         raise SweepError(f"{len(bad)} of {len(runs)} run(s) do not build, e.g. {name}: {why}; nothing was launched")
 
 
+def config_conflicts(runs: Sequence[Run], build=None, limit: int = 8) -> dict[str, str]:
+    """``{run name: what changed}`` for the runs whose directory already holds a run (its
+    run.json) of another configuration than the sweep now asks for: ``floq run`` would refuse
+    it (or, done, the sweep would count a result of other settings). ``what changed`` names the
+    settings, old -> new (run.json's ``config_fields``, seeds and task), e.g.
+    ``'algorithm.alpha: 3.0 -> 10.0'``. Built with ``build`` (default ``floq.train.build``);
+    nothing is compiled, so a sweep refuses (or ``--force`` moves aside) before any compilation."""
+    import json
+    import warnings
+
+    from floq.loop import config_fields, spec_hash
+    from floq.results import read_json
+
+    if build is None:
+        from floq.train import build
+    out: dict[str, str] = {}
+    try:
+        for run in runs:
+            try:
+                man = read_json(os.path.join(run.run_dir, "run.json"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(man, dict) or not man.get("config_hash"):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exp = build(list(run.gin_files), list(run.bindings))
+            if spec_hash(exp) == man["config_hash"]:
+                continue
+            new = json.loads(json.dumps(config_fields(exp), default=repr))
+            old = man.get("config_fields") if isinstance(man.get("config_fields"), dict) else {}
+            new["seeds"], old = list(exp.trainer.seeds), {**old, "seeds": man.get("seeds")}
+            ids = list(exp.task.ids)
+            new["task_id"], old["task_id"] = ids if len(ids) > 1 else ids[0], man.get("task_id")
+            missing = object()
+            keys = sorted(k for k in set(old) | set(new) if old.get(k, missing) != new.get(k, missing))
+            # a changed class first (its fields then differ too)
+            keys.sort(key=lambda k: (not isinstance(new.get(k), str) or k.count(".") > 1, k))
+            fmt = lambda v: "(unset)" if v is missing else repr(v)  # noqa: E731
+            parts = [f"{k}: {fmt(old.get(k, missing))} -> {fmt(new.get(k, missing))}" for k in keys[:limit]]
+            if len(keys) > limit:
+                parts.append(f"and {len(keys) - limit} more setting(s)")
+            out[run.name] = (", ".join(parts) if parts else
+                             "a setting outside run.json's config_fields (its config_hash differs)")
+    finally:
+        gin.clear_config()
+    return out
+
+
+def _move_conflicts_aside(runs: Sequence[Run], conflicts: Mapping[str, str], build, echo) -> None:
+    """``floq sweep --force``: each run of another configuration moves to RUN.replaced-<time>
+    (as ``floq run --force`` does: kept, never deleted; RunError while a trainer holds it)."""
+    from floq.loop import spec_hash
+    from floq.results import move_run_aside
+
+    for run in runs:
+        if run.name not in conflicts:
+            continue
+        want = spec_hash(build(list(run.gin_files), list(run.bindings)))
+        moved = move_run_aside(run.run_dir, lambda prev: isinstance(prev, dict) and prev.get("config_hash") != want)
+        if moved is not None:
+            echo(f"{run.name}: held a run of another configuration ({conflicts[run.name]}); "
+                 f"moved it to {moved[0]} (kept; floq analyze leaves it out)")
+    gin.clear_config()
+
+
 def run_sweep(
     sweep_file: str,
     launcher="local",
@@ -187,6 +253,7 @@ def run_sweep(
     *,
     dry_run: bool = False,
     retry_failed: bool = False,
+    force: bool = False,
     runner: Sequence[str] | None = None,
     parse: ParseFn | None = None,
     echo: Callable[[str], None] | None = None,
@@ -209,6 +276,9 @@ def run_sweep(
       dry_run: list the runs and the estimated GPU-hours; write and launch nothing.
       retry_failed: launch runs that failed or diverged again, with ``floq run
         --retry-failed`` (a diverged run resumes from its last good checkpoint).
+      force: a run directory that holds a run of another configuration
+        (:func:`config_conflicts`) is moved aside to ``RUN.replaced-<time>`` before anything is
+        launched, and the run starts there anew; without it such a sweep is refused (SweepError).
       runner: the ``floq run`` command prefix (default ``python -m floq run``).
       parse: gin parsing function for validation (default ``floq.config.parse``).
       echo: where progress lines go (default ``print`` with flush).
@@ -235,14 +305,30 @@ def run_sweep(
     }
 
     builds = BuildMemo()  # each configuration parsed once by the checks below
+    conflicts: dict[str, str] = {}
     if parse is None and runner is None:  # floq run with the real gin: every run builds, or none is launched
-        check_values([r for r in plan.runs if statuses[r.name] != "done"], f"{plan.seed_macro} =", builds)
+        unfinished = [r for r in plan.runs if statuses[r.name] != "done"]
+        n_conf = len({_profile_key(r, f"{plan.seed_macro} =") for r in unfinished})
+        if n_conf:
+            echo(f"sweep {plan.name}: building {n_conf} configuration{'s' if n_conf != 1 else ''} "
+                 f"(checking every value before anything is launched)...")
+        check_values(unfinished, f"{plan.seed_macro} =", builds)
+        # a run directory that holds another configuration: named now, before anything compiles
+        conflicts = config_conflicts([r for r in plan.runs if statuses[r.name] != "absent"], builds)
+        for name in conflicts:
+            kept[name] = None  # its failure or divergence belongs to the old configuration
+    if conflicts and not dry_run and not force:
+        name = next(iter(conflicts))
+        raise SweepError(
+            f"{len(conflicts)} of {len(plan.runs)} run directories hold a run of another configuration, "
+            f"e.g. {name}: {conflicts[name]}; pass --force to move them aside to RUN.replaced-<time> "
+            f"(kept, but left out of floq analyze), or give this sweep another --out; nothing was launched")
 
     if dry_run:
         todo = [
             r
             for r in plan.runs
-            if statuses[r.name] != "done" and (retry_failed or kept[r.name] is None)
+            if (statuses[r.name] != "done" or r.name in conflicts) and (retry_failed or kept[r.name] is None)
         ]
         width = max(len(r.name) for r in plan.runs)
         echo(
@@ -255,8 +341,12 @@ def run_sweep(
             )
             if kept[run.name] is not None:
                 status = kept[run.name] if not retry_failed else "retry"
+            if run.name in conflicts:
+                status = "replace" if force else "conflict"
             echo(f"  {run.name:<{width}}  {status:<8}  {_describe_run(run)}")
-        done = sum(1 for r in plan.runs if statuses[r.name] == "done")
+            if run.name in conflicts:
+                echo(f"  {'':<{width}}  {'':<8}  another configuration there: {conflicts[run.name]}")
+        done = sum(1 for r in plan.runs if statuses[r.name] == "done" and r.name not in conflicts)
         kept_counts = {s: sum(1 for k in kept.values() if k == s) for s in KEPT_STATES}
         kept_note = (
             "" if retry_failed else _kept_text(kept_counts, " (not retried without --retry-failed)")
@@ -264,9 +354,19 @@ def run_sweep(
         if estimate:  # the budget and score rule, beside the reference code's (floq/launch/budget.py)
             from floq.launch.budget import budget_lines
 
+            if todo:
+                echo("pricing the runs to do (each configuration's update lowered once, FLOPs cached)...")
+
             for line in budget_lines(plan.runs, build=builds, seed_binding_prefix=f"{plan.seed_macro} ="):
                 echo(line)
         echo(f"{len(plan.runs)} runs: {done} done{kept_note}, {len(todo)} to run")
+        if conflicts:
+            echo(f"{len(conflicts)} run director{'ies hold' if len(conflicts) > 1 else 'y holds'} a run of "
+                 f"another configuration: "
+                 + ("floq sweep --force moves them aside to RUN.replaced-<time> (kept, but left out of "
+                    "floq analyze) before launching" if not force else
+                    "--force moves them aside to RUN.replaced-<time> before launching")
+                 + "; without --force the sweep is refused")
         if estimate:
             for line in estimate_lines(plan, todo, bench_dir, build=builds):
                 echo(line)
@@ -293,6 +393,10 @@ def run_sweep(
     else:
         launcher_name = launcher.name
     with _SweepLock(plan.sweep_dir):
+        if conflicts:  # --force: moved aside before anything is launched
+            _move_conflicts_aside(plan.runs, conflicts, builds, echo)
+            for name in conflicts:
+                statuses[name] = runner_lib.run_status(next(r.run_dir for r in plan.runs if r.name == name))
         state = SweepState(plan, launcher_name, echo)
         todo = []
         still = 0
@@ -434,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(a diverged run trains again from its last good checkpoint)",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="a run directory that holds a run of another configuration is moved aside to "
+        "RUN.replaced-<time> (nothing is deleted; floq analyze leaves it out), as floq run --force "
+        "does, and the run starts there anew",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="local: runs at once (default: one per GPU, or 1)"
     )
     slurm = parser.add_argument_group("slurm")
@@ -521,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 dry_run=args.dry_run,
                 retry_failed=args.retry_failed,
+                force=args.force,
                 runner=runner,
                 bindings=bindings,
                 **options,

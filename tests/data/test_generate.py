@@ -181,7 +181,34 @@ def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv('FLOQ_DATA_DIR', str(tmp_path))
     assert gen.default_data_dir() == str(tmp_path)
     monkeypatch.delenv('FLOQ_DATA_DIR')
-    assert gen.default_data_dir() == os.path.expanduser('~/.floq/data')
+    monkeypatch.delenv('FLOQ_CACHE_DIR', raising=False)
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    assert gen.default_data_dir() == os.path.expanduser('~/.cache/floq/data')  # the README's, make demo's
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert gen.default_data_dir() == str(tmp_path / 'xdg' / 'floq' / 'data')
+    monkeypatch.setenv('FLOQ_CACHE_DIR', str(tmp_path / 'fc'))
+    assert gen.default_data_dir() == str(tmp_path / 'fc' / 'data')  # as the Makefile derives it
+
+
+def test_a_dataset_in_the_old_cache_is_still_read(monkeypatch, tmp_path):
+    """A dataset generated before the cache moved (~/.floq/data) is used, not made again; a new
+    one goes to the new folder; $FLOQ_DATA_DIR, when set, is the only place."""
+    from floq.data.sources import Task, generated_path
+
+    for var in ('FLOQ_DATA_DIR', 'FLOQ_CACHE_DIR', 'XDG_CACHE_HOME'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path))
+    task = Task(env='cube-single-play', source='generate', generate_episodes=7)
+    new = tmp_path / '.cache' / 'floq' / 'data' / 'cube-single-play-v0-e7-s0.npz'
+    assert generated_path(task) == str(new)
+    old = tmp_path / '.floq' / 'data' / 'cube-single-play-v0-e7-s0.npz'
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b'x')
+    assert generated_path(task) == str(new)  # no val twin: not a cached dataset
+    (old.parent / 'cube-single-play-v0-e7-s0-val.npz').write_bytes(b'x')
+    assert generated_path(task) == str(old)
+    monkeypatch.setenv('FLOQ_DATA_DIR', str(tmp_path / 'mine'))
+    assert generated_path(task) == str(tmp_path / 'mine' / 'cube-single-play-v0-e7-s0.npz')
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):

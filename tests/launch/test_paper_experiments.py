@@ -207,7 +207,8 @@ def test_offline_dry_run_lists_750_runs_over_10_envs_and_prices_them(monkeypatch
     assert len(builds) == len(set(builds)) == 250
     out = capsys.readouterr().out.splitlines()
     runs = [line for line in out if line.startswith("  grid=")]
-    assert len(runs) == 750 and out[0].startswith("sweep paper_offline: 750 runs")
+    assert out[0] == "sweep paper_offline: building 250 configurations (checking every value before anything is launched)..."
+    assert len(runs) == 750 and out[1].startswith("sweep paper_offline: 750 runs")
     assert {line.split("env=")[1].split(",")[0] for line in runs} == TEN_ENVS
     assert "750 runs: 0 done, 750 to run" in out
     gpu = next(line for line in out if line.startswith("estimated GPU-hours"))
