@@ -168,10 +168,10 @@ def build(critic_name: str, size: Size, K: int | None = None, precision: str = "
         critic = MonolithicCritic(net=net, num_ensembles=size.ensembles)
     else:
         raise ValueError(f"unknown critic {critic_name!r}")
+    from floq.train import with_precision
+
     critic = critic.configure(0.99, -1.0, 0.0)  # cube rewards are -1 / 0
-    if precision == "bfloat16":
-        critic = dataclasses.replace(critic, compute_dtype="bfloat16")
-    return algo, critic
+    return with_precision(algo, critic, precision)
 
 
 def synthetic_data(rows: int, seed: int = 0) -> dict:

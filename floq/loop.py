@@ -51,7 +51,7 @@ from floq import memo, results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair
-from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
+from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, with_precision,
                         task_view, update_flops, with_batch_keys)
 from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
 
@@ -406,9 +406,9 @@ class Run:
         critics = []
         for lo, hi in bounds:  # one configured critic per task (they differ only by reward range)
             c = exp.critic.configure(exp.task.discount, lo, hi)
-            critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
+            critics.append(with_precision(None, c, tr.precision)[1])
         (r_min, r_max), critic = bounds[0], critics[0]
-        self.critic, self.algo = critic, exp.algorithm
+        self.critic, self.algo = critic, with_precision(exp.algorithm, None, tr.precision)[0]
         try:
             check_pair(self.algo, critic)  # an algorithm's one-line refusal (or warning) of a critic
         except ValueError as e:

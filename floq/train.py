@@ -66,7 +66,10 @@ class Trainer:
         buffer_size rows (see `sample_mixed`).
       experiment: experiment name (a results sub-directory and a CSV column).
       out_dir: where run directories go.
-      precision: 'float32' or 'bfloat16' (matmul inputs in bf16, parameters in f32).
+      precision: 'float32' or 'bfloat16': bf16 activations end to end in the critic's and the
+        actor's networks (matmuls, GELU, LayerNorm's normalisation; f32 row statistics), with
+        parameters, optimiser, z, the HL-Gauss embedding and the Euler updates in f32
+        (`with_precision`, floq.nets.mlp).
       progress: show a progress bar.
     """
 
@@ -126,6 +129,19 @@ class Trainer:
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.num_seeds)]
+
+
+def with_precision(algorithm, critic, precision: str):
+    """(algorithm, critic) computing in `precision` (Trainer.precision): 'bfloat16' sets the
+    critic's `compute_dtype` and the algorithm's, where it has one (FQL's actor networks);
+    'float32' returns them as they are."""
+    if precision != "bfloat16":
+        return algorithm, critic
+    if critic is not None and hasattr(critic, "compute_dtype"):
+        critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+    if hasattr(algorithm, "compute_dtype"):
+        algorithm = dataclasses.replace(algorithm, compute_dtype="bfloat16")
+    return algorithm, critic
 
 
 @dataclasses.dataclass(frozen=True)
