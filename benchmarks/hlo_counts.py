@@ -238,18 +238,36 @@ def step_lowered(algo, critic, state, data, batch: int):
     return jax.jit(make_step(algo, critic, batch)).lower(state, data)
 
 
-def report(precision: str, config: str, compile_: bool, chunk: int) -> dict:
+def variant(algo, critic, name: str):
+    """(algo, critic) of a named code variant: 'current'; 'two_loops' (target and online
+    integrations in separate loops, as before the one-loop change); 'flat_adam' (FQL.flat_adam)."""
+    import dataclasses
+
+    if name == "two_loops":
+        from floq.critics.base import td_loss
+
+        cls = type("TwoLoopFloqCritic", (type(critic),), {"loss": lambda self, *a: td_loss(self, *a)})
+        critic = cls(**{f.name: getattr(critic, f.name) for f in dataclasses.fields(critic)})
+    elif name == "flat_adam":
+        algo = dataclasses.replace(algo, flat_adam=True)
+    elif name != "current":
+        raise ValueError(f"unknown variant {name!r}")
+    return algo, critic
+
+
+def report(precision: str, config: str, compile_: bool, chunk: int, name: str = "current") -> dict:
     import jax
     import jax.numpy as jnp
 
     from floq.train import init_states, make_program
 
     algo, critic, state, data, size, _ = tiny_setup(precision, config=config)
+    algo, critic = variant(algo, critic, name)
     lowered = step_lowered(algo, critic, state, data, size.batch)
     pre = lowered.as_text(dialect="hlo")
     comps, _ = computations(pre)
     rows = size.batch  # the smallest activation: the actor's B rows
-    out = {"precision": precision, "config": config, "width": size.width,
+    out = {"precision": precision, "config": config, "variant": name, "width": size.width,
            "pre_instructions": sum(len(v) for v in comps.values()),
            "pre_converts": converts(pre),
            "pre_f32_activations_in_loops": len(f32_activations(pre, size.width, rows)),
@@ -270,15 +288,18 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="tiny", choices=("tiny", "small", "paper"))
     ap.add_argument("--precision", default="float32,bfloat16")
     ap.add_argument("--chunk", type=int, default=4, help="steps of the chunk program counted")
+    ap.add_argument("--variants", default="current",
+                    help="comma-separated: current, two_loops (before the one-loop change), flat_adam")
     ap.add_argument("--no-compile", action="store_true", help="pre-optimisation counts only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    res = [report(p, args.config, not args.no_compile, args.chunk) for p in args.precision.split(",")]
+    res = [report(p, args.config, not args.no_compile, args.chunk, v) for v in args.variants.split(",")
+           for p in args.precision.split(",")]
     if args.json:
         print(json.dumps(res, indent=1))
         return 0
     for r in res:
-        print(f"[{r['config']} {r['precision']}] pre-optimisation: {r['pre_instructions']} instructions, "
+        print(f"[{r['config']} {r['precision']} {r['variant']}] pre-optimisation: {r['pre_instructions']} instructions, "
               f"converts {r['pre_converts']}, f32 tensors of activation size (rows x {r['width']}): "
               f"{r['pre_f32_activations_in_loops']} in loops, {r['pre_f32_activations_anywhere']} anywhere")
         for what in ("step", "program"):

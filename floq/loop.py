@@ -51,8 +51,8 @@ from floq import memo, results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair
-from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, with_precision,
-                        task_view, update_flops, with_batch_keys)
+from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, task_view,
+                        update_flops, with_batch_keys, with_precision, xla_flags)
 from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
 
 TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "phase", "env_steps", "wall_time", "updates_per_s")
@@ -501,7 +501,7 @@ class Run:
                 "critic_groups": [[exp.task.ids[t] for t in sorted(set(g[2]))] for g in self.groups]})
         self.manifest = {
             "experiment": self.exp_name, "run": self.run_name, "status": "running", "seeds": tr.seeds,
-            "git_commit": results.git_commit(), "packages": results.package_versions(),
+            "git_commit": results.git_commit(), "packages": results.package_versions(), "xla_flags": xla_flags(),
             "device": results.device_description(), "env": exp.task.env, "task": task_label(exp.task),
             "task_id": list(exp.task.ids) if self.multi else exp.task.task_id,
             "dataset": [t.dataset_name for t in self.tasks] if self.multi else exp.task.dataset_name,

@@ -27,6 +27,33 @@ from floq.critics.base import Q_AGGREGATIONS, REWARD_RANGE_RULES
 from floq.memo import memoized
 from floq.nets.embeddings import TIME_EMBEDDINGS
 
+#: XLA options floq's programs rely on, by backend: the one place they are set (`set_xla_flags`,
+#: before JAX starts a backend: the benchmarks' entry points) and recorded (run.json and the
+#: benchmark rows carry `xla_flags()`). None today: a flag joins only with a device measurement
+#: that shows its gain (benchmarks/results), e.g. command buffers for while loops on a GPU.
+XLA_FLAGS_BY_BACKEND: dict = {"gpu": (), "cpu": ()}
+
+
+def set_xla_flags(backend: str = "gpu") -> str:
+    """Add XLA_FLAGS_BY_BACKEND[backend] to $XLA_FLAGS (flags already there win: a user's
+    setting is kept) and return the result. Call it before JAX initialises the backend."""
+    import os
+
+    have = os.environ.get("XLA_FLAGS", "").split()
+    names = {f.split("=")[0] for f in have}
+    add = [f for f in XLA_FLAGS_BY_BACKEND.get(backend, ()) if f.split("=")[0] not in names]
+    if add:
+        os.environ["XLA_FLAGS"] = " ".join(have + add)
+    return os.environ.get("XLA_FLAGS", "")
+
+
+def xla_flags() -> str:
+    """The XLA flags this process runs with ($XLA_FLAGS), as run.json records them."""
+    import os
+
+    return os.environ.get("XLA_FLAGS", "")
+
+
 #: The most members (seeds x tasks) one vmapped program takes: beyond it a typo (NUM_SEEDS =
 #: 100000) would spend many silent minutes building states before failing for memory.
 MAX_MEMBERS = 1024
