@@ -15,7 +15,8 @@ For each precision it prints, for one trainer step (`floq.train.make_step`, FQL 
     runs (fusions, custom calls, dots, copies, ...: everything but parameters, constants,
     tuples, get-tuple-element and bitcasts) in the entry computation and in each while body,
     with the loop's trip count, and kernels per update = outer + sum(trip x body);
-  and the same for the trainer's chunk program (`floq.train.make_program`).
+  and the same for the trainer's chunk program (`floq.train.make_program`: 'program' with its
+    per-step lax.cond, 'program_full' the split form's full chunk without it).
 
 Counts on the CPU are the CPU compiler's fusions, not a GPU's: they compare variants of the
 code with each other (one loop vs two, flattened Adam, ...), not with a GPU profile.
@@ -279,6 +280,11 @@ def report(precision: str, config: str, compile_: bool, chunk: int, name: str = 
         low = prog.lower(states, jnp.ones((1,), bool), data, jnp.asarray(chunk, jnp.int32))
         out["program"] = kernel_counts(low.compile().as_text())
         out["program"]["chunk"] = chunk
+        # the split form's full chunk (no per-step lax.cond; make_program(split=True), GPU default)
+        full = make_program(algo, critic, size.batch, chunk, split=True).full
+        low = full.lower(states, jnp.ones((1,), bool), data, jnp.asarray(chunk, jnp.int32))
+        out["program_full"] = kernel_counts(low.compile().as_text())
+        out["program_full"]["chunk"] = chunk
     del jax
     return out
 
@@ -302,7 +308,7 @@ def main(argv=None) -> int:
         print(f"[{r['config']} {r['precision']} {r['variant']}] pre-optimisation: {r['pre_instructions']} instructions, "
               f"converts {r['pre_converts']}, f32 tensors of activation size (rows x {r['width']}): "
               f"{r['pre_f32_activations_in_loops']} in loops, {r['pre_f32_activations_anywhere']} anywhere")
-        for what in ("step", "program"):
+        for what in ("step", "program", "program_full"):
             if what in r:
                 k = r[what]
                 print(f"  optimised {what}{' (chunk %d)' % k['chunk'] if 'chunk' in k else ''}: "

@@ -5,10 +5,11 @@ specs (Task, critic, algorithm, Trainer) that the compiled step receives as stat
 
 Exactness: the training state (parameters, targets, optimiser state, the PRNG key that
 drives both updates and batch sampling, the step) is one pytree with a leading member axis
-(one member per seed). `make_program` compiles ONE program per run: a scan over a fixed
-`chunk_size` steps of which only the first `n` (a run-time argument) are taken, so any chunk
-length costs no new compilation, and the state after step k is the same however the steps
-were grouped into calls (the loop sizes calls by time, to stay responsive to signals).
+(one member per seed). `make_program` compiles ONE program per run (two on a GPU: full chunks
+without per-step conditionals, and the remainders): a scan over a fixed `chunk_size` steps of
+which only the first `n` (a run-time argument) are taken, so any chunk length costs no new
+compilation, and the state after step k is the same however the steps were grouped into calls
+(the loop sizes calls by time, to stay responsive to signals).
 """
 
 from __future__ import annotations
@@ -313,12 +314,22 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
 
 
 @memoized  # one program per configuration and process (floq.memo)
-def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
-    """The run's one compiled program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
+def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None, split=None):
+    """The run's program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
 
     A scan over `chunk_size` steps of which the first `n` update the state (lax.cond on an
     unbatched predicate stays a real branch under vmap, so skipped steps cost nothing).
     `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros).
+
+    split (default: on every backend but the CPU): the program is two compiled programs, a
+    full chunk of `chunk_size` steps with no per-step conditional, run whenever
+    n == chunk_size, and the conditional one above for the remainders (n < chunk_size). On a
+    GPU a conditional copies its predicate to the host and waits, every step; the full chunk
+    runs without a sync. On the CPU there is no such cost, and one program compiles once. The
+    two forms give the same states, alive and bad_at for any sequence of calls (the states to
+    the bit on this project's x86-64 CPU), and per-step metrics equal within rounding (XLA
+    fuses a metric's reduction differently outside the conditional: 1 ulp of actor/mse seen)
+    (tests/test_train_split.py).
 
     Divergence is per member (members are independent): a step whose metrics or new
     parameters are not all finite is not applied, and the member is frozen from then on
@@ -331,10 +342,23 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
     per distinct critic configuration (tasks whose reward ranges differ get differently
     configured critics); each group is its own vmap over its members inside the one program.
     """
+    if split is None:
+        split = jax.default_backend() != "cpu"
     if groups is not None:
-        return _make_group_program(algorithm, groups, batch_size, chunk_size)
+        rest = _make_group_program(algorithm, groups, batch_size, chunk_size)
+        if not split:
+            return rest
+        return SplitProgram(_make_group_program(algorithm, groups, batch_size, chunk_size, full=True), rest,
+                            chunk_size)
+    rest = _make_program(algorithm, critic, batch_size, chunk_size)
+    if not split:
+        return rest
+    return SplitProgram(_make_program(algorithm, critic, batch_size, chunk_size, full=True), rest, chunk_size)
+
+
+def _make_program(algorithm, critic, batch_size: int, chunk_size: int, full: bool = False):
     step = make_step(algorithm, critic, batch_size)
-    one = _scan_one(step, chunk_size)
+    one = _scan_one(step, chunk_size, full)
 
     vone = jax.vmap(one, in_axes=(0, 0, None, None))
 
@@ -345,6 +369,32 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
         return vone(states, alive, data, n)
 
     return jax.jit(program, donate_argnums=(0,))
+
+
+class SplitProgram:
+    """`make_program`'s split form: `full` (chunk_size steps, no per-step conditional) for
+    calls of n == chunk_size steps, `rest` (the conditional program) for the others. Used as a
+    jitted function is: called directly, or `.lower(*args).compile()` to an executable of the
+    same call signature (floq.loop compiles it so, both programs at once)."""
+
+    def __init__(self, full, rest, chunk_size: int):
+        self.full, self.rest, self.chunk_size = full, rest, int(chunk_size)
+
+    def _pick(self, n):
+        return self.full if int(n) == self.chunk_size else self.rest
+
+    def __call__(self, states, alive, data, n):
+        return self._pick(n)(states, alive, data, n)
+
+    def lower(self, *args):
+        program = self
+
+        class Lowered:
+            def compile(self):
+                return SplitProgram(program.full.lower(*args).compile(), program.rest.lower(*args).compile(),
+                                    program.chunk_size)
+
+        return Lowered()
 
 
 def _all_finite(tree):
@@ -370,9 +420,10 @@ def guarded(step):
     return g
 
 
-def _scan_one(step, chunk_size: int):
+def _scan_one(step, chunk_size: int, full: bool = False):
     """One agent's chunk: (state, alive, data, n[, task]) -> (state, per-step metrics, alive,
-    bad_at) (see `make_program`)."""
+    bad_at) (see `make_program`). full: every one of the chunk_size steps is taken (n is not
+    read), with no per-step conditional."""
     safe = guarded(step)
 
     def one(state, alive, data, n, task=None):
@@ -387,6 +438,8 @@ def _scan_one(step, chunk_size: int):
             def skip(carry):
                 return carry, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
 
+            if full:
+                return take(carry)
             return jax.lax.cond(i < n, take, skip, carry)
 
         init = (state, jnp.asarray(alive, bool), jnp.asarray(chunk_size, jnp.int32))
@@ -406,11 +459,11 @@ def _join_members(outs, order):
     return jax.tree_util.tree_map(lambda x: x[inverse], joined)
 
 
-def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
+def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int, full: bool = False):
     order = [int(m) for _, members, _ in groups for m in members]
     parts = []
     for critic, members, tasks in groups:
-        one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
+        one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size, full)
         parts.append((jax.vmap(one, in_axes=(0, 0, None, None, 0)), np.asarray(members, np.int32),
                       jnp.asarray(tasks, jnp.int32)))
 
