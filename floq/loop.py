@@ -159,6 +159,15 @@ CONFIG_HEADER = (
 SHARD_FIELDS = ("shard_interval", "num_shards")
 # Trainer fields that only matter with an online phase: left out of the hash of offline runs.
 ONLINE_FIELDS = ("buffer_size",)
+# Spec fields added after runs were recorded, with the value every earlier run had: left out of
+# the hash and of config_fields while they hold it, so that adding them changed no run's identity.
+# (FQL.compute_dtype follows Trainer.precision, which the hash has; FQL.flat_adam is opt-in.)
+LATER_FIELDS = {("FQL", "compute_dtype"): "float32", ("FQL", "flat_adam"): False}
+
+
+def _later_default(x, name: str) -> bool:
+    key = (type(x).__name__, name)
+    return key in LATER_FIELDS and getattr(x, name) == LATER_FIELDS[key]
 
 
 def spec_hash(exp) -> str:
@@ -173,7 +182,8 @@ def spec_hash(exp) -> str:
                                             and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
                                                      and not getattr(x, "sharded", False))
                                             and not (type(x).__name__ == "Task" and f.name == "task_ids"
-                                                     and not getattr(x, "task_ids", ()))))
+                                                     and not getattr(x, "task_ids", ()))
+                                            and not _later_default(x, f.name)))
         if isinstance(x, (list, tuple)):
             return tuple(canon(v) for v in x)
         if isinstance(x, dict):
@@ -206,7 +216,8 @@ def config_fields(exp) -> dict:
             out[path] = kind
             for f in dataclasses.fields(x):
                 if (kind, f.name) in NOT_CONFIG or (kind == "Trainer" and f.name in PLUMBING) \
-                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)):
+                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)) \
+                        or _later_default(x, f.name):
                     continue
                 walk(getattr(x, f.name), f"{path}.{f.name}")
         elif isinstance(x, (list, tuple)):
