@@ -110,6 +110,7 @@ def test_bf16_step_multiplies_in_bf16_in_both_flow_loops(step_hlo):
     assert converts(step_hlo["float32"][0]).get("f32->bf16", 0) == 0
 
 
+@pytest.mark.slow  # compiles trainer steps: seconds of CPU each
 def test_bf16_update_is_finite_and_near_the_f32_update():
     from floq.train import make_step
 

@@ -40,6 +40,7 @@ def _leaves_equal(a, b, rtol=1e-6, atol=1e-7):
     return worst
 
 
+@pytest.mark.slow  # compiles trainer steps: seconds of CPU each
 @pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["one", "two"])
 def test_split_program_gives_the_one_program_numbers_for_any_call_lengths(seeds):
     data = _data()

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from floq.agents.base import flattened
 
@@ -43,6 +44,7 @@ def test_flattened_adam_has_the_tree_state_and_the_leafwise_numbers():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles trainer steps: seconds of CPU each
 def test_fql_updates_with_flattened_adam_equal_leafwise_adam():
     """Three FQL + floq updates from one state with FQL.flat_adam (flattened Adam) and with
     leaf-by-leaf Adam (the default): the same metrics, and the same state within rounding

@@ -505,6 +505,7 @@ def test_one_loop_for_online_and_target_gives_the_two_loop_numbers(q_agg):
                                    rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles trainer steps: seconds of CPU each
 def test_one_loop_fql_updates_equal_the_two_loop_updates():
     """Three FQL updates (the trainer's step) with the one-loop and the two-loop floq critic
     from one state: the same metrics and parameters (max |diff| printed; 0 on this machine)."""
