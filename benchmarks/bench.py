@@ -51,7 +51,7 @@ COLUMNS = (
     "gflop_per_s", "peak_ratio", "speedup_vs_per_step", "episodes_per_s", "peak_mem_mb", "device", "jax_version",
     # extras
     "ms_per_update", "cpu_ms_per_update", "best_updates_per_s", "cpu_util", "cpu_peak_ratio", "seed_updates_per_s",
-    "temp_mem_mb", "ratio", "vs_bare", "vs_cpu_scaling", "r2", "chunk", "rows", "load1", "notes",
+    "temp_mem_mb", "ratio", "vs_bare", "vs_cpu_scaling", "r2", "chunk", "rows", "load1", "impl", "xla_flags", "notes",
 )
 # What the printed table shows (device and jax_version go in its header).
 SHOW = ("benchmark", "critic", "config", "K", "seeds", "workers", "precision", "updates_per_s", "ms_per_update",
@@ -188,10 +188,10 @@ def build(critic_name: str, size: Size, K: int | None = None, precision: str = "
                            num_ensembles=size.ensembles, num_bins=51, name="simbav2")
     else:
         raise ValueError(f"unknown critic {critic_name!r}")
+    from floq.train import with_precision
+
     critic = critic.configure(0.99, -1.0, 0.0)  # cube rewards are -1 / 0
-    if precision == "bfloat16":
-        critic = dataclasses.replace(critic, compute_dtype="bfloat16")
-    return algo, critic
+    return with_precision(algo, critic, precision)
 
 
 def synthetic_data(rows: int, seed: int = 0) -> dict:

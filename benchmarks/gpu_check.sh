@@ -13,6 +13,12 @@
 #                         into a folder on PYTHONPATH (a machine with no network, e.g. the lent H200)
 #            --wheels DIR wheels to install (no index); with --python: `pip install --no-deps
 #                         --target`; else into the venv
+#            --released DIR   the released floq repository (github:CMU-AIRe/floq, fetched outside
+#                         this repository): adds step 3b, benchmarks/side_by_side.py for floq and its
+#                         FQL agent (rows benchmark=side_by_side, impl=released|floq); its extra
+#                         packages (ml_collections; distrax optional) from --wheels or the environment
+#            --released-fql DIR  github:seohongpark/fql for the FQL side by side (default: the
+#                         released floq repository's FQL agent)
 #   env:     FLOQ_WHEELS=DIR  the same as --wheels
 #
 # Steps (each time-boxed; about 9 minutes on an H200, under the device tool's 10-minute command limit;
@@ -39,6 +45,8 @@ VENV=""
 REAL_CRITIC="floq"
 SYSPY=""
 WHEELS="${FLOQ_WHEELS:-}"
+RELEASED=""
+RELEASED_FQL=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY=1 ;;
@@ -48,6 +56,8 @@ while [[ $# -gt 0 ]]; do
     --real-critic) REAL_CRITIC="$2"; shift ;;
     --python) SYSPY="$2"; shift ;;
     --wheels) WHEELS="$2"; shift ;;
+    --released) RELEASED="$2"; shift ;;
+    --released-fql) RELEASED_FQL="$2"; shift ;;
     -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -95,7 +105,8 @@ if [[ $CPU == 1 ]]; then
   REAL_SIZE=(--bind BATCH_SIZE=32 --bind ACTOR_WIDTH=32 --bind ACTOR_DEPTH=2 --bind CRITIC_WIDTH=32
              --bind CRITIC_DEPTH=2 --bind FLOW_FIELD_DEPTH=2 --bind DISTILL_WIDTH=32 --bind DISTILL_DEPTH=2
              --bind CRITIC_FLOW_STEPS=2 --bind NOISE_SAMPLES=4 --bind CHUNK_SIZE=50 --bind Trainer.eval_workers=2)
-  BOX_INSTALL=300; BOX_BENCH=420; BOX_PROFILE=120; BOX_DATA=120; BOX_REAL=180
+  BOX_INSTALL=300; BOX_BENCH=420; BOX_PROFILE=120; BOX_DATA=120; BOX_REAL=180; BOX_SBS=300
+  SBS_SIZE=(--config tiny --steps 5 --rounds 3 --rows 2000)
 else
   BENCH_SIZE=(--configs paper --seed-configs paper --seed-counts 1,2,4,8,16 --matmul-n 8192 --repeats 3 --scaling-critics floq
               --k-config paper --k-values 1,2,4,8,16,32 --task-configs paper --task-counts 1,5)
@@ -104,6 +115,8 @@ else
   REAL_STEPS=20000; REAL_EVAL=5000; REAL_EPISODES=50; REAL_CONFIG=paper
   REAL_SIZE=(--bind CHUNK_SIZE=1000 --bind Trainer.eval_workers=$(( $(nproc) - 1 )))
   BOX_INSTALL=60; BOX_BENCH=${FLOQ_BOX_BENCH:-380}; BOX_PROFILE=40; BOX_DATA=50; BOX_REAL=${FLOQ_BOX_REAL:-90}
+  BOX_SBS=${FLOQ_BOX_SBS:-150}
+  SBS_SIZE=(--config paper --steps 500 --rounds 3)
 fi
 
 LOG=()
@@ -162,6 +175,15 @@ for prec in float32 bfloat16; do
     || say "profile ($prec) failed (rc $?)"
 done
 
+# 3b. side by side with the released code (only with --released) -----------------------------
+if [[ -n "$RELEASED" ]]; then
+  say "3b. side by side: the released agents' jitted updates vs floq's program"
+  run "$BOX_SBS" "$PY" -m benchmarks.side_by_side --released "$RELEASED" --agent floq "${SBS_SIZE[@]}" \
+    --out "$OUT" --name "$NAME.csv" || say "side by side (floq) failed (rc $?)"
+  run "$BOX_SBS" "$PY" -m benchmarks.side_by_side --released "${RELEASED_FQL:-$RELEASED}" --agent fql "${SBS_SIZE[@]}" \
+    --out "$OUT" --name "$NAME.csv" || say "side by side (fql) failed (rc $?)"
+fi
+
 # 4. data ------------------------------------------------------------------------------------
 say "4. floq data generate cube-double-play-v0"
 run "$BOX_DATA" "$PY" -m floq data generate cube-double-play-v0 "${GEN[@]}" --out "$WORK/data" --no-progress \
@@ -206,6 +228,9 @@ md_path = os.path.splitext(path)[0] + ".md"
 bench_rows = rows[:-1] if man else rows
 md = (open(md_path).read() if os.path.exists(md_path)  # the bench's table + targets; else rebuilt from the CSV
       else f"# {os.path.basename(path)} (floq bench stopped early: partial rows)\n\n" + markdown(bench_rows) + "\n")
+sbs = [r for r in bench_rows if r.get("benchmark") == "side_by_side"]
+if sbs:
+    md += "\n## Side by side with the released code\n\n" + markdown(sbs, ("benchmark", "impl", "critic", "config", "updates_per_s", "ms_per_update", "ratio", "device", "notes")) + "\n"
 md += "\n## Real run\n\n" + (markdown([rows[-1]]) if man else "(no run.json)") + "\n"
 if man and man.get("wall_time_s"):
     wall = float(man["wall_time_s"])

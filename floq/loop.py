@@ -51,8 +51,8 @@ from floq import memo, results
 from floq.config import ConfigError, binding_tag
 from floq.evaluate import EvalAbandoned, EvalService, Member, WorkerDied, export_policy
 from floq.agents.base import BASE_BATCH_KEYS, batch_keys, check_pair, partial_metrics, window_means
-from floq.train import (build, init_group_states, init_states, make_program, multi_task_data,
-                        task_view, update_flops, with_batch_keys)
+from floq.train import (build, init_group_states, init_states, make_program, multi_task_data, task_view,
+                        update_flops, with_batch_keys, with_precision, xla_flags)
 from floq.columns import EVAL_COLUMNS  # noqa: F401  (floq.loop.EVAL_COLUMNS: the eval.csv columns)
 
 TRAIN_COLUMNS = ("experiment", "run", "seed", "step", "phase", "env_steps", "wall_time", "updates_per_s")
@@ -163,6 +163,15 @@ CONFIG_HEADER = (
 SHARD_FIELDS = ("shard_interval", "num_shards")
 # Trainer fields that only matter with an online phase: left out of the hash of offline runs.
 ONLINE_FIELDS = ("buffer_size",)
+# Spec fields added after runs were recorded, with the value every earlier run had: left out of
+# the hash and of config_fields while they hold it, so that adding them changed no run's identity.
+# (FQL.compute_dtype follows Trainer.precision, which the hash has; FQL.flat_adam is opt-in.)
+LATER_FIELDS = {("FQL", "compute_dtype"): "float32", ("FQL", "flat_adam"): False}
+
+
+def _later_default(x, name: str) -> bool:
+    key = (type(x).__name__, name)
+    return key in LATER_FIELDS and getattr(x, name) == LATER_FIELDS[key]
 
 
 def spec_hash(exp) -> str:
@@ -177,7 +186,8 @@ def spec_hash(exp) -> str:
                                             and not (type(x).__name__ == "Task" and f.name in SHARD_FIELDS
                                                      and not getattr(x, "sharded", False))
                                             and not (type(x).__name__ == "Task" and f.name == "task_ids"
-                                                     and not getattr(x, "task_ids", ()))))
+                                                     and not getattr(x, "task_ids", ()))
+                                            and not _later_default(x, f.name)))
         if isinstance(x, (list, tuple)):
             return tuple(canon(v) for v in x)
         if isinstance(x, dict):
@@ -210,7 +220,8 @@ def config_fields(exp) -> dict:
             out[path] = kind
             for f in dataclasses.fields(x):
                 if (kind, f.name) in NOT_CONFIG or (kind == "Trainer" and f.name in PLUMBING) \
-                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)):
+                        or (kind == "Task" and f.name in SHARD_FIELDS and not getattr(x, "sharded", False)) \
+                        or _later_default(x, f.name):
                     continue
                 walk(getattr(x, f.name), f"{path}.{f.name}")
         elif isinstance(x, (list, tuple)):
@@ -413,9 +424,9 @@ class Run:
         critics = []
         for lo, hi in bounds:  # one configured critic per task (they differ only by reward range)
             c = exp.critic.configure(exp.task.discount, lo, hi)
-            critics.append(dataclasses.replace(c, compute_dtype="bfloat16") if tr.precision == "bfloat16" else c)
+            critics.append(with_precision(None, c, tr.precision)[1])
         (r_min, r_max), critic = bounds[0], critics[0]
-        self.critic, self.algo = critic, exp.algorithm
+        self.critic, self.algo = critic, with_precision(exp.algorithm, None, tr.precision)[0]
         try:
             check_pair(self.algo, critic)  # an algorithm's one-line refusal (or warning) of a critic
         except ValueError as e:
@@ -508,7 +519,7 @@ class Run:
                 "critic_groups": [[exp.task.ids[t] for t in sorted(set(g[2]))] for g in self.groups]})
         self.manifest = {
             "experiment": self.exp_name, "run": self.run_name, "status": "running", "seeds": tr.seeds,
-            "git_commit": results.git_commit(), "packages": results.package_versions(),
+            "git_commit": results.git_commit(), "packages": results.package_versions(), "xla_flags": xla_flags(),
             "device": results.device_description(), "env": exp.task.env, "task": task_label(exp.task),
             "task_id": list(exp.task.ids) if self.multi else exp.task.task_id,
             "dataset": [t.dataset_name for t in self.tasks] if self.multi else exp.task.dataset_name,

@@ -5,10 +5,11 @@ specs (Task, critic, algorithm, Trainer) that the compiled step receives as stat
 
 Exactness: the training state (parameters, targets, optimiser state, the PRNG key that
 drives both updates and batch sampling, the step) is one pytree with a leading member axis
-(one member per seed). `make_program` compiles ONE program per run: a scan over a fixed
-`chunk_size` steps of which only the first `n` (a run-time argument) are taken, so any chunk
-length costs no new compilation, and the state after step k is the same however the steps
-were grouped into calls (the loop sizes calls by time, to stay responsive to signals).
+(one member per seed). `make_program` compiles ONE program per run (two on a GPU: full chunks
+without per-step conditionals, and the remainders): a scan over a fixed `chunk_size` steps of
+which only the first `n` (a run-time argument) are taken, so any chunk length costs no new
+compilation, and the state after step k is the same however the steps were grouped into calls
+(the loop sizes calls by time, to stay responsive to signals).
 """
 
 from __future__ import annotations
@@ -26,6 +27,33 @@ from floq.config import ConfigError, parse
 from floq.critics.base import Q_AGGREGATIONS, REWARD_RANGE_RULES
 from floq.memo import memoized
 from floq.nets.embeddings import TIME_EMBEDDINGS
+
+#: XLA options floq's programs rely on, by backend: the one place they are set (`set_xla_flags`,
+#: before JAX starts a backend: the benchmarks' entry points) and recorded (run.json and the
+#: benchmark rows carry `xla_flags()`). None today: a flag joins only with a device measurement
+#: that shows its gain (benchmarks/results), e.g. command buffers for while loops on a GPU.
+XLA_FLAGS_BY_BACKEND: dict = {"gpu": (), "cpu": ()}
+
+
+def set_xla_flags(backend: str = "gpu") -> str:
+    """Add XLA_FLAGS_BY_BACKEND[backend] to $XLA_FLAGS (flags already there win: a user's
+    setting is kept) and return the result. Call it before JAX initialises the backend."""
+    import os
+
+    have = os.environ.get("XLA_FLAGS", "").split()
+    names = {f.split("=")[0] for f in have}
+    add = [f for f in XLA_FLAGS_BY_BACKEND.get(backend, ()) if f.split("=")[0] not in names]
+    if add:
+        os.environ["XLA_FLAGS"] = " ".join(have + add)
+    return os.environ.get("XLA_FLAGS", "")
+
+
+def xla_flags() -> str:
+    """The XLA flags this process runs with ($XLA_FLAGS), as run.json records them."""
+    import os
+
+    return os.environ.get("XLA_FLAGS", "")
+
 
 #: The most members (seeds x tasks) one vmapped program takes: beyond it a typo (NUM_SEEDS =
 #: 100000) would spend many silent minutes building states before failing for memory.
@@ -66,7 +94,10 @@ class Trainer:
         buffer_size rows (see `sample_mixed`).
       experiment: experiment name (a results sub-directory and a CSV column).
       out_dir: where run directories go.
-      precision: 'float32' or 'bfloat16' (matmul inputs in bf16, parameters in f32).
+      precision: 'float32' or 'bfloat16': bf16 activations end to end in the critic's and the
+        actor's networks (matmuls, GELU, LayerNorm's normalisation; f32 row statistics), with
+        parameters, optimiser, z, the HL-Gauss embedding and the Euler updates in f32
+        (`with_precision`, floq.nets.mlp).
       progress: show a progress bar.
     """
 
@@ -126,6 +157,19 @@ class Trainer:
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.num_seeds)]
+
+
+def with_precision(algorithm, critic, precision: str):
+    """(algorithm, critic) computing in `precision` (Trainer.precision): 'bfloat16' sets the
+    critic's `compute_dtype` and the algorithm's, where it has one (FQL's actor networks);
+    'float32' returns them as they are."""
+    if precision != "bfloat16":
+        return algorithm, critic
+    if critic is not None and hasattr(critic, "compute_dtype"):
+        critic = dataclasses.replace(critic, compute_dtype="bfloat16")
+    if hasattr(algorithm, "compute_dtype"):
+        algorithm = dataclasses.replace(algorithm, compute_dtype="bfloat16")
+    return algorithm, critic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,12 +314,22 @@ def make_chunk(algorithm, critic, batch_size: int, length: int):
 
 
 @memoized  # one program per configuration and process (floq.memo)
-def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None):
-    """The run's one compiled program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
+def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=None, split=None):
+    """The run's program: (states, alive, data, n) -> (states, metrics, alive, bad_at).
 
     A scan over `chunk_size` steps of which the first `n` update the state (lax.cond on an
     unbatched predicate stays a real branch under vmap, so skipped steps cost nothing).
     `metrics` are per step, shape (members, chunk_size) (rows >= n are zeros).
+
+    split (default: on every backend but the CPU): the program is two compiled programs, a
+    full chunk of `chunk_size` steps with no per-step conditional, run whenever
+    n == chunk_size, and the conditional one above for the remainders (n < chunk_size). On a
+    GPU a conditional copies its predicate to the host and waits, every step; the full chunk
+    runs without a sync. On the CPU there is no such cost, and one program compiles once. The
+    two forms give the same states, alive and bad_at for any sequence of calls (the states to
+    the bit on this project's x86-64 CPU), and per-step metrics equal within rounding (XLA
+    fuses a metric's reduction differently outside the conditional: 1 ulp of actor/mse seen)
+    (tests/test_train_split.py).
 
     Divergence is per member (members are independent): a step whose metrics or new
     parameters are not all finite is not applied, and the member is frozen from then on
@@ -288,10 +342,23 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
     per distinct critic configuration (tasks whose reward ranges differ get differently
     configured critics); each group is its own vmap over its members inside the one program.
     """
+    if split is None:
+        split = jax.default_backend() != "cpu"
     if groups is not None:
-        return _make_group_program(algorithm, groups, batch_size, chunk_size)
+        rest = _make_group_program(algorithm, groups, batch_size, chunk_size)
+        if not split:
+            return rest
+        return SplitProgram(_make_group_program(algorithm, groups, batch_size, chunk_size, full=True), rest,
+                            chunk_size)
+    rest = _make_program(algorithm, critic, batch_size, chunk_size)
+    if not split:
+        return rest
+    return SplitProgram(_make_program(algorithm, critic, batch_size, chunk_size, full=True), rest, chunk_size)
+
+
+def _make_program(algorithm, critic, batch_size: int, chunk_size: int, full: bool = False):
     step = make_step(algorithm, critic, batch_size)
-    one = _scan_one(step, chunk_size)
+    one = _scan_one(step, chunk_size, full)
 
     vone = jax.vmap(one, in_axes=(0, 0, None, None))
 
@@ -302,6 +369,32 @@ def make_program(algorithm, critic, batch_size: int, chunk_size: int, groups=Non
         return vone(states, alive, data, n)
 
     return jax.jit(program, donate_argnums=(0,))
+
+
+class SplitProgram:
+    """`make_program`'s split form: `full` (chunk_size steps, no per-step conditional) for
+    calls of n == chunk_size steps, `rest` (the conditional program) for the others. Used as a
+    jitted function is: called directly, or `.lower(*args).compile()` to an executable of the
+    same call signature (floq.loop compiles it so, both programs at once)."""
+
+    def __init__(self, full, rest, chunk_size: int):
+        self.full, self.rest, self.chunk_size = full, rest, int(chunk_size)
+
+    def _pick(self, n):
+        return self.full if int(n) == self.chunk_size else self.rest
+
+    def __call__(self, states, alive, data, n):
+        return self._pick(n)(states, alive, data, n)
+
+    def lower(self, *args):
+        program = self
+
+        class Lowered:
+            def compile(self):
+                return SplitProgram(program.full.lower(*args).compile(), program.rest.lower(*args).compile(),
+                                    program.chunk_size)
+
+        return Lowered()
 
 
 def _all_finite(tree):
@@ -327,9 +420,10 @@ def guarded(step):
     return g
 
 
-def _scan_one(step, chunk_size: int):
+def _scan_one(step, chunk_size: int, full: bool = False):
     """One agent's chunk: (state, alive, data, n[, task]) -> (state, per-step metrics, alive,
-    bad_at) (see `make_program`)."""
+    bad_at) (see `make_program`). full: every one of the chunk_size steps is taken (n is not
+    read), with no per-step conditional."""
     safe = guarded(step)
 
     def one(state, alive, data, n, task=None):
@@ -344,6 +438,8 @@ def _scan_one(step, chunk_size: int):
             def skip(carry):
                 return carry, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
 
+            if full:
+                return take(carry)
             return jax.lax.cond(i < n, take, skip, carry)
 
         init = (state, jnp.asarray(alive, bool), jnp.asarray(chunk_size, jnp.int32))
@@ -363,11 +459,11 @@ def _join_members(outs, order):
     return jax.tree_util.tree_map(lambda x: x[inverse], joined)
 
 
-def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int):
+def _make_group_program(algorithm, groups, batch_size: int, chunk_size: int, full: bool = False):
     order = [int(m) for _, members, _ in groups for m in members]
     parts = []
     for critic, members, tasks in groups:
-        one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size)
+        one = _scan_one(make_step(algorithm, critic, batch_size), chunk_size, full)
         parts.append((jax.vmap(one, in_axes=(0, 0, None, None, 0)), np.asarray(members, np.int32),
                       jnp.asarray(tasks, jnp.int32)))
 

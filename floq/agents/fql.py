@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from floq.agents.base import BASE_BATCH_KEYS, gradient_step
-from floq.critics.base import actor_value, count_params, repeat_rows
+from floq.agents.base import BASE_BATCH_KEYS, flattened, gradient_step
+from floq.critics.base import actor_value, compute_dtype_of, count_params, repeat_rows
 from floq.nets.specs import MLPNet
 
 
@@ -50,6 +50,11 @@ class FQL:
       normalize_q_loss: scale the Q loss by 1 / mean|Q| (stop-gradient).
       clip_actions: clip sampled actions to [-1, 1].
       grad_clip: global-norm gradient clipping (None: off, as in FQL).
+      compute_dtype: 'float32' or 'bfloat16': the actor networks' activations (set from
+        Trainer.precision by floq.train.with_precision; parameters stay float32).
+      flat_adam: Adam over one flattened parameter vector (floq.agents.base.flattened): the
+        same state layout, numbers equal within rounding (~1 ulp: XLA fuses the one vector's
+        update differently), fewer kernels. Off by default, so that runs keep their bits.
     """
 
     alpha: float = 10.0
@@ -61,6 +66,8 @@ class FQL:
     clip_actions: bool = True
     grad_clip: float | None = None
     name: str = "fql"
+    compute_dtype: str = "float32"
+    flat_adam: bool = False
 
     batch_keys = BASE_BATCH_KEYS
     columns = ("alpha",)  # result columns from describe()
@@ -75,13 +82,14 @@ class FQL:
 
     # --- networks -----------------------------------------------------------------
     def _bc(self, action_dim):
-        return self.actor_net.module(output_dim=action_dim)
+        return self.actor_net.module(output_dim=action_dim, dtype=compute_dtype_of(self.compute_dtype))
 
     def _onestep(self, action_dim):
-        return self.actor_net.module(output_dim=action_dim)
+        return self.actor_net.module(output_dim=action_dim, dtype=compute_dtype_of(self.compute_dtype))
 
     def optimizer(self):
-        tx = optax.adam(self.lr)
+        # flat_adam: one vector, fewer and larger kernels; equal within rounding (1 ulp), not to the bit
+        tx = flattened(optax.adam(self.lr)) if self.flat_adam else optax.adam(self.lr)
         if self.grad_clip is not None:
             tx = optax.chain(optax.clip_by_global_norm(self.grad_clip), tx)
         return tx

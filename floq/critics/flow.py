@@ -72,10 +72,11 @@ def integrate(field_fn, z0: jnp.ndarray, num_steps: int) -> jnp.ndarray:
       z0: (E, N) start values.
 
     Returns:
-      (E, N) end values. Gradients are stopped: the loop keeps no activations, so memory
+      (E, N) end values (z0 may carry leading axes, (..., E, N): `field_fn` then takes and
+      returns that shape). Gradients are stopped: the loop keeps no activations, so memory
       does not grow with num_steps.
     """
-    n = z0.shape[1]
+    n = z0.shape[-1]
     dt = 1.0 / num_steps
 
     def body(i, z):
@@ -241,6 +242,21 @@ class FloqCritic:
         field_params, obs, act = jax.lax.stop_gradient((field_params, obs, act))
         return integrate(lambda z, t: self.velocity(field_params, obs, act, z, t), z0, self.flow_steps)
 
+    def returns_stacked(self, fields, obs, act, u):
+        """Several integrations of equal shape in ONE Euler loop: (P, E, N) returns.
+
+        `fields` are field parameters stacked on a leading axis of size P (e.g. the target and
+        the online field), obs (P, N, O), act (P, N, A), u (P, N): pass p integrates field p
+        from noise(u[p]) at (obs[p], act[p]). Each step evaluates the P fields in one vmapped
+        call, so a flow step launches one set of kernels instead of P; pass p's numbers are
+        those of `returns(fields[p], obs[p], act[p], u[p])` (tests/critics/test_flow_critic.py::
+        test_one_loop_for_online_and_target_gives_the_two_loop_numbers)."""
+        p, n = u.shape
+        z0 = jnp.broadcast_to(self.noise(u)[:, None], (p, self.num_ensembles, n))
+        fields, obs, act = jax.lax.stop_gradient((fields, obs, act))
+        field = jax.vmap(self.velocity, in_axes=(0, 0, 0, 0, None))
+        return integrate(lambda z, t: field(fields, obs, act, z, t), z0, self.flow_steps)
+
     def distilled(self, distill_params, obs, act):
         """(D, B) distilled Q values."""
         return self._distill.apply({"params": distill_params}, act_concat(obs, act))[..., 0]
@@ -279,10 +295,12 @@ class FloqCritic:
         nv = self.next_returns(target_field, batch["next_observations"], next_actions, u_next)  # (B, R)
         return td_targets(batch, self.discount, nv).mean(axis=1)
 
-    def fit(self, params, batch, targets, rng):
+    def fit(self, params, batch, targets, rng, current=None):
         """Flow matching of every field member towards the (B, N) targets averaged over N
         (the TD target y), at R noise draws per transition, plus distillation of the scalar
-        critic onto the integrated returns. rng: the fit key of `keys`."""
+        critic onto the integrated returns. rng: the fit key of `keys`. `current`: the online
+        field's (E, B*R) returns from the uniforms of rng's first key, when the caller has
+        integrated them already (`loss`: in the target integration's loop)."""
         k_cur, k_t = rng
         b = batch["observations"].shape[0]
         r = self.noise_samples
@@ -296,7 +314,9 @@ class FloqCritic:
         # One set of noise draws seeds both the current-return integration and the FM start.
         u = jax.random.uniform(k_cur, (b * r,))
         z0 = self.noise(u)  # (B*R,)
-        current = self.returns(online["field"], obs, act, u).reshape(e, b, r)  # (E, B, R), no gradient
+        if current is None:
+            current = self.returns(online["field"], obs, act, u)
+        current = current.reshape(e, b, r)  # (E, B, R), no gradient
 
         if self.train_at_zero_only:
             t = jnp.zeros((b * r, 1))
@@ -329,7 +349,24 @@ class FloqCritic:
         }
 
     def loss(self, params, batch, next_actions, rng):
-        return td_loss(self, params, batch, next_actions, rng)
+        """`td_loss` (the same keys, draws and numbers) with the target field's integration
+        (next returns) and the online field's (current returns, distillation target) in one
+        Euler loop over the stacked parameters (`returns_stacked`): both have B * R rows."""
+        b, n, _ = next_actions.shape
+        r = self.noise_samples
+        if n != r:  # passes of different shapes: one loop each
+            return td_loss(self, params, batch, next_actions, rng)
+        k_next, k_fit = self.keys(rng)
+        u_next = jax.random.uniform(k_next, (b * n,))  # as next_values draws them
+        u_cur = jax.random.uniform(k_fit[0], (b * r,))  # as fit draws them
+        fields = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y]), params["target"]["field"],
+                                        params["online"]["field"])
+        obs = jnp.stack([repeat_rows(batch["next_observations"], n), repeat_rows(batch["observations"], r)])
+        act = jnp.stack([next_actions.reshape(b * n, -1), repeat_rows(batch["actions"], r)])
+        z = self.returns_stacked(fields, obs, act, jnp.stack([u_next, u_cur]))  # (2, E, B*R)
+        next_values = aggregate(z[0], self.q_agg).reshape(b, n)
+        targets = td_targets(batch, self.discount, next_values)
+        return self.fit(params, batch, targets, k_fit, current=z[1])
 
     def target_update(self, params, tau: float):
         new_target = {"field": polyak(params["online"]["field"], params["target"]["field"], tau)}

@@ -3,6 +3,13 @@
 Initialisation and activation follow FQL (github:seohongpark/fql, utils/networks.py):
 GELU activations, variance-scaling(fan_avg, uniform) kernels, LayerNorm after the
 activation of every hidden layer when enabled.
+
+Precision: `dtype=None` is float32 throughout (flax's Dense, GELU and LayerNorm as they are).
+`dtype=jnp.bfloat16` keeps a hidden layer's activations in bfloat16 from one matmul to the
+next: the Dense layers take and give bf16 (f32 parameters cast at use), GELU runs on bf16,
+and LayerNorm (floq.nets.mlp.LayerNorm) takes its row statistics (mean, E[x^2]) in float32 but
+normalises, scales and shifts in bf16, so no layer converts its activations to f32 and back
+(flax's LayerNorm returns float32). Parameters, and the network's output, stay float32.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -38,20 +46,47 @@ class MLP(nn.Module):
     def __call__(self, x):
         for width in self.hidden_dims:
             x = nn.Dense(width, kernel_init=default_init(), dtype=self.dtype)(x)
-            x = _act_norm(x, self.layer_norm, self.activate_before_layernorm)
+            x = _act_norm(x, self.layer_norm, self.activate_before_layernorm, self.dtype)
         if self.output_dim is not None:
             x = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(x)
         return x.astype(jnp.float32)
 
 
-def _act_norm(x, layer_norm: bool, activate_first: bool):
+class LayerNorm(nn.Module):
+    """LayerNorm for low-precision activations: the parameters (`scale`, `bias`, float32) and
+    the statistics of flax's nn.LayerNorm (float32 mean and E[x^2] - mean^2, clipped at 0,
+    epsilon 1e-6), the normalisation in the input's dtype: y = (x - mean) * (rsqrt(var + eps)
+    * scale) + bias with mean, rsqrt and scale, bias cast to x.dtype. Its class name and
+    parameters are nn.LayerNorm's, so the parameter tree (LayerNorm_0: scale, bias) is the
+    same in either precision and a checkpoint serves both."""
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        x32 = x.astype(jnp.float32)  # read once by the two row reductions (fused into them by XLA)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.maximum(jnp.mean(jax.lax.square(x32), axis=-1, keepdims=True) - jax.lax.square(mean), 0.0)
+        inv = jax.lax.rsqrt(var + self.epsilon).astype(x.dtype)
+        return (x - mean.astype(x.dtype)) * inv * scale.astype(x.dtype) + bias.astype(x.dtype)
+
+
+def _layer_norm(dtype):
+    # float32: flax's own LayerNorm (its numbers exactly); bf16: statistics in f32, the rest bf16.
+    return nn.LayerNorm() if dtype is None else LayerNorm()
+
+
+def _act_norm(x, layer_norm: bool, activate_first: bool, dtype=None):
     if activate_first:
         x = nn.gelu(x)
         if layer_norm:
-            x = nn.LayerNorm()(x)
+            x = _layer_norm(dtype)(x)
     else:
         if layer_norm:
-            x = nn.LayerNorm()(x)
+            x = _layer_norm(dtype)(x)
         x = nn.gelu(x)
     return x
 
@@ -74,12 +109,12 @@ class ResMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.Dense(self.width, kernel_init=default_init(), dtype=self.dtype)(x)
-        x = _act_norm(x, self.layer_norm, self.activate_before_layernorm)
+        x = _act_norm(x, self.layer_norm, self.activate_before_layernorm, self.dtype)
         for _ in range(self.num_blocks):
             h = x
             for _ in range(self.block_depth):
                 h = nn.Dense(self.width, kernel_init=default_init(), dtype=self.dtype)(h)
-                h = _act_norm(h, self.layer_norm, self.activate_before_layernorm)
+                h = _act_norm(h, self.layer_norm, self.activate_before_layernorm, self.dtype)
             x = x + h
         x = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(x)
         return x.astype(jnp.float32)

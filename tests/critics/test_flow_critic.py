@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from floq.critics.base import repeat_rows
+from floq.critics.base import repeat_rows, td_loss
 from floq.critics.flow import FloqCritic, integrate
 from floq.critics.monolithic import MonolithicCritic
 from floq.nets.specs import MLPNet, ResNet
@@ -143,7 +143,9 @@ def test_integration_memory_is_flat_in_k():
 
 class Recorder:
     """Wraps FloqCritic.returns / velocity / fit and records concrete calls (`targets`: the TD
-    target y (B,) that fit regresses onto, the mean of its (B, N) targets)."""
+    target y (B,) that fit regresses onto, the mean of its (B, N) targets). It observes the
+    two-loop form of the loss (`td_loss`: one `returns` call per integration); `loss` (one
+    loop, `returns_stacked`) gives its numbers (test_one_loop_for_online_and_target_...)."""
 
     def __init__(self, monkeypatch):
         self.returns, self.velocity, self.targets = [], [], []
@@ -162,10 +164,10 @@ class Recorder:
                 self.velocity.append(dict(field=field_params, obs=obs, act=act, z=z, t=t, out=out))
             return out
 
-        def fit(critic, params, batch, targets, rng):
+        def fit(critic, params, batch, targets, rng, **kw):
             if concrete(targets):
                 self.targets.append(dict(out=targets.mean(axis=1)))
-            return orig_fit(critic, params, batch, targets, rng)
+            return orig_fit(critic, params, batch, targets, rng, **kw)
 
         monkeypatch.setattr(FloqCritic, "returns", returns)
         monkeypatch.setattr(FloqCritic, "velocity", velocity)
@@ -185,7 +187,7 @@ def test_k1_at_zero_is_regression_of_one_step_output_on_td_target(monkeypatch):
     params = perturbed_target(init(critic, batch))
     rng = jax.random.PRNGKey(3)
     rec = Recorder(monkeypatch)
-    _, info = critic.loss(params, batch, next_actions, rng)
+    _, info = td_loss(critic, params, batch, next_actions, rng)
     monkeypatch.undo()
 
     y = rec.targets[0]["out"]  # (B,)
@@ -302,7 +304,7 @@ def test_one_set_of_noise_draws_feeds_current_returns_and_flow_matching(monkeypa
     batch, next_actions = make_batch(b=b, n=r)
     params = perturbed_target(init(critic, batch))
     rec = Recorder(monkeypatch)
-    _, info = critic.loss(params, batch, next_actions, jax.random.PRNGKey(11))
+    _, info = td_loss(critic, params, batch, next_actions, jax.random.PRNGKey(11))
     monkeypatch.undo()
 
     obs, act = repeat_rows(batch["observations"], r), repeat_rows(batch["actions"], r)
@@ -456,3 +458,79 @@ def test_param_counts_floq():
     assert c.param_counts(p) == {"critic/field": 202, "critic/distill": 65}
     # Targets hold the field only (the distilled critic has no target).
     assert sum(int(x.size) for x in jax.tree_util.tree_leaves(p["target"])) == 202
+
+
+# --- one integration loop for the online and target fields ---------------------------------
+
+class _TwoLoops(FloqCritic):
+    """The critic with the two-loop loss (`td_loss`: the target integration, then the online
+    one inside fit), the form `FloqCritic.loss` replaces."""
+
+    def loss(self, params, batch, next_actions, rng):
+        return td_loss(self, params, batch, next_actions, rng)
+
+
+def _tree_max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@pytest.mark.parametrize("q_agg", ["mean", "min"])
+def test_one_loop_for_online_and_target_gives_the_two_loop_numbers(q_agg):
+    """`loss` integrates the target field (next returns) and the online field (current returns)
+    in one Euler loop over stacked parameters; its metrics and gradients are those of the
+    two-loop `td_loss` (equal to the bit on x86-64 CPUs; asserted within 1e-6 relative)."""
+    one = small_floq(q_agg=q_agg, noise_samples=4)
+    two = _TwoLoops(**{f.name: getattr(one, f.name) for f in dataclasses.fields(one)})
+    batch, next_actions = make_batch(b=5, n=4)
+    params = perturbed_target(init(one, batch))
+
+    def value_grad(critic):
+        f = lambda on: critic.loss({"online": on, "target": params["target"]}, batch, next_actions,  # noqa: E731
+                                   jax.random.PRNGKey(3))
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(params["online"])
+
+    ((l1, m1), g1), ((l2, m2), g2) = value_grad(one), value_grad(two)
+    assert set(m1) == set(m2)
+    for k in m1:
+        np.testing.assert_allclose(float(m1[k]), float(m2[k]), rtol=1e-6, atol=1e-7, err_msg=k)
+    assert _tree_max_diff(g1, g2) <= 1e-6 * max(1.0, max(float(np.max(np.abs(x))) for x in jax.tree_util.tree_leaves(g2)))
+    # The online part of the stacked loop is the online field's own integration.
+    obs, act = repeat_rows(batch["observations"], 4), repeat_rows(batch["actions"], 4)
+    u = jax.random.uniform(jax.random.PRNGKey(9), (2, 20))
+    fields = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y]), params["target"]["field"], params["online"]["field"])
+    z = one.returns_stacked(fields, jnp.stack([obs, obs]), jnp.stack([act, act]), u)
+    for p, part in enumerate(("target", "online")):
+        np.testing.assert_allclose(np.asarray(z[p]), np.asarray(one.returns(params[part]["field"], obs, act, u[p])),
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow  # compiles trainer steps: seconds of CPU each
+def test_one_loop_fql_updates_equal_the_two_loop_updates():
+    """Three FQL updates (the trainer's step) with the one-loop and the two-loop floq critic
+    from one state: the same metrics and parameters (max |diff| printed; 0 on this machine)."""
+    from floq.agents.fql import FQL
+    from floq.train import init_states, make_step
+
+    one = small_floq(noise_samples=3)
+    two = _TwoLoops(**{f.name: getattr(one, f.name) for f in dataclasses.fields(one)})
+    algo = FQL(alpha=10.0, actor_net=MLPNet(16, 2, layer_norm=False), flow_steps=3)
+    rng = np.random.default_rng(0)
+    data = {"observations": jnp.asarray(rng.standard_normal((64, O)), jnp.float32),
+            "actions": jnp.asarray(rng.uniform(-1, 1, (64, A)), jnp.float32),
+            "rewards": -jnp.asarray(rng.random(64) > 0.3, jnp.float32),
+            "masks": jnp.asarray(rng.random(64) > 0.1, jnp.float32),
+            "next_observations": jnp.asarray(rng.standard_normal((64, O)), jnp.float32)}
+    state0 = jax.tree_util.tree_map(lambda x: x[0], init_states(algo, one, [0], data["observations"][:2],
+                                                                data["actions"][:2]))
+
+    def run(critic):
+        step = make_step(algo, critic, 8)
+        return jax.jit(lambda s: jax.lax.scan(lambda c, _: step(c, data), s, None, length=3))(state0)
+
+    (s1, m1), (s2, m2) = run(one), run(two)
+    for k in m1:
+        np.testing.assert_allclose(np.asarray(m1[k]), np.asarray(m2[k]), rtol=1e-5, atol=1e-6, err_msg=k)
+    diff = _tree_max_diff(s1["params"], s2["params"])
+    print(f"max |params one loop - two loops| after 3 updates: {diff:.3g}")
+    assert diff <= 1e-5

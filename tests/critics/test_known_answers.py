@@ -24,6 +24,7 @@ test_k1_at_zero_is_regression_of_one_step_output_on_td_target).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -35,6 +36,10 @@ from floq.critics.monolithic import MonolithicCritic
 from floq.nets.specs import MLPNet
 
 TOL = 0.02  # relative error on every (s, a)
+# bf16 activations (Trainer.precision='bfloat16': 8 significant bits, 0.4% per rounding) keep the
+# f32 budget. Measured (x86-64 CPU): monolithic q 0.0035 / 0.0078 / 0.0051 (chain / bandit /
+# stochastic), floq K8 q 0.0083 / 0.0052 / 0.0076 and flow_q 0.0042 / 0.0048 / 0.0068.
+TOL_BF16 = 0.02
 NET = MLPNet(width=64, depth=2, layer_norm=True)
 
 # Training per MDP: steps, batch, peak lr (cosine decay to 0), Polyak tau. floq uses
@@ -51,6 +56,8 @@ FLOW_Q_SAMPLES = {"chain": 4096, "bandit": 32768, "stochastic": 4096}
 
 
 def make_critic(kind: str):
+    if kind.endswith("-bf16"):  # Trainer.precision = 'bfloat16': the critic's networks in bf16
+        return dataclasses.replace(make_critic(kind[:-len("-bf16")]), compute_dtype="bfloat16")
     if kind == "monolithic":
         return MonolithicCritic(net=NET, num_ensembles=2, q_agg="mean")
     k, zero_only = {"floq-K1": (1, False), "floq-K4": (4, False), "floq-K8": (8, False),
@@ -84,7 +91,8 @@ def trained(mdps, trainer, mdp_name: str, kind: str):
 # The flow critics train for seconds each: `slow` (make test-fast keeps the monolithic cases;
 # the floq critic's math is checked there by tests/critics/test_flow_critic.py's unit tests)
 CASES = [pytest.param(m, k, marks=[] if k == "monolithic" else [pytest.mark.slow])
-         for m in TRAINING for k in ("monolithic", "floq-K1-t0", "floq-K4", "floq-K8")]
+         for m in TRAINING for k in ("monolithic", "floq-K1-t0", "floq-K4", "floq-K8",
+                                     "monolithic-bf16", "floq-K8-bf16")]
 K1_XFAIL = pytest.mark.xfail(strict=True, reason=(
     "K=1 with flow matching at random t: the one Euler step evaluates v at t=0 where cos(t) has zero slope; "
     "v(s,a,z0,0) is biased and Q misses by 9-15% (see the module docstring)"))
@@ -100,9 +108,10 @@ def test_critic_reaches_analytic_q(mdps, trainer, rel_error, mdp_name, kind):
         errs["flow_q"] = rel_error(res["flow_q"], res["exact"])
     print(f"\n[known-answer] {mdp_name:10s} {kind:11s} " + " ".join(f"{k}={v:.4f}" for k, v in errs.items())
           + f" ({res['seconds']:.1f}s)")
+    tol = TOL_BF16 if kind.endswith("-bf16") else TOL
     for name, err in errs.items():
         pred = res[name]
-        assert err < TOL, (f"{kind} on {mdp_name}: {name} max relative error {err:.4f} >= {TOL}\n"
+        assert err < tol, (f"{kind} on {mdp_name}: {name} max relative error {err:.4f} >= {tol}\n"
                            f"pred  {np.round(pred, 3)}\nexact {np.round(res['exact'], 3)}")
 
 
