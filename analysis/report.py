@@ -842,6 +842,8 @@ def build_report(results_dir, out_dir: str | os.PathLike,
     """
     roots = [Path(results_dir)] if isinstance(results_dir, (str, os.PathLike)) else [Path(r) for r in results_dir]
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AnalysisError(f"--out {out_dir} is a file, not a folder: give a folder for the report")
     filter_items = parse_filters(filters)
     proto = stats.parse_protocol(protocol)
     if reps < 1:

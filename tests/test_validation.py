@@ -387,8 +387,10 @@ def test_not_an_npz(tmp_path, dims):
     train = tmp_path / "d.npz"
     train.write_text("not a zip")
     write_npz(tmp_path / "d-val.npz", obs=dims[0], act=dims[1])
-    with pytest.raises(sources.DataError, match="not a readable .npz"):
+    with pytest.raises(sources.DataError, match=r"is not a \.npz archive \(numpy's zip of arrays; this file starts "
+                                                r"with b'not '\)") as e:
         task_for(str(train)).resolve_path()
+    assert "pickled" not in str(e.value)
 
 
 def test_dataset_errors_are_config_errors_before_anything_is_written(tmp_path, dims):

@@ -46,6 +46,20 @@ def cached_data_path(name: str) -> str:
     return path
 
 
+def _load_npz(path: str):
+    """np.load of an OGBench file, with one clear line for a file that is not a .npz archive
+    (numpy's own message for a text file is about pickled data)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise DataError(f"dataset file {path} cannot be read: {e.strerror}") from None
+    if magic[:2] != b"PK":
+        raise DataError(f"dataset file {path} is not a .npz archive (numpy's zip of arrays; this file starts "
+                        f"with {magic!r}): regenerate or re-download it")
+    return np.load(path)
+
+
 def check_files(path: str) -> None:
     val = val_path_of(path)
     if not path.endswith(".npz"):
@@ -54,8 +68,10 @@ def check_files(path: str) -> None:
         if not os.path.isfile(p):
             raise DataError(f"dataset file not found: {p}")
     try:
-        with np.load(path) as f:
+        with _load_npz(path) as f:
             missing = [k for k in ("observations", "actions", "terminals") if k not in f.files]
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
     if missing:
@@ -101,7 +117,7 @@ def read_all(path: str, keys) -> dict[str, np.ndarray]:
     """Decompresses the given arrays (detects truncated or overwritten members: zip CRCs)."""
     out = {}
     try:
-        with np.load(path) as f:
+        with _load_npz(path) as f:
             for k in keys:
                 try:
                     out[k] = np.asarray(f[k])
@@ -196,7 +212,9 @@ def validate_values(path: str, keys) -> None:
     one row short) and at least one transition that is not terminal (something to learn
     from). DataError naming the file, the array and the first offending row."""
     try:
-        f = np.load(path)
+        f = _load_npz(path)
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise DataError(f"dataset file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
     with f:
