@@ -645,7 +645,7 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
     """Write the slopes table, the frontier and the expected-max figure through the
     report's writer ``w``; return their index lines (headings at ``h``): ``(slopes table,
     frontier and tuning budget)``."""
-    from analysis import plots
+    from analysis import plots, trend_plots
     from analysis.report import _fig_block, _md_frame
     slopes: list[str] = []
     md: list[str] = []
@@ -660,7 +660,7 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
     if tr.has_frontier:
         stem = f"{prefix}compute_frontier"
         w.frame(f"{stem}.csv", tr.frontier)
-        figs = w.figure(stem, plots.plot_frontier(tr.configs, tr.frontier, colors=colors,
+        figs = w.figure(stem, trend_plots.plot_frontier(tr.configs, tr.frontier, colors=colors,
                                                   markers=markers, titles=titles))
         shown = tr.frontier.assign(
             budget=[_flops(v) for v in tr.frontier["budget"]],
@@ -699,7 +699,7 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
         else:
             stem = f"{prefix}expected_max"
             w.frame(f"{stem}.csv", budget)
-            figs = w.figure(stem, plots.plot_expected_max(budget, colors=colors,
+            figs = w.figure(stem, trend_plots.plot_expected_max(budget, colors=colors,
                                                           titles=titles))
             wide = budget.assign(score=[
                 f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo)

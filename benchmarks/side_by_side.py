@@ -43,6 +43,8 @@ def _placeholder_distrax():
     mod = types.ModuleType("distrax")
 
     def attr(name):
+        if name.startswith("__"):  # module dunders (__file__, __path__, ...) stay absent, as for a
+            raise AttributeError(name)  # real module: tools that scan sys.modules read them
         return type(name, (), {})
 
     mod.__getattr__ = attr  # module-level __getattr__ (PEP 562)

@@ -295,12 +295,13 @@ class FloqCritic:
         nv = self.next_returns(target_field, batch["next_observations"], next_actions, u_next)  # (B, R)
         return td_targets(batch, self.discount, nv).mean(axis=1)
 
-    def fit(self, params, batch, targets, rng, current=None):
+    def fit(self, params, batch, targets, rng, current=None, u=None):
         """Flow matching of every field member towards the (B, N) targets averaged over N
         (the TD target y), at R noise draws per transition, plus distillation of the scalar
         critic onto the integrated returns. rng: the fit key of `keys`. `current`: the online
         field's (E, B*R) returns from the uniforms of rng's first key, when the caller has
-        integrated them already (`loss`: in the target integration's loop)."""
+        integrated them already (`loss`: in the target integration's loop), with `u` the
+        uniforms it drew from that key (the same numbers: drawn once)."""
         k_cur, k_t = rng
         b = batch["observations"].shape[0]
         r = self.noise_samples
@@ -312,7 +313,8 @@ class FloqCritic:
         act = repeat_rows(batch["actions"], r)  # (B*R, A)
 
         # One set of noise draws seeds both the current-return integration and the FM start.
-        u = jax.random.uniform(k_cur, (b * r,))
+        if u is None:
+            u = jax.random.uniform(k_cur, (b * r,))
         z0 = self.noise(u)  # (B*R,)
         if current is None:
             current = self.returns(online["field"], obs, act, u)
@@ -366,7 +368,7 @@ class FloqCritic:
         z = self.returns_stacked(fields, obs, act, jnp.stack([u_next, u_cur]))  # (2, E, B*R)
         next_values = aggregate(z[0], self.q_agg).reshape(b, n)
         targets = td_targets(batch, self.discount, next_values)
-        return self.fit(params, batch, targets, k_fit, current=z[1])
+        return self.fit(params, batch, targets, k_fit, current=z[1], u=u_cur)
 
     def target_update(self, params, tau: float):
         new_target = {"field": polyak(params["online"]["field"], params["target"]["field"], tau)}

@@ -80,6 +80,9 @@ def forget_released():
     sys.path[:] = path
     for k in [k for k in sys.modules if k == "agents" or k.startswith("agents.")]:
         del sys.modules[k]
+    distrax = sys.modules.get("distrax")
+    if distrax is not None and getattr(distrax, "__file__", None) is None:  # side_by_side's stand-in
+        del sys.modules["distrax"]
 
 
 @pytest.mark.slow
