@@ -4,6 +4,7 @@ panels, bands), in a module of their own so that plots.py stays readable."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Mapping
 
@@ -11,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from analysis.load import natural_key
 from analysis.plots import (_BAND_ALPHA, _band, _colors_for, _grid, _legend, _markers_for, _new_figure,
-                            _panel_layout)
+                            _panel_layout, _steps_formatter, save_figure, style, thin_xticks)
 
 
 def plot_frontier(configs: pd.DataFrame, frontier: pd.DataFrame,
