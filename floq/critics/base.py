@@ -181,3 +181,21 @@ def reward_range(rewards, rule: str = "released") -> tuple[float, float]:
     if rule == "released":
         lo, hi = min(lo, 0.0), max(hi, 0.0)
     return lo, hi
+
+
+def value_range(r_min: float, r_max: float, discount: float, reward_offset: float) -> tuple[float, float]:
+    """[v_min, v_max] of returns under rewards in [r_min, r_max] (widened by reward_offset per
+    step): the floq critic's HL-Gauss support and the categorical critics' atoms."""
+    scale = 1.0 / (1.0 - discount)
+    return (r_min - reward_offset) * scale, (r_max + reward_offset) * scale
+
+
+def bind_reward_range(critic, discount: float, r_min: float, r_max: float):
+    """`critic` with gamma and the task's reward range bound; r_min/r_max pinned in gin take
+    precedence (the `configure` of the critics whose support depends on the range)."""
+    return dataclasses.replace(
+        critic,
+        discount=float(discount),
+        r_min=float(r_min) if critic.r_min is None else critic.r_min,
+        r_max=float(r_max) if critic.r_max is None else critic.r_max,
+    )

@@ -34,18 +34,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, CategoricalValues, aggregate, compute_dtype_of,
+from floq.critics.base import (bind_reward_range, value_range, Q_AGGREGATIONS, REWARD_RANGE_RULES, CategoricalValues, aggregate, compute_dtype_of,
                                count_params, polyak, td_loss, validate)
 from floq.critics.monolithic import act_concat
 from floq.nets.embeddings import hl_gauss_probs
 from floq.nets.mlp import ensemble
-
-
-def value_range(r_min: float, r_max: float, discount: float, reward_offset: float) -> tuple[float, float]:
-    """[v_min, v_max] of returns under rewards in [r_min, r_max] (widened by reward_offset per
-    step), as the floq critic's HL-Gauss support."""
-    scale = 1.0 / (1.0 - discount)
-    return (r_min - reward_offset) * scale, (r_max + reward_offset) * scale
 
 
 def two_hot(y: jnp.ndarray, atoms: jnp.ndarray) -> jnp.ndarray:
@@ -139,12 +132,7 @@ class CategoricalCritic:
     # --- task binding -------------------------------------------------------------
     def configure(self, discount: float, r_min: float, r_max: float):
         """Bind gamma and the reward range; pinned r_min/r_max (gin) take precedence."""
-        return dataclasses.replace(
-            self,
-            discount=float(discount),
-            r_min=float(r_min) if self.r_min is None else self.r_min,
-            r_max=float(r_max) if self.r_max is None else self.r_max,
-        )
+        return bind_reward_range(self, discount, r_min, r_max)
 
     @property
     def v_range(self) -> tuple[float, float]:

@@ -21,7 +21,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from floq.critics.base import (Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
+from floq.critics.base import (bind_reward_range, value_range, Q_AGGREGATIONS, REWARD_RANGE_RULES, aggregate, compute_dtype_of, count_params, polyak,
                                repeat_rows, td_loss, td_targets, validate)
 from floq.critics.monolithic import act_concat
 from floq.nets.embeddings import TIME_EMBEDDINGS, hl_gauss_probs, time_embedding
@@ -172,17 +172,11 @@ class FloqCritic:
     # --- task binding -------------------------------------------------------------
     def configure(self, discount: float, r_min: float, r_max: float):
         """Bind gamma and the reward range; pinned r_min/r_max (gin) take precedence."""
-        return dataclasses.replace(
-            self,
-            discount=float(discount),
-            r_min=float(r_min) if self.r_min is None else self.r_min,
-            r_max=float(r_max) if self.r_max is None else self.r_max,
-        )
+        return bind_reward_range(self, discount, r_min, r_max)
 
     @property
     def q_range(self) -> tuple[float, float]:
-        scale = 1.0 / (1.0 - self.discount)
-        return (self.r_min - self.reward_offset) * scale, (self.r_max + self.reward_offset) * scale
+        return value_range(self.r_min, self.r_max, self.discount, self.reward_offset)
 
     @property
     def noise_range(self) -> tuple[float, float]:
