@@ -262,7 +262,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                          boundaries: pd.DataFrame | None = None,
                          markers: Mapping[str, str] | None = None,
                          titles: Mapping[str, str] | None = None,
-                         x: str = "step") -> Figure:
+                         x: str = "step", note: str | None = None) -> Figure:
     """Success vs gradient step, one panel per environment, one line (+CI band) per method,
     with a marker (``markers``, default ``config_markers``) at every evaluation step.
     ``x="wall_time"`` draws the same points against ``curves["wall_time"]`` (seconds since
@@ -273,6 +273,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
         boundaries: ``stats.phase_boundaries`` output (``env, step``): a dotted vertical
             line marks the end of the offline phase in that environment's panel.
         titles: ``{env: panel title}`` (default: the environment's name).
+        note: a subtitle over the panels (the report's machine-load caveat).
     """
     envs = sorted(curves["env"].unique(), key=natural_key)
     methods = sorted(curves["method"].unique(), key=natural_key)
@@ -326,6 +327,10 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
             extra.append(Line2D([], [], color="0.3", linestyle=":",
                                 label="dotted: fewer of the method's tasks at that step"))
         _legend(fig, axes, len(methods), extra=extra)
+        if note:
+            import textwrap
+            fig.suptitle(textwrap.fill(note, int(18 * width), break_on_hyphens=False),
+                         fontsize=_RC["legend.fontsize"], color="0.2")
         thin_xticks(fig, axes)
     if out is not None:
         save_figure(fig, out)

@@ -369,6 +369,31 @@ def _accelerators(device) -> int:
     return int(m.group(1)) if m else 1
 
 
+def machine_load_note(final: pd.DataFrame) -> str | None:
+    """What a wall-clock number must say about the machine it came from (run.json ``load``).
+
+    Rule: a run shared a loaded machine when its mean 1-minute load average over its log
+    points exceeded the machine's CPU count (more runnable processes than CPUs: every
+    process, the run's own included, waited for a CPU), so wall times and updates/s measure
+    the crowd as much as the method. The worst such run is named; without a load record
+    (runs older than the record) the note says so. None when every run was recorded and none
+    was loaded."""
+    runs = final.drop_duplicates("run_dir") if "run_dir" in final else final
+    num = lambda c: (pd.to_numeric(runs[c], errors="coerce") if c in runs  # noqa: E731
+                     else pd.Series(np.nan, index=runs.index))
+    load, cpus = num("loadavg_mean"), num("load_cpus")
+    loaded = load > cpus
+    if loaded.any():
+        worst = (load / cpus)[loaded].idxmax()
+        return (f"runs shared a loaded machine (load {load[worst]:.1f} on {int(cpus[worst])} "
+                "CPUs): wall-clock times are not comparable")
+    missing = int((load.isna() | cpus.isna()).sum())
+    if missing:
+        return "machine load not recorded" + (f" for {missing} of {len(runs)} runs"
+                                              if missing < len(runs) else "")
+    return None
+
+
 def _cost_table(final: pd.DataFrame) -> list[str]:
     """Per method: critic parameters, GFLOP per update, updates/s, wall time per run
     directory and GPU-hours (where a GPU ran), from the run manifests."""
@@ -404,11 +429,13 @@ def _cost_table(final: pd.DataFrame) -> list[str]:
     table = pd.DataFrame(rows)
     table = table.iloc[sorted(range(len(table)),
                               key=lambda i: tables.natural_key(table["method"].iloc[i]))]
+    note = machine_load_note(final)
     return ["### Cost", "",
             "From each run's run.json; a run directory trains all its seeds in one program, "
             "so wall time and updates/s are per run directory (mean over them; wall time "
             "includes start-up, compilation and evaluation), GPU-hours summed.", "",
-            _md_frame(table, list(table.columns)), ""]
+            _md_frame(table, list(table.columns)),
+            *([f"> **Wall-clock caveat:** {note}.", ""] if note else [""])]
 
 
 def _env_titles(final: pd.DataFrame) -> dict[str, str]:
@@ -427,9 +454,11 @@ def _env_titles(final: pd.DataFrame) -> dict[str, str]:
 
 
 def _wallclock_block(w: _Writer, curves: pd.DataFrame, evals: pd.DataFrame, prefix: str,
-                     colors: dict, markers: dict, titles: dict) -> list[str]:
+                     colors: dict, markers: dict, titles: dict,
+                     final: pd.DataFrame | None = None) -> list[str]:
     """Success vs wall-clock: the learning curves' points at the mean wall time (eval.csv
-    ``wall_time``, seconds since each run started) at which the runs reached each step."""
+    ``wall_time``, seconds since each run started) at which the runs reached each step; the
+    figure's subtitle and caption carry ``machine_load_note`` of the runs drawn."""
     if "wall_time" not in evals or curves.empty:
         return []
     wall = (evals.assign(wall_time=pd.to_numeric(evals["wall_time"], errors="coerce"))
@@ -440,14 +469,15 @@ def _wallclock_block(w: _Writer, curves: pd.DataFrame, evals: pd.DataFrame, pref
         return []
     stem = f"{prefix}learning_curves_wallclock"
     w.frame(f"{stem}.csv", data)
+    note = machine_load_note(final) if final is not None else None
     figs = w.figure(stem, plots.plot_learning_curves(data, colors=colors, markers=markers,
-                                                     titles=titles, x="wall_time"))
+                                                     titles=titles, x="wall_time", note=note))
     return [_fig_block(figs, f"{stem}.csv",
                        "The same success curves against wall-clock time: each point at the "
                        "mean time (since its run started, eval.csv wall_time) at which the "
                        "runs reached that evaluation step; includes compilation and "
                        "evaluation, and depends on the machine and on how many runs shared "
-                       "it"), ""]
+                       "it" + (f"; {note}" if note else "")), ""]
 
 
 def _diagnostics_block(w: _Writer, results_dir: Path, final: pd.DataFrame, prefix: str,
@@ -631,7 +661,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                       + ("; dotted curve: steps that only some of the method's tasks "
                          "reached (fewer tasks averaged)" if curves["partial_tasks"].any()
                          else "")), ""]
-    md += _wallclock_block(w, curves, evals, prefix, colors, markers, titles)
+    md += _wallclock_block(w, curves, evals, prefix, colors, markers, titles, final)
     if results_dir is not None:
         md += _diagnostics_block(w, results_dir, final, prefix, colors, markers, titles, h)
 
