@@ -74,6 +74,7 @@ MANIFEST_COLUMNS = (
     "status", "git_commit", "device", "params_total", "params_critic", "flops_per_update",
     "wall_time_s", "updates_per_s", "manifest_step", "eval_interval", "r_min", "r_max",
     "time_embedding", "discount", "budget_note", "status_reason", "status_step", "eval_starts",
+    "load_cpus", "loadavg_mean", "loadavg_max",
 )
 # run.json protocol fields that the analysis does not know keep a ``protocol_`` prefix, so
 # they are never mistaken for swept values (tags).
@@ -191,6 +192,10 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
         out["status"] = out["status"].strip().lower()
     if "step" in raw:
         out["manifest_step"] = raw["step"]
+    load = raw.get("load")  # the machine's load while it trained (older runs lack it)
+    if isinstance(load, Mapping):
+        out.update({"load_cpus": load.get("cpus"), "loadavg_mean": load.get("loadavg_mean"),
+                    "loadavg_max": load.get("loadavg_max")})
     params = raw.get("params")
     if isinstance(params, Mapping):
         out["params_total"] = params.get("total")
@@ -650,7 +655,8 @@ def load_results(results_dir, *, add_method: bool = True,
         return pd.DataFrame(columns=["run_dir", "run_id", *REQUIRED_EVAL_COLUMNS, "task_key"])
     df = pd.concat(frames, ignore_index=True, sort=False)
     for col in ("params_total", "params_critic", "flops_per_update", "wall_time_s",
-                "train_steps", "eval_interval", "eval_episodes", "env_steps"):
+                "train_steps", "eval_interval", "eval_episodes", "env_steps", "load_cpus",
+                "loadavg_mean", "loadavg_max"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["task_key"] = df["env"].astype(str) + "/" + df["task"].astype(str)

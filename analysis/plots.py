@@ -4,7 +4,8 @@ Every function takes a tidy estimate frame from ``analysis.stats`` (columns ``po
 hi`` as fractions), returns the ``matplotlib.figure.Figure`` and, given ``out``, writes
 ``out.png`` and ``out.pdf`` atomically. Figures are built on ``Figure`` objects with the Agg
 canvas (no pyplot, no global backend switch) inside a local rc context sized for a paper
-column (3.3 in; 6.9 in for multi-panel figures), colour-blind-safe palette from seaborn.
+column (3.3 in; 6.9 in for multi-panel figures), colour-blind-safe palette
+(``analysis.colors``: every colour at least 3:1 against the white page).
 
 Colours: ``config_colors`` maps every configuration label of a report to one colour, once,
 and every figure takes that mapping (``colors=``), so a method has the same colour in the
@@ -12,11 +13,12 @@ learning curves, aggregates, profiles, probability of improvement and scaling fi
 Each critic family (``algorithm:critic``) gets a qualitative base colour; the
 configurations of one family that differ along an ordered axis (K, width, depth) get a
 sequential light-to-dark ramp of that base colour's hue, in natural order (K=1 lightest),
-with lightness steps spread evenly over a wide range so that neighbours stay apart, and
-each configuration of a family its own marker (``config_markers``), so K values remain
+evenly spaced in perceived lightness from the lightest shade visible on white, and each
+configuration of a family its own marker (``config_markers``), so K values remain
 distinguishable in grey scale too. Markers sit at the measured points (evaluation steps,
 scaling points). Legends sit outside the axes (below); x tick labels that would overlap are
-thinned, and a thinned tick is removed with its label (no unlabeled tick). Files are
+thinned, and a thinned tick is removed with its label (no unlabeled tick); point labels stay
+inside their axes (``keep_labels_inside``), never over a tick label. Files are
 written with mode 0644.
 """
 
@@ -36,11 +38,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from analysis.colors import MARKERS, config_colors, config_markers, method_colors  # noqa: F401
 from analysis.load import natural_key
 from analysis.stats import METRIC_LABELS
 
 __all__ = ["COLUMN_WIDTH", "PAGE_WIDTH", "style", "method_colors", "config_colors",
            "config_markers", "FILE_MODE", "distinct_metrics", "point_label", "plot_diagnostics",
+           "keep_labels_inside",
            "save_figure", "plot_learning_curves", "plot_scaling", "plot_performance_profile",
            "plot_aggregates", "plot_probability_of_improvement", "thin_xticks",
            "PUBLISHED_STYLE"]
@@ -60,9 +64,6 @@ _RC = {
 }
 _BAND_ALPHA = 0.2
 FILE_MODE = 0o644  # figures are shared files: readable by everyone, like the tables
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
-# lightness range of a family's ramp (HLS): lightest and darkest configuration
-_RAMP_LIGHT, _RAMP_DARK = 0.80, 0.22
 
 
 @contextmanager
@@ -70,89 +71,6 @@ def style():
     """The rc settings of every figure here (local; global rcParams are untouched)."""
     with matplotlib.rc_context(_RC):
         yield
-
-
-def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
-    """A stable colour per method (seaborn ``colorblind``; ``husl`` beyond 10)."""
-    import seaborn as sns
-    methods = list(dict.fromkeys(methods))
-    pal = (sns.color_palette("colorblind", len(methods)) if len(methods) <= 10
-           else sns.color_palette("husl", len(methods)))
-    return {m: tuple(pal[i]) for i, m in enumerate(methods)}
-
-
-def _shade(base, t: float) -> tuple:
-    """``t`` in [0, 1]: 0 a light tint of ``base``, 0.5 ``base``, 1 a dark shade."""
-    b = np.asarray(base[:3], float)
-    if t < 0.5:
-        a = (0.5 - t) * 2 * 0.62
-        c = b * (1 - a) + a
-    else:
-        a = (t - 0.5) * 2 * 0.55
-        c = b * (1 - a)
-    return tuple(float(v) for v in np.clip(c, 0, 1))
-
-
-def _with_lightness(base, light: float) -> tuple:
-    """``base``'s hue and saturation at HLS lightness ``light``."""
-    import colorsys
-    h, _, sat = colorsys.rgb_to_hls(*[float(v) for v in base[:3]])
-    return tuple(float(v) for v in np.clip(colorsys.hls_to_rgb(h, light, sat), 0, 1))
-
-
-def config_colors(configs: Sequence[tuple[str, str]]) -> dict[str, tuple]:
-    """One colour per configuration label, fixed for a whole report.
-
-    Args:
-        configs: ``(label, family)`` pairs (duplicates allowed), e.g. ``("floq (K=4)",
-            "fql:floq")``; family-level labels (no ``(...)``, e.g. ``"floq"`` as a line on a
-            K axis) get the family's base colour, the others of a family a sequential ramp
-            of its hue ordered by ``natural_key``, lightness evenly spaced from 0.80
-            (first) to 0.22 (last) (a single one gets the base colour).
-    Returns:
-        ``{label: rgb}``; labels in several families keep their first family's colour.
-    """
-    import seaborn as sns
-    fam_of: dict[str, str] = {}
-    for label, fam in configs:
-        fam_of.setdefault(str(label), str(fam))
-    families = sorted(dict.fromkeys(fam_of.values()), key=natural_key)
-    pal = (sns.color_palette("colorblind", len(families)) if len(families) <= 10
-           else sns.color_palette("husl", len(families)))
-    out: dict[str, tuple] = {}
-    for i, fam in enumerate(families):
-        base = tuple(float(v) for v in pal[i])
-        labels = sorted((lab for lab, f in fam_of.items() if f == fam), key=natural_key)
-        plain = [lab for lab in labels if "(" not in lab]
-        ordered = [lab for lab in labels if "(" in lab]
-        for lab in plain:
-            out[lab] = base
-        if len(ordered) == 1:
-            out[ordered[0]] = base if not plain else _shade(base, 0.85)
-        elif ordered:
-            for light, lab in zip(np.linspace(_RAMP_LIGHT, _RAMP_DARK, len(ordered)),
-                                  ordered):
-                out[lab] = _with_lightness(base, float(light))
-    return out
-
-
-def config_markers(labels: Sequence[str]) -> dict[str, str]:
-    """One marker per label: family-level labels (no ``(...)``) a circle; the
-    configurations of a family (labels sharing the text before ``(``) cycle through
-    ``MARKERS`` in natural order, so neighbouring K values differ in shape as well as
-    shade."""
-    out: dict[str, str] = {}
-    labels = sorted(dict.fromkeys(map(str, labels)), key=natural_key)
-    by_family: dict[str, list[str]] = {}
-    for lab in labels:
-        if "(" not in lab:
-            out[lab] = "o"
-        else:
-            by_family.setdefault(lab.split("(", 1)[0].strip(), []).append(lab)
-    for fam_labels in by_family.values():
-        for i, lab in enumerate(fam_labels):
-            out[lab] = MARKERS[i % len(MARKERS)]
-    return out
 
 
 def _markers_for(markers, labels) -> dict[str, str]:
@@ -197,6 +115,35 @@ def thin_xticks(fig: Figure, axes) -> None:
             ax.xaxis.set_major_locator(FixedLocator(kept))
             ax.xaxis.set_major_formatter(fmt)
             ax.xaxis.set_minor_locator(NullLocator())
+
+
+def keep_labels_inside(fig: Figure, axes) -> None:
+    """Keep every point label (an annotation offset from its point) inside its axes, where
+    it covers no tick label and leaves no panel: one that would stick out is moved to the
+    other side of its point (below a point at 100% becomes above it; a label centred on the
+    first or last x starts or ends at its point), then any still outside is shifted in."""
+    from matplotlib.text import Annotation
+    flip_va = {"top": "bottom", "bottom": "top", "baseline": "top"}
+    for second in (False, True):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        for ax in axes:
+            box = ax.get_window_extent(r)
+            for ann in [t for t in ax.texts if isinstance(t, Annotation)]:
+                bb = ann.get_window_extent(r)
+                dx, dy = ann.xyann
+                if not second:
+                    if bb.y0 < box.y0 or bb.y1 > box.y1:
+                        dy = -dy
+                        ann.set_va(flip_va.get(ann.get_va(), ann.get_va()))
+                    if bb.x0 < box.x0 or bb.x1 > box.x1:
+                        ann.set_ha("left" if bb.x0 < box.x0 else "right")
+                        dx = 1.5 if bb.x0 < box.x0 else -1.5
+                else:  # what the flip could not fix (a label wider than half the panel)
+                    to_pt = 72.0 / fig.dpi
+                    dx += (max(0.0, box.x0 - bb.x0) - max(0.0, bb.x1 - box.x1)) * to_pt
+                    dy += (max(0.0, box.y0 - bb.y0) - max(0.0, bb.y1 - box.y1)) * to_pt
+                ann.xyann = (dx, dy)
 
 
 def save_figure(fig: Figure, out: str | os.PathLike,
@@ -315,7 +262,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
                          boundaries: pd.DataFrame | None = None,
                          markers: Mapping[str, str] | None = None,
                          titles: Mapping[str, str] | None = None,
-                         x: str = "step") -> Figure:
+                         x: str = "step", note: str | None = None) -> Figure:
     """Success vs gradient step, one panel per environment, one line (+CI band) per method,
     with a marker (``markers``, default ``config_markers``) at every evaluation step.
     ``x="wall_time"`` draws the same points against ``curves["wall_time"]`` (seconds since
@@ -326,6 +273,7 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
         boundaries: ``stats.phase_boundaries`` output (``env, step``): a dotted vertical
             line marks the end of the offline phase in that environment's panel.
         titles: ``{env: panel title}`` (default: the environment's name).
+        note: a subtitle over the panels (the report's machine-load caveat).
     """
     envs = sorted(curves["env"].unique(), key=natural_key)
     methods = sorted(curves["method"].unique(), key=natural_key)
@@ -379,6 +327,10 @@ def plot_learning_curves(curves: pd.DataFrame, out: str | os.PathLike | None = N
             extra.append(Line2D([], [], color="0.3", linestyle=":",
                                 label="dotted: fewer of the method's tasks at that step"))
         _legend(fig, axes, len(methods), extra=extra)
+        if note:
+            import textwrap
+            fig.suptitle(textwrap.fill(note, int(18 * width), break_on_hyphens=False),
+                         fontsize=_RC["legend.fontsize"], color="0.2")
         thin_xticks(fig, axes)
     if out is not None:
         save_figure(fig, out)
@@ -566,6 +518,7 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                             ax.annotate(short, (r["x"], 100 * r["point"]),
                                         textcoords="offset points", xytext=(0, -9),
                                         ha="center", va="top", fontsize=5.5, color="0.2",
+                                        annotation_clip=False,
                                         bbox=dict(boxstyle="round,pad=0.12", fc="white",
                                                   ec="none", alpha=0.75))
                     part = line[line["partial_tasks"].astype(bool)]
@@ -577,7 +530,8 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                         for _, r in part.iterrows():
                             ax.annotate(str(r["tasks"]), (r["x"], 100 * r["point"]),
                                         textcoords="offset points", xytext=(0, 4),
-                                        ha="center", fontsize=5.5, color=colors[h])
+                                        ha="center", va="bottom", fontsize=5.5,
+                                        color=colors[h], annotation_clip=False)
                 for _, r in g[ref].iterrows():
                     lab = f"{h} (reference)" + (f" [{r['tasks']} tasks]"
                                                 if bool(r["partial_tasks"]) else "")
@@ -627,6 +581,7 @@ def plot_scaling(est: pd.DataFrame, axis_label: str, out: str | os.PathLike | No
                                 label="hollow: fewer of the panel's tasks (k/n)"))
         _legend(fig, axes, len(hues), extra=extra)
         thin_xticks(fig, axes)
+        keep_labels_inside(fig, axes)
     if out is not None:
         save_figure(fig, out)
     return fig

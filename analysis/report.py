@@ -91,6 +91,11 @@ Nothing is half-written: everything is produced in a staging folder next to ``ou
 and moved in file by file (``os.replace``), the index last; files that an earlier report
 wrote and this one does not are removed. Bad input raises ``AnalysisError`` before
 ``out_dir`` is touched; ``main`` turns it into one line on stderr and exit code 2.
+
+No silent phase: ``floq analyze`` says on stderr when the estimates start and, since the
+figures are drawn last, when it is at which of them ('analysing 6 methods: figure 3/12
+(learning curves)'); stdout keeps the index's path first, then the headline and the
+leaderboard (``floq.cli.report_summary``).
 """
 
 from __future__ import annotations
@@ -134,12 +139,15 @@ def _slug(s: str) -> str:
 
 
 class _Writer:
-    """Collects files in a staging dir; ``commit`` moves them into the output dir."""
+    """Collects files in a staging dir; ``commit`` moves them into the output dir. Figures
+    are drawn after the page is written (``draw_figures``), when their number is known, so
+    that drawing them, the slow part, says how far it is."""
 
     def __init__(self, stage: Path, formats: Sequence[str] = ("png", "pdf")):
         self.stage = stage
         self.formats = tuple(formats)
         self.files: list[str] = []
+        self.pending: list[tuple] = []
 
     def text(self, name: str, content: str) -> str:
         with open(self.stage / name, "w", newline="\n") as f:
@@ -152,11 +160,35 @@ class _Writer:
         self.files.append(name)
         return name
 
-    def figure(self, stem: str, fig) -> list[str]:
-        plots.save_figure(fig, self.stage / stem, formats=self.formats)
+    def figure(self, stem: str, draw, *args, **kwargs) -> list[str]:
+        """``stem.<format>`` of the figure ``draw(*args, **kwargs)`` (a plots function)
+        returns, drawn by ``draw_figures``; returns the file names."""
+        self.pending.append((stem, draw, args, kwargs))
         names = [f"{stem}.{fmt}" for fmt in self.formats]
         self.files += names
         return names
+
+    def draw_figures(self, progress=None, what: str = "analysing") -> None:
+        """Draw and save the pending figures, one ``progress`` line before each:
+        '<what>: figure 3/12 (learning curves)'."""
+        pending, self.pending = self.pending, []
+        for i, (stem, draw, args, kwargs) in enumerate(pending, 1):
+            if progress is not None:
+                progress(f"{what}: figure {i}/{len(pending)} ({_figure_phase(stem)})")
+            plots.save_figure(draw(*args, **kwargs), self.stage / stem, formats=self.formats)
+
+
+def _figure_phase(stem: str) -> str:
+    """What a figure file shows, for a progress line: 'p2_scaling_critic_width' ->
+    'scaling vs critic width (units), protocol group 2'."""
+    group = re.fullmatch(r"p(\d+)_(.+)", stem)
+    name = group.group(2) if group else stem
+    if name.startswith("scaling_"):
+        name = "scaling vs " + AXIS_LABELS.get(name[len("scaling_"):], name[len("scaling_"):]).lower()
+    else:
+        name = {"learning_curves_wallclock": "learning curves vs wall-clock"}.get(
+            name, name.replace("_", " "))
+    return f"{name}, protocol group {group.group(1)}" if group else name
 
 
 def _md_frame(df: pd.DataFrame, cols: Sequence[str], pct: Sequence[str] = ()) -> str:
@@ -220,7 +252,7 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
     stem = f"{prefix}aggregates"
     w.frame(f"{stem}.csv", agg)
     shown, repeats = plots.distinct_metrics(agg)
-    figs = w.figure(stem, plots.plot_aggregates(agg, colors=colors, metrics=shown))
+    figs = w.figure(stem, plots.plot_aggregates, agg, colors=colors, metrics=shown)
     caption = "Aggregate metrics (success %)"
     if repeats:
         same = "; ".join(
@@ -252,7 +284,7 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
         poi = stats.poi_estimates(scores, pairs=pairs, reps=reps, seed=seed)
         stem = f"{prefix}probability_of_improvement"
         w.frame(f"{stem}.csv", poi)
-        figs = w.figure(stem, plots.plot_probability_of_improvement(poi, colors=colors))
+        figs = w.figure(stem, plots.plot_probability_of_improvement, poi, colors=colors)
         against = (f"every method against the baseline {baseline} (--baseline)"
                    if baseline in scores else "every pair of methods (no baseline)")
         if pairing is not None:
@@ -267,7 +299,7 @@ def _aggregate_section(w: _Writer, scores: dict, agg: pd.DataFrame, tasks: list[
     prof = stats.performance_profile(scores, reps=reps, seed=seed)
     stem = f"{prefix}performance_profile"
     w.frame(f"{stem}.csv", prof)
-    figs = w.figure(stem, plots.plot_performance_profile(prof, colors=colors))
+    figs = w.figure(stem, plots.plot_performance_profile, prof, colors=colors)
     md += [f"{h}# Performance profile", "",
            _fig_block(figs, f"{stem}.csv",
                       "Score distribution: fraction of run seeds x tasks with final "
@@ -369,6 +401,31 @@ def _accelerators(device) -> int:
     return int(m.group(1)) if m else 1
 
 
+def machine_load_note(final: pd.DataFrame) -> str | None:
+    """What a wall-clock number must say about the machine it came from (run.json ``load``).
+
+    Rule: a run shared a loaded machine when its mean 1-minute load average over its log
+    points exceeded the machine's CPU count (more runnable processes than CPUs: every
+    process, the run's own included, waited for a CPU), so wall times and updates/s measure
+    the crowd as much as the method. The worst such run is named; without a load record
+    (runs older than the record) the note says so. None when every run was recorded and none
+    was loaded."""
+    runs = final.drop_duplicates("run_dir") if "run_dir" in final else final
+    num = lambda c: (pd.to_numeric(runs[c], errors="coerce") if c in runs  # noqa: E731
+                     else pd.Series(np.nan, index=runs.index))
+    load, cpus = num("loadavg_mean"), num("load_cpus")
+    loaded = load > cpus
+    if loaded.any():
+        worst = (load / cpus)[loaded].idxmax()
+        return (f"runs shared a loaded machine (load {load[worst]:.1f} on {int(cpus[worst])} "
+                "CPUs): wall-clock times are not comparable")
+    missing = int((load.isna() | cpus.isna()).sum())
+    if missing:
+        return "machine load not recorded" + (f" for {missing} of {len(runs)} runs"
+                                              if missing < len(runs) else "")
+    return None
+
+
 def _cost_table(final: pd.DataFrame) -> list[str]:
     """Per method: critic parameters, GFLOP per update, updates/s, wall time per run
     directory and GPU-hours (where a GPU ran), from the run manifests."""
@@ -404,11 +461,13 @@ def _cost_table(final: pd.DataFrame) -> list[str]:
     table = pd.DataFrame(rows)
     table = table.iloc[sorted(range(len(table)),
                               key=lambda i: tables.natural_key(table["method"].iloc[i]))]
+    note = machine_load_note(final)
     return ["### Cost", "",
             "From each run's run.json; a run directory trains all its seeds in one program, "
             "so wall time and updates/s are per run directory (mean over them; wall time "
             "includes start-up, compilation and evaluation), GPU-hours summed.", "",
-            _md_frame(table, list(table.columns)), ""]
+            _md_frame(table, list(table.columns)),
+            *([f"> **Wall-clock caveat:** {note}.", ""] if note else [""])]
 
 
 def _env_titles(final: pd.DataFrame) -> dict[str, str]:
@@ -427,9 +486,11 @@ def _env_titles(final: pd.DataFrame) -> dict[str, str]:
 
 
 def _wallclock_block(w: _Writer, curves: pd.DataFrame, evals: pd.DataFrame, prefix: str,
-                     colors: dict, markers: dict, titles: dict) -> list[str]:
+                     colors: dict, markers: dict, titles: dict,
+                     final: pd.DataFrame | None = None) -> list[str]:
     """Success vs wall-clock: the learning curves' points at the mean wall time (eval.csv
-    ``wall_time``, seconds since each run started) at which the runs reached each step."""
+    ``wall_time``, seconds since each run started) at which the runs reached each step; the
+    figure's subtitle and caption carry ``machine_load_note`` of the runs drawn."""
     if "wall_time" not in evals or curves.empty:
         return []
     wall = (evals.assign(wall_time=pd.to_numeric(evals["wall_time"], errors="coerce"))
@@ -440,14 +501,15 @@ def _wallclock_block(w: _Writer, curves: pd.DataFrame, evals: pd.DataFrame, pref
         return []
     stem = f"{prefix}learning_curves_wallclock"
     w.frame(f"{stem}.csv", data)
-    figs = w.figure(stem, plots.plot_learning_curves(data, colors=colors, markers=markers,
-                                                     titles=titles, x="wall_time"))
+    note = machine_load_note(final) if final is not None else None
+    figs = w.figure(stem, plots.plot_learning_curves, data, colors=colors, markers=markers,
+                    titles=titles, x="wall_time", note=note)
     return [_fig_block(figs, f"{stem}.csv",
                        "The same success curves against wall-clock time: each point at the "
                        "mean time (since its run started, eval.csv wall_time) at which the "
                        "runs reached that evaluation step; includes compilation and "
                        "evaluation, and depends on the machine and on how many runs shared "
-                       "it"), ""]
+                       "it" + (f"; {note}" if note else "")), ""]
 
 
 def _diagnostics_block(w: _Writer, results_dir: Path, final: pd.DataFrame, prefix: str,
@@ -461,11 +523,10 @@ def _diagnostics_block(w: _Writer, results_dir: Path, final: pd.DataFrame, prefi
         return []
     stem = f"{prefix}critic_diagnostics"
     w.frame(f"{stem}.csv", curves)
-    figs = w.figure(stem, plots.plot_diagnostics(curves, colors=colors, markers=markers,
-                                                 titles=titles,
-                                                 labels={m: diagnostics.panel_label(m) for m
-                                                         in diagnostics.panel_order(curves)},
-                                                 metrics=diagnostics.panel_order(curves)))
+    figs = w.figure(stem, plots.plot_diagnostics, curves, colors=colors, markers=markers,
+                    titles=titles,
+                    labels={m: diagnostics.panel_label(m) for m in diagnostics.panel_order(curves)},
+                    metrics=diagnostics.panel_order(curves))
     same = _coinciding(curves)
     shown = ", ".join(f"`{m}`" for m in diagnostics.DIAGNOSTICS
                       if any(str(p).split(" (")[0] == m for p in set(curves["metric"])))
@@ -618,9 +679,8 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
     bounds = stats.phase_boundaries(evals)
     stem = f"{prefix}learning_curves"
     w.frame(f"{stem}.csv", curves)
-    figs = w.figure(stem, plots.plot_learning_curves(curves, colors=colors,
-                                                     boundaries=bounds, markers=markers,
-                                                     titles=titles))
+    figs = w.figure(stem, plots.plot_learning_curves, curves, colors=colors,
+                    boundaries=bounds, markers=markers, titles=titles)
     md += [f"{h} Learning curves", "",
            _fig_block(figs, f"{stem}.csv",
                       "Success vs gradient steps: mean over the environment's seeds x "
@@ -631,7 +691,7 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
                       + ("; dotted curve: steps that only some of the method's tasks "
                          "reached (fewer tasks averaged)" if curves["partial_tasks"].any()
                          else "")), ""]
-    md += _wallclock_block(w, curves, evals, prefix, colors, markers, titles)
+    md += _wallclock_block(w, curves, evals, prefix, colors, markers, titles, final)
     if results_dir is not None:
         md += _diagnostics_block(w, results_dir, final, prefix, colors, markers, titles, h)
 
@@ -655,10 +715,10 @@ def _section(w: _Writer, final: pd.DataFrame, evals: pd.DataFrame, prefix: str,
         label = AXIS_LABELS.get(axis, axis)
         pub = scaling_rows(published, axis, envs) if axis == "critic_flow_steps" else None
         manifest_axis = axis in stats.SCALING_MANIFEST_AXES
-        figs = w.figure(stem, plots.plot_scaling(
-            est, label, colors=colors, published=pub, markers=markers,
-            points=stats.scaling_points(final, axis), titles=titles,
-            label_points=manifest_axis, fits=tr.bands(axis)))
+        figs = w.figure(stem, plots.plot_scaling,
+                        est, label, colors=colors, published=pub, markers=markers,
+                        points=stats.scaling_points(final, axis), titles=titles,
+                        label_points=manifest_axis, fits=tr.bands(axis))
         caption = (f"Final success vs {label}: mean over seeds x tasks per point, 95% CI "
                    "bands, small dots: single run seeds")
         if est["reference"].astype(bool).any():
@@ -810,7 +870,7 @@ def build_report(results_dir, out_dir: str | os.PathLike,
                  published: str | os.PathLike | pd.DataFrame | None = "default",
                  formats: Sequence[str] = ("png", "pdf"), phase: str | None = None,
                  baseline: str | None = None, filters: Sequence[str] = (),
-                 tuned: Sequence[str] = ()) -> str:
+                 tuned: Sequence[str] = (), progress=None) -> str:
     """Write every figure and table the data supports, plus ``index.md`` and
     ``index.html``; return the path of ``index.md``.
 
@@ -837,6 +897,9 @@ def build_report(results_dir, out_dir: str | os.PathLike,
         tuned: fields (tags) that were tuning choices (``--tuned FIELD``): the leaderboard
             states each method's number of configurations and the report draws the
             expected best score over N configurations (``analysis.trends``).
+        progress: called with one line when the estimates start and one before each figure
+            ('analysing 6 methods: figure 3/12 (learning curves)'); ``floq analyze`` prints
+            them on stderr.
     Raises:
         AnalysisError: nothing usable (missing/empty dir, no evaluations, bad values).
     """
@@ -927,11 +990,16 @@ def build_report(results_dir, out_dir: str | os.PathLike,
     stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
     try:
         w = _Writer(stage, formats)
+        n = final["method"].nunique()
+        what = f"analysing {n} method{'s' if n != 1 else ''}"
+        if progress is not None:
+            progress(f"{what}: estimates and tables")
         with warnings.catch_warnings(record=True) as caught2:
             warnings.simplefilter("always")
             index = _index(w, results_dir, df, final_all, final, proto, seed, reps, pub,
                            notes, n_dirs, include_partial, phase, baseline, tuned=tuned,
                            pairing=pairing, selected=selected)
+            w.draw_figures(progress, what)
         extra = [m for m in dict.fromkeys(str(c.message) for c in caught2)
                  if m not in notes]
         if extra:
@@ -1282,7 +1350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 method_by=a.method_by.split(",") if a.method_by else None,
                                 published=published, formats=a.formats.split(","),
                                 phase=a.phase, baseline=a.baseline, filters=a.filter,
-                                tuned=a.tuned)
+                                tuned=a.tuned,
+                                progress=lambda line: print(line, file=sys.stderr, flush=True))
         except (AnalysisError, OSError) as e:
             print(f"floq analyze: error: {e}", file=sys.stderr)
             return 2

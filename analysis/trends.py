@@ -660,8 +660,8 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
     if tr.has_frontier:
         stem = f"{prefix}compute_frontier"
         w.frame(f"{stem}.csv", tr.frontier)
-        figs = w.figure(stem, trend_plots.plot_frontier(tr.configs, tr.frontier, colors=colors,
-                                                  markers=markers, titles=titles))
+        figs = w.figure(stem, trend_plots.plot_frontier, tr.configs, tr.frontier, colors=colors,
+                        markers=markers, titles=titles)
         shown = tr.frontier.assign(
             budget=[_flops(v) for v in tr.frontier["budget"]],
             score=[f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo)
@@ -699,8 +699,8 @@ def section_lines(w, tr: Trends, final: pd.DataFrame, prefix: str, colors: dict,
         else:
             stem = f"{prefix}expected_max"
             w.frame(f"{stem}.csv", budget)
-            figs = w.figure(stem, trend_plots.plot_expected_max(budget, colors=colors,
-                                                          titles=titles))
+            figs = w.figure(stem, trend_plots.plot_expected_max, budget, colors=colors,
+                            titles=titles)
             wide = budget.assign(score=[
                 f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo)
                 else f"{100 * p:.1f}" for p, lo, hi in

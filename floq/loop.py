@@ -536,9 +536,11 @@ class Run:
             self.manifest["members"] = [{"task_id": exp.task.ids[self.member_task[m.index]], "seed": m.seed}
                                         for m in self.members]
         prev = self.previous or {}
-        if prev.get("config_hash") == self.config_hash:  # the same run, maybe resumed from its own config.gin
+        same = prev.get("config_hash") == self.config_hash
+        if same:  # the same run, maybe resumed from its own config.gin
             self.manifest["gin_files"] = prev.get("gin_files", self.gin_files)
             self.manifest["bindings"] = prev.get("bindings", self.bindings)
+        self.load = results.MachineLoad(prev.get("load") if same else None)
         self.common = {"experiment": self.exp_name, "run": self.run_name, "env": exp.task.env,
                        "task": exp.task.task, "task_id": exp.task.task_id, "dataset": exp.task.dataset_name,
                        "algorithm": self.algo.name, "critic": critic.name, "eval_episodes": tr.eval_episodes,
@@ -887,6 +889,7 @@ class Run:
         (in float64, from per-step values, so the grouping of steps into calls never shows);
         metrics computed on some steps only (ReBRAC's actor/*) are means over those steps
         (floq.agents.base.window_means)."""
+        self.load.sample()
         if not self.window:
             return
         keys = sorted(self.window[0])
@@ -1043,6 +1046,8 @@ class Run:
 
     def _write_manifest(self):
         self.manifest.update(self._throughput())
+        if getattr(self, "load", None) is not None and self.load.record() is not None:
+            self.manifest["load"] = self.load.record()
         results.write_json(os.path.join(self.run_dir, "run.json"), self.manifest)
 
     def _set_status(self, status: str, **extra):

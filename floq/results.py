@@ -443,6 +443,37 @@ def package_versions() -> dict:
     return out
 
 
+class MachineLoad:
+    """The machine's 1-minute load average (``os.getloadavg()[0]``), sampled at every log
+    point: run.json ``load`` = ``{"cpus", "loadavg_mean", "loadavg_max", "samples"}``, so that
+    wall-clock figures can say when runs shared a loaded machine (``analysis.report``).
+    ``previous``: the record of this run's earlier run.json (a resume continues it)."""
+
+    def __init__(self, previous=None, loadavg=None):
+        prev = previous if isinstance(previous, dict) else {}
+        try:
+            self.n = max(0, int(prev.get("samples") or 0))
+            self.total = float(prev["loadavg_mean"]) * self.n if self.n else 0.0
+            self.top = float(prev["loadavg_max"]) if self.n else 0.0
+        except (KeyError, TypeError, ValueError):
+            self.n, self.total, self.top = 0, 0.0, 0.0
+        self.loadavg = loadavg or os.getloadavg
+
+    def sample(self) -> None:
+        try:
+            now = float(self.loadavg()[0])
+        except (OSError, AttributeError):  # no load average on this platform
+            return
+        self.n, self.total, self.top = self.n + 1, self.total + now, max(self.top, now)
+
+    def record(self) -> dict | None:
+        """run.json's ``load`` (None before the first sample)."""
+        if not self.n:
+            return None
+        return {"cpus": os.cpu_count(), "loadavg_mean": round(self.total / self.n, 2),
+                "loadavg_max": round(self.top, 2), "samples": self.n}
+
+
 def device_description() -> str:
     import jax
 

@@ -571,12 +571,27 @@ def success_curve(success_by_step: dict[int, float]) -> str:
     return f"{at(first)} -> best {at(best)} -> {at(last)}"
 
 
+def _status_word(manifest) -> str:
+    """run.json's status as the summary table shows it: a status floq writes as it is, '?'
+    when none is recorded, else 'unreadable status 5' (a bare '5' reads as a count)."""
+    if manifest is None:
+        return "?"
+    if not isinstance(manifest, dict):
+        return "unreadable run.json"
+    status = manifest.get("status")
+    if status in (None, ""):
+        return "?"
+    return status if isinstance(status, str) and status in KNOWN else f"unreadable status {status!r}"
+
+
 def summary_table(run_dirs) -> str:
     """One line per run: success (first / best / last evaluation, mean over seeds), speed,
     size, wall time. Missing fields show as '?', a run without eval.csv as 'no evaluation yet'."""
     rows, episodes, statuses = [], set(), []
     for d in run_dirs:
-        man = _read_json(os.path.join(d, "run.json")) or {}
+        man = _read_json(os.path.join(d, "run.json"))
+        statuses.append(_status_word(man))
+        man = man if isinstance(man, dict) else {}
         evals = _read_csv(os.path.join(d, "eval.csv"))
         episodes.update(r.get("eval_episodes") for r in evals if r.get("eval_episodes"))
         params = man.get("params") or {}
@@ -584,7 +599,6 @@ def summary_table(run_dirs) -> str:
         ups = _float(man.get("updates_per_s"))
         flops = _float(man.get("flops_per_update"))
         wall = _float(man.get("wall_time_s"))
-        statuses.append(str(man.get("status") or "?"))
         rows.append([
             str(man.get("run") or os.path.basename(os.path.normpath(d))),
             str(man.get("critic") or "?"),

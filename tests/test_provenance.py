@@ -43,3 +43,28 @@ def test_task_names_the_files_it_reads(tmp_path):
     files = Task(env="cube-single-play", task_id=3, dataset_dir=str(cache)).data_files()
     assert files == [str(cache / "cube-single-play-v0.npz"),
                      str(cache / "cube-single-play-v0-val.npz")]
+
+
+def test_run_json_records_the_machine_load_sampled_at_log_points(tmp_path):
+    """run.json `load`: mean and max of the 1-minute load average over the log points, on how
+    many CPUs; a resume continues the record (wall-clock figures say when runs shared a loaded
+    machine)."""
+    import json
+
+    from floq import loop
+
+    samples = iter([(1.0, 0, 0), (3.0, 0, 0), (5.0, 0, 0)])
+    run = loop.Run.__new__(loop.Run)  # the hooks alone: log() and _write_manifest(), no training
+    run.load = results.MachineLoad(loadavg=lambda: next(samples))
+    run.window = []
+    run.log()
+    run.log()
+    run.manifest, run.run_dir, run.step = {"status": "running"}, str(tmp_path), 0
+    run.times, run.updates = {"train_s": 0.0}, lambda step: 0
+    run._write_manifest()
+    rec = json.loads((tmp_path / "run.json").read_text())["load"]
+    assert rec == {"cpus": os.cpu_count(), "loadavg_mean": 2.0, "loadavg_max": 3.0, "samples": 2}
+    resumed = results.MachineLoad(rec, loadavg=lambda: next(samples))
+    resumed.sample()
+    assert resumed.record() == {"cpus": os.cpu_count(), "loadavg_mean": 3.0, "loadavg_max": 5.0, "samples": 3}
+    assert results.MachineLoad({"samples": "x"}).record() is None  # an odd old record: start over

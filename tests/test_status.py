@@ -338,3 +338,21 @@ def test_a_status_floq_never_writes_is_unreadable(tmp_path):
     d = make_run(str(tmp_path / "r"), state=5, train_steps=1000, live=False)
     info = status.read_run(d)
     assert info.status == "unreadable" and "5" in info.reason
+
+
+def test_summary_table_says_a_status_floq_never_writes_is_unreadable(tmp_path, capsys):
+    """The end-of-run table (floq run, floq sweep) showed run.json's status as it was: '5'
+    (floq status's own table already said 'unreadable: ...')."""
+    five = make_run(str(tmp_path / "five"), state=5, live=False)
+    weird = make_run(str(tmp_path / "weird"), state="weird", live=False)
+    listed = make_run(str(tmp_path / "listed"), state=None)
+    with open(os.path.join(listed, "run.json"), "w") as f:
+        json.dump([1, 2], f)  # not an object: no crash
+    lines = status.summary_table([five, weird, listed]).splitlines()
+    assert lines[0].split()[:3] == ["run", "critic", "status"]
+    assert lines[2].split()[:5] == ["five", "floq", "unreadable", "status", "5"]
+    assert lines[3].split()[:5] == ["weird", "floq", "unreadable", "status", "'weird'"]
+    assert lines[4].split()[:4] == ["listed", "?", "unreadable", "run.json"]
+    assert status.main([five]) == 0
+    row = capsys.readouterr().out.splitlines()[3]
+    assert row.split()[:2] == ["five", "unreadable:"] and "run.json's status 5 is not one floq writes" in row

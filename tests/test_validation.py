@@ -293,13 +293,20 @@ def dims():
     return sources.env_space_dims(CUBE)
 
 
+def qpos_width():
+    """The cube environment's qpos width (its MuJoCo model's nq: 21)."""
+    from floq.data.files import env_qpos_width
+
+    return env_qpos_width(CUBE)
+
+
 def write_npz(path, n=40, obs=None, act=None, episode=10, **override):
     obs_dim, act_dim = obs, act
     arrays = {
         "observations": np.zeros((n, obs_dim), np.float32),
         "actions": np.zeros((n, act_dim), np.float32),
         "terminals": (np.arange(n) % episode == episode - 1).astype(np.float32),
-        "qpos": np.zeros((n, 5), np.float32),
+        "qpos": np.zeros((n, qpos_width()), np.float32),
         "qvel": np.zeros((n, 5), np.float32),
     }
     arrays.update(override)
@@ -344,6 +351,20 @@ def test_action_width_mismatch(tmp_path, dims):
     write_npz(tmp_path / "d-val.npz", obs=dims[0], act=dims[1] + 1)
     with pytest.raises(sources.DataError, match=rf"array 'actions' is {dims[1] + 1} wide"):
         task_for(train).resolve_path()
+
+
+@pytest.mark.parametrize("width", [5, 30])
+def test_qpos_width_mismatch_is_one_line_not_numpy_broadcasting(tmp_path, dims, width):
+    """OGBench relabels rewards from qpos columns by index: a qpos 5 wide failed in numpy
+    ("cannot load dataset ...: ValueError: operands could not be broadcast together with
+    shapes (1,3) (36,1,0)"), one 30 wide relabelled from the wrong columns without a word."""
+    train = write_npz(tmp_path / "d.npz", obs=dims[0], act=dims[1], qpos=np.zeros((40, width), np.float32))
+    write_npz(tmp_path / "d-val.npz", n=20, obs=dims[0], act=dims[1])
+    with pytest.raises(sources.DataError) as e:
+        task_for(train).load(progress=False)
+    assert str(e.value) == (f"dataset file {train}: array 'qpos' is {width} wide, but the environment's qpos "
+                            f"(its MuJoCo model's nq) is 21 wide (a dataset of another environment?)")
+    assert qpos_width() == 21
 
 
 def test_one_dimensional_observations(tmp_path, dims):
@@ -419,10 +440,10 @@ def _values_case(name, n, o, a):
     if name == "never_terminal":
         return dict(terminals=np.zeros(n, np.float32)), "array 'terminals' does not mark the last transition terminal"
     if name == "one_row":
-        return (dict(observations=obs[:1], actions=act[:1], terminals=term[:1], qpos=np.zeros((1, 5), np.float32),
+        return (dict(observations=obs[:1], actions=act[:1], terminals=term[:1], qpos=np.zeros((1, qpos_width()), np.float32),
                      qvel=np.zeros((1, 5), np.float32)), "array 'terminals' does not mark the last transition terminal")
     if name == "nan_qpos":
-        return dict(qpos=np.full((n, 5), np.nan, np.float32)), "array 'qpos' holds"
+        return dict(qpos=np.full((n, qpos_width()), np.nan, np.float32)), "array 'qpos' holds"
     if name == "act_scaled":
         return dict(actions=act * 10), "array 'actions' has"
     if name == "inf_act":

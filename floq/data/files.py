@@ -139,6 +139,18 @@ def env_space_dims(dataset_name: str, env_kwargs: dict | None = None) -> tuple[i
     once per process of an environment from floq.envs. Pass the keyword arguments that the
     run's own users of the environment pass (`Task.env_kwargs`): the environment built here is
     then the one that relabelling and evaluation take next, not one more to build."""
+    return _env_widths(dataset_name, env_kwargs)[:2]
+
+
+def env_qpos_width(dataset_name: str, env_kwargs: dict | None = None) -> int | None:
+    """Width of the environment's MuJoCo ``qpos`` (its model's ``nq``): the width of a
+    dataset's ``qpos``, from which OGBench relabels singletask rewards. None when the
+    environment has no MuJoCo model to ask."""
+    return _env_widths(dataset_name, env_kwargs)[2]
+
+
+def _env_widths(dataset_name: str, env_kwargs: dict | None) -> tuple[int, int, int | None]:
+    """(observation, action, qpos) widths, asked once per process of an environment."""
     from floq import envs
 
     env_kwargs = dict(env_kwargs or {})
@@ -146,14 +158,21 @@ def env_space_dims(dataset_name: str, env_kwargs: dict | None = None) -> tuple[i
     if key not in _SPACE_DIMS:
         env = envs.acquire(dataset_name, env_kwargs)
         try:
-            _SPACE_DIMS[key] = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+            model = getattr(env.unwrapped, "model", None)
+            nq = getattr(model if model is not None else getattr(env.unwrapped, "_model", None), "nq", None)
+            _SPACE_DIMS[key] = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)),
+                                int(nq) if nq is not None else None)
         finally:
             envs.release(dataset_name, env_kwargs, env)
     return _SPACE_DIMS[key]
 
 
-def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None) -> None:
-    """Checks the shapes of one OGBench-format file; DataError naming the file and the array."""
+def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] | None = None,
+                    qpos_width: int | None = None) -> None:
+    """Checks the shapes of one OGBench-format file; DataError naming the file and the array.
+    ``qpos_width``: the environment's (``env_qpos_width``); OGBench relabels rewards from
+    ``qpos`` columns by index, so a narrower one fails deep in numpy ('operands could not be
+    broadcast') and a wider one of another environment relabels from the wrong columns."""
     missing = [k for k in ("observations", "actions", "terminals") if k not in shapes]
     if missing:
         raise DataError(f"dataset file {path} lacks {', '.join(missing)} (not in OGBench's format)")
@@ -181,6 +200,12 @@ def validate_arrays(path: str, shapes: dict[str, tuple], dims: tuple[int, int] |
         if shapes["actions"][1] != act_dim:
             raise DataError(f"dataset file {path}: array 'actions' is {shapes['actions'][1]} wide, but the "
                             f"environment's actions are {act_dim} wide (a dataset of another environment?)")
+    if qpos_width is not None and "qpos" in shapes:
+        shape = shapes["qpos"]
+        if len(shape) != 2 or shape[1] != qpos_width:
+            found = f"{shape[1]} wide" if len(shape) == 2 else f"of shape {shape}"
+            raise DataError(f"dataset file {path}: array 'qpos' is {found}, but the environment's qpos (its MuJoCo "
+                            f"model's nq) is {qpos_width} wide (a dataset of another environment?)")
 
 
 def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool = True,
@@ -191,11 +216,12 @@ def validate_dataset(path: str, dataset_name: str | None = None, check_env: bool
     truncated or overwritten member fails its zip CRC). One DataError line naming the file and
     the array."""
     dims = env_space_dims(dataset_name, env_kwargs) if (check_env and dataset_name) else None
+    nq = env_qpos_width(dataset_name, env_kwargs) if (check_env and dataset_name) else None
     for p in (path, val_path_of(path)):
         if not os.path.isfile(p):
             raise DataError(f"dataset file not found: {p}")
         shapes = array_headers(p)
-        validate_arrays(p, shapes, dims)
+        validate_arrays(p, shapes, dims, nq)
         validate_values(p, list(shapes))
 
 

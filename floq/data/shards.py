@@ -55,7 +55,7 @@ import zipfile
 
 import numpy as np
 
-from floq.data.files import (DataError, array_headers, finish_arrays, default_data_dir, env_space_dims,
+from floq.data.files import (DataError, array_headers, finish_arrays, default_data_dir, env_qpos_width, env_space_dims,
                              val_path_of, validate_arrays, validate_dataset)
 
 SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d+)\.npz$")
@@ -142,9 +142,10 @@ def validate_shards(paths, dataset_name: str | None, env_kwargs: dict | None = N
     task's `env_kwargs`, so that evaluation takes that environment next). A shard is checked in
     full (``validate_dataset``) when it is loaded."""
     dims = env_space_dims(dataset_name, env_kwargs) if dataset_name else None
+    nq = env_qpos_width(dataset_name, env_kwargs) if dataset_name else None
     for p in paths:
         for q in (p, val_path_of(p)):
-            validate_arrays(q, array_headers(q), dims)
+            validate_arrays(q, array_headers(q), dims, nq)
 
 
 def _singletask_env_name(dataset_name: str) -> str:

@@ -22,8 +22,9 @@ def make_run(root: Path, name: str, *, env: str, task: str, critic: str, success
              tags: dict | None = None, experiment: str = "exp", train_steps: int = 400,
              eval_interval: int = 100, status: str = "done", ogbench_version: str = "1.2.2",
              success_timing: str = "post", params_critic: int = 1000,
-             flops: float = 1e6, manifest: bool = True) -> Path:
-    """One run dir. ``success(seed, step) -> float`` gives each evaluation's success."""
+             flops: float = 1e6, manifest: bool = True, load: dict | None = None) -> Path:
+    """One run dir. ``success(seed, step) -> float`` gives each evaluation's success;
+    ``load``: run.json's machine-load record (``{"cpus", "loadavg_mean", ...}``), if any."""
     tags = dict(tags or {})
     run_dir = Path(root) / experiment / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,8 @@ def make_run(root: Path, name: str, *, env: str, task: str, critic: str, success
                          "eval_episodes": 50, "discount": 0.99, "budget_note": "test"},
             "tags": tags, "step": steps[-1], "wall_time_s": 12.5, "updates_per_s": 100.0,
         }
+        if load is not None:
+            doc["load"] = load
         (run_dir / "run.json").write_text(json.dumps(doc, indent=1))
     return run_dir
 

@@ -124,12 +124,23 @@ def _lightness(rgb):
     return colorsys.rgb_to_hls(*rgb[:3])[1]
 
 
+def _lstar(rgb):
+    """CIE L* (perceived lightness, 0 black to 100 white) of an sRGB colour."""
+    c = np.asarray(rgb[:3], float)
+    y = float((np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4))
+              @ [0.2126, 0.7152, 0.0722])
+    return 116 * y ** (1 / 3) - 16
+
+
 def test_k_values_are_distinguishable():
     labels = [f"floq (K={k})" for k in (1, 2, 4, 8)]
     colors = plots.config_colors([(lab, "fql:floq") for lab in labels]
                                  + [("monolithic", "fql:monolithic")])
-    light = [_lightness(colors[lab]) for lab in labels]
-    assert all(a - b >= 0.15 for a, b in zip(light, light[1:]))  # K=4 vs K=8 too
+    # evenly spaced in perceived lightness, between the lightest shade visible on white
+    # (3:1, L* 61.7) and L* 25: 12 L* apart (a difference of ~2 is visible)
+    light = [_lstar(colors[lab]) for lab in labels]
+    assert all(a - b >= 12 for a, b in zip(light, light[1:]))  # K=4 vs K=8 too
+    assert light[0] == pytest.approx(61.6, abs=0.3) and light[-1] == pytest.approx(25, abs=0.3)
     markers = plots.config_markers(labels + ["monolithic"])
     assert len({markers[lab] for lab in labels}) == 4
 

@@ -1,5 +1,6 @@
 """analysis.plots: figures render to files of the expected size with the expected series."""
 
+import colorsys
 import struct
 
 import matplotlib
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
-from analysis import load, plots, stats
+from analysis import colors, load, plots, stats
 from analysis_fixtures import build_fixture
 
 
@@ -105,7 +106,66 @@ def test_performance_profile_and_aggregates(estimates, tmp_path):
         assert (tmp_path / name).stat().st_size > 5_000
 
 
+@pytest.mark.parametrize("color, ratio", [("#ffffff", 1.0), ("#000000", 21.0), ("#777777", 4.48),
+                                          ("#ece133", 1.37)])
+def test_contrast_ratio_is_wcag_2s(color, ratio):
+    assert colors.contrast_on_white(color) == pytest.approx(ratio, abs=0.01)
+
+
+def test_every_colour_that_draws_a_method_is_visible_on_white():
+    """WCAG 2.1 non-text contrast, 3:1 against the white page. seaborn's colorblind palette
+    had five colours below it (orange 2.6, tan 2.7, pink 1.7, yellow 1.4, sky blue 2.3) and
+    the K ramps went up to HLS lightness 0.8 (about 1.4:1)."""
+    drawn = []
+    for n in range(1, 15):
+        drawn += plots.method_colors([f"m{i}" for i in range(n)]).values()
+    for families in (1, 3, 10, 12):
+        for per_family in (1, 2, 5, 8):
+            configs = [(f"c{f}", f"fql:c{f}") for f in range(families)]
+            configs += [(f"c{f} (K={k})", f"fql:c{f}") for f in range(families)
+                        for k in range(per_family)]
+            drawn += plots.config_colors(configs).values()
+    low = sorted({round(colors.contrast_on_white(c), 2) for c in drawn
+                  if colors.contrast_on_white(c) < colors.MIN_CONTRAST})
+    assert low == [] and len(drawn) > 500
+    # a failing colour keeps its hue: yellow becomes olive, not another colour
+    hue = lambda c: colorsys.rgb_to_hls(*colors._rgb(c))[0]  # noqa: E731
+    yellow = plots.method_colors([str(i) for i in range(10)])["8"]
+    assert hue(yellow) == pytest.approx(hue("#ece133"), abs=1e-6)
+    assert colors.contrast_on_white(yellow) == pytest.approx(3.0, abs=0.01)
+    assert plots.method_colors(["a"])["a"] == colors._rgb("#0173b2")  # visible already: as it was
+
+
 def test_method_colors_are_stable():
     a = plots.method_colors(["x", "y", "z"])
     assert a == plots.method_colors(["x", "y", "z"]) and len(set(a.values())) == 3
     assert len(set(plots.method_colors([str(i) for i in range(14)]).values())) == 14
+
+
+def test_point_labels_stay_inside_the_axes_clear_of_tick_labels():
+    """A label below a point at 0% fell under the x axis, over its tick labels; a label
+    above a point at 100% (k/n of a partial point) ran into the title; labels centred on
+    the first and last x stuck out of the panel."""
+    from matplotlib.text import Annotation
+
+    ks = (1, 2, 4, 8)
+    rows = [dict(env="e", hue="floq", x=k * 1e9, label=f"floq (K={k}, width=512)", reference=False,
+                 point=p, lo=p, hi=p, partial_tasks=k == 8, tasks="1/2" if k == 8 else "")
+            for k, p in zip(ks, (0.0, 0.0, 0.5, 1.0))]
+    fig = plots.plot_scaling(pd.DataFrame(rows), "FLOPs per update")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if isinstance(t, Annotation)]
+    assert sorted(t.get_text() for t in labels) == ["1/2", "K=1, width=512", "K=2, width=512",
+                                                    "K=4, width=512", "K=8, width=512"]
+    box = ax.get_window_extent(r)
+    ticks = [t.get_window_extent(r) for t in ax.get_xticklabels() + ax.get_yticklabels()
+             if t.get_text()]
+    for t in labels:
+        bb = t.get_window_extent(r)
+        assert (bb.x0 >= box.x0 - 0.5 and bb.x1 <= box.x1 + 0.5 and bb.y0 >= box.y0 - 0.5
+                and bb.y1 <= box.y1 + 0.5), (t.get_text(), bb, box)
+        assert not any(bb.overlaps(tick) for tick in ticks), t.get_text()
+        point = ax.transData.transform(t.xy)  # still next to its own point
+        assert abs((bb.y0 + bb.y1) / 2 - point[1]) < 30 and bb.x0 - 30 < point[0] < bb.x1 + 30

@@ -160,3 +160,37 @@ def test_failed_rebuild_leaves_old_report_intact(fixture_results, tmp_path, monk
         report.build_report(fixture_results, out, reps=50, seed=1, formats=PNG)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".out.staging-*"))
+
+
+def test_analyze_says_which_figure_it_draws(tmp_path, capsys):
+    """`floq analyze` was silent while it drew its figures (minutes for a large study): now
+    one line on stderr per figure, numbered against the total, after one for the estimates;
+    stdout still opens with the index's path, then the headline and the leaderboard."""
+    from floq.cli import main
+
+    for critic in ("monolithic", "floq"):
+        make_run(tmp_path / "res", critic, env="e", task="task1", critic=critic, success=ramp(0.5))
+    out = tmp_path / "rep"
+    assert main(["analyze", str(tmp_path / "res"), "--out", str(out), "--reps", "20",
+                 "--formats", "png"]) == 0
+    captured = capsys.readouterr()
+    progress = [ln for ln in captured.err.splitlines() if ln.startswith("analysing")]
+    assert progress == [
+        "analysing 2 methods: estimates and tables",
+        "analysing 2 methods: figure 1/5 (aggregates)",
+        "analysing 2 methods: figure 2/5 (probability of improvement)",
+        "analysing 2 methods: figure 3/5 (performance profile)",
+        "analysing 2 methods: figure 4/5 (learning curves)",
+        "analysing 2 methods: figure 5/5 (learning curves vs wall-clock)",
+    ]
+    assert len(list(out.glob("*.png"))) == 5
+    lines = captured.out.splitlines()
+    assert lines[0] == str(out / "index.md") and lines[1].startswith("Answer.")
+    assert "leaderboard (leaderboard_env.md):" in lines
+
+
+def test_figure_phases_name_the_axis_and_the_protocol_group():
+    assert (report._figure_phase("p2_scaling_critic_width")
+            == "scaling vs critic width (units), protocol group 2")
+    assert report._figure_phase("scaling_flops_per_update") == "scaling vs flops per update"
+    assert report._figure_phase("critic_diagnostics") == "critic diagnostics"
