@@ -15,6 +15,7 @@ Typical use::
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -210,17 +211,36 @@ def load_manifest(run_dir: str | os.PathLike) -> dict | None:
     out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
     # the sweep's own axes for this run (eval.csv also records settings that were not swept)
     out["tag_names"] = json.dumps(sorted(str(k) for k in out["tags"]))
+    data = data_digest(raw)
     if isinstance(raw.get("seedless_config_hash"), str):
-        out["config_id"] = raw["seedless_config_hash"]
+        out["config_id"] = raw["seedless_config_hash"] + (f"/{data}" if data else "")
     if isinstance(raw.get("config_fields"), Mapping):
         out["config_fields"] = json.dumps(raw["config_fields"], sort_keys=True, default=str)
-    out["config_derived"] = json.dumps(_derived_config(raw), sort_keys=True, default=str)
+    derived = _derived_config(raw)
+    if data:
+        derived["data_sha256"] = data
+    out["config_derived"] = json.dumps(derived, sort_keys=True, default=str)
     seeds = raw.get("seeds")
     if isinstance(seeds, list):
         out["seeds"] = seeds
     if _is_rlpd(raw):
         out["_rlpd"] = True
     return out
+
+
+def data_digest(raw: Mapping) -> str | None:
+    """The first 12 hex digits of the sha256 of the dataset files' sha256s (run.json
+    ``data_files``), or None when any file is unhashed (OGBench downloads, shard folders). One
+    configuration's runs on one task trained on different bytes (a dataset generated again on
+    another CPU: MuJoCo's rollouts of the same seeds differ in the last bits there, and chaos
+    makes them different episodes) are two methods, never seeds of one."""
+    files = raw.get("data_files")
+    if not isinstance(files, list) or not files:
+        return None
+    shas = [f.get("sha256") if isinstance(f, Mapping) else None for f in files]
+    if not all(isinstance(x, str) and x for x in shas):
+        return None
+    return hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()[:12]
 
 
 def _is_rlpd(raw: Mapping) -> bool:

@@ -114,3 +114,28 @@ def test_a_diverged_run_sharing_a_seed_with_a_finished_one_is_listed(tmp_path):
     assert "exp/lr" in excluded and "diverged" in excluded
     runs = (out / "runs.csv").read_text()
     assert "exp/lr" in runs and "exp/good" in runs
+
+
+def _data(sha: str) -> list:
+    return [{"path": "/cache/cube-single-play-v0-e100-s0.npz", "bytes": 1, "sha256": sha},
+            {"path": "/cache/cube-single-play-v0-e100-s0-val.npz", "bytes": 1, "sha256": "v" + sha}]
+
+
+def test_one_configuration_on_different_data_bytes_is_two_methods(tmp_path):
+    """results/cpu_algorithms and results/cpu_critics: equal seedless config hashes, but the
+    generated dataset's bytes differ (another CPU). Seeds on equal bytes pool; the others are
+    another method, named by the data digest; an unhashed dataset (a download) adds nothing."""
+    for name, seed, sha in (("a", 0, "aa"), ("b", 1, "aa"), ("c", 2, "bb")):
+        d = make_run(tmp_path, name, env="e", task="task1", critic="monolithic", seeds=(seed,), success=ramp(0.3))
+        _manifest(d, config_fields=_fields(), seedless_config_hash="same", data_files=_data(sha))
+    m = _methods(tmp_path)
+    assert m["exp/a"] == m["exp/b"] != m["exp/c"]
+    assert m["exp/a"].startswith("monolithic (data_sha256=") and m["exp/a"] != "monolithic"
+    assert load.data_digest({"data_files": _data("aa")}) == m["exp/a"].split("=")[1].rstrip(")")
+    assert load.data_digest({"data_files": [{"path": "x.npz", "bytes": 1}]}) is None
+    for name, seed in (("d", 0), ("e", 1)):  # downloads: no sha256 recorded
+        d = make_run(tmp_path / "dl", name, env="e", task="task1", critic="monolithic", seeds=(seed,),
+                     success=ramp(0.3))
+        _manifest(d, config_fields=_fields(), seedless_config_hash="same",
+                  data_files=[{"path": "/ogbench/x.npz", "bytes": 1}])
+    assert set(_methods(tmp_path / "dl").values()) == {"monolithic"}

@@ -31,6 +31,8 @@ import jax
 import numpy as np
 import pytest
 
+from floq_test_utils import FULL
+
 from floq.critics.flow import FloqCritic
 from floq.critics.monolithic import MonolithicCritic
 from floq.nets.specs import MLPNet
@@ -90,9 +92,11 @@ def trained(mdps, trainer, mdp_name: str, kind: str):
 
 # The flow critics train for seconds each: `slow` (make test-fast keeps the monolithic cases;
 # the floq critic's math is checked there by tests/critics/test_flow_critic.py's unit tests)
+# floq K8 in bf16 trains on the stochastic MDP in make test, on all three in make test-full
+# (FLOQ_FULL_TESTS=1): the bf16 path is one dtype through the same code as the f32 cases.
 CASES = [pytest.param(m, k, marks=[] if k == "monolithic" else [pytest.mark.slow])
-         for m in TRAINING for k in ("monolithic", "floq-K1-t0", "floq-K4", "floq-K8",
-                                     "monolithic-bf16", "floq-K8-bf16")]
+         for m in TRAINING for k in ("monolithic", "floq-K1-t0", "floq-K4", "floq-K8", "monolithic-bf16", "floq-K8-bf16")
+         if FULL or k != "floq-K8-bf16" or m == "stochastic"]
 K1_XFAIL = pytest.mark.xfail(strict=True, reason=(
     "K=1 with flow matching at random t: the one Euler step evaluates v at t=0 where cos(t) has zero slope; "
     "v(s,a,z0,0) is biased and Q misses by 9-15% (see the module docstring)"))

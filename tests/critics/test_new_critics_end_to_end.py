@@ -136,10 +136,11 @@ def test_gin_files_build_with_the_shared_knobs(critic):
 
 
 def test_cpu_critics_sweep_is_the_stated_grid(tmp_path):
-    """gin/experiments/cpu_critics.gin: FQL and IQL x the four critics it trains, every run 30k
-    steps, 3 seeds, width 128 (critic, actor), 100 generated cube-single-play task1 episodes; its
-    monolithic and floq arms are results/cpu_algorithms' runs, which holds only if the study's
-    files build exactly their configuration (equal seedless config hash, as `floq analyze` pools)."""
+    """gin/experiments/cpu_critics.gin: FQL and IQL x six critics, every run 30k steps, 3 seeds,
+    width 128 (critic, actor), 100 generated cube-single-play task1 episodes. Its monolithic and
+    floq arms have exactly results/cpu_algorithms' configuration (equal seedless config hash):
+    the two studies differ only in the generated dataset's bytes (another CPU), which
+    `floq analyze` keeps apart (tests/analysis/test_analysis_configurations.py)."""
     from floq.launch import sweep
     from floq.loop import config_fields, seedless_hash
     from floq.train import build
@@ -156,6 +157,8 @@ def test_cpu_critics_sweep_is_the_stated_grid(tmp_path):
             net = getattr(c, "net", None) or c.field_net
             assert (tr.train_steps, tr.num_seeds, net.width, exp.algorithm.actor_net.width) == (30_000, 3, 128, 128), run.name
             assert (exp.task.env, exp.task.task_id, exp.task.generate_episodes) == ("cube-single-play", 1, 100)
+            if c.name == "floq":
+                assert c.flow_steps == 4
             seen.add((exp.algorithm.name, c.name))
         for alg in ("fql", "iql"):
             for critic in ("monolithic", "floq"):
@@ -169,4 +172,4 @@ def test_cpu_critics_sweep_is_the_stated_grid(tmp_path):
                 assert seedless_hash(config_fields(exp)) == committed["seedless_config_hash"], (alg, critic)
     finally:
         gin.clear_config()
-    assert seen == {(a, k) for a in ("fql", "iql") for k in ("resnet", "hlgauss", "c51", "bro")}
+    assert seen == {(a, k) for a in ("fql", "iql") for k in ("monolithic", "resnet", "hlgauss", "c51", "bro", "floq")}
