@@ -232,8 +232,9 @@ def data_digest(raw: Mapping) -> str | None:
     """The first 12 hex digits of the sha256 of the dataset files' sha256s (run.json
     ``data_files``), or None when any file is unhashed (OGBench downloads, shard folders). One
     configuration's runs on one task trained on different bytes (a dataset generated again on
-    another CPU: MuJoCo's rollouts of the same seeds differ in the last bits there, and chaos
-    makes them different episodes) are two methods, never seeds of one."""
+    another machine need not be bitwise the same: results/cpu_algorithms' and
+    results/cpu_critics' cube-single datasets, same code and packages, differ) are two
+    methods, never seeds of one."""
     files = raw.get("data_files")
     if not isinstance(files, list) or not files:
         return None
